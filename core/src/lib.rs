@@ -1,0 +1,30 @@
+//! `pmi-core`: the shared vocabulary of PMI.
+//!
+//! Every other crate speaks in these types: a [`Telemetry`] reading with its event time
+//! ([`EventTime`]) and [`SensorValues`], the [`Sensor`] catalogue with the valid ranges of
+//! `DESIGN.md`, validation of raw input into readings or [`Rejected`] records that name the
+//! offending field, the feature vocabulary ([`FeatureSchema`], [`FeatureVector`]), and the
+//! scoring vocabulary ([`Component`], [`Severity`], [`Prediction`]).
+//!
+//! This crate does no I/O and has no dataflow dependency, so it can be used anywhere.
+#![forbid(unsafe_code)]
+
+pub mod component;
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod prediction;
+pub mod sensor;
+pub mod telemetry;
+pub mod time;
+
+pub use component::{Component, FailureEvent, System};
+pub use config::WindowConfig;
+pub use error::{ConfigError, ErrorClass};
+pub use features::{FeatureSchema, FeatureVector, Stat, FEATURE_SCHEMA_VERSION};
+pub use prediction::{Prediction, Severity, SeverityThresholds};
+pub use sensor::{Sensor, SENSOR_COUNT};
+pub use telemetry::{
+    RawReading, RejectReason, Rejected, SensorValues, Telemetry, Validator, VehicleId,
+};
+pub use time::{EventKey, EventTime};

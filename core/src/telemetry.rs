@@ -1,0 +1,414 @@
+//! Readings: raw input as sources decode it, validation, and the validated [`Telemetry`].
+//!
+//! Every source turns its input into [`RawReading`]s and hands them to a [`Validator`],
+//! which yields either a [`Telemetry`] or a [`Rejected`] record that keeps the raw reading
+//! and names the field and the reason. Rejected readings are data (dead-letter), never
+//! dropped.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sensor::{Sensor, SENSOR_COUNT};
+use crate::time::EventTime;
+
+/// A vehicle identifier such as `VEH_000042`: 1 to 64 characters of ASCII letters, digits
+/// and `_ - . :`. Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VehicleId(Arc<str>);
+
+impl VehicleId {
+    /// Longest accepted identifier, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks and wraps an identifier.
+    pub fn parse(s: &str) -> Result<VehicleId, String> {
+        if s.is_empty() {
+            return Err("empty".into());
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(format!("longer than {} characters", Self::MAX_LEN));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+        {
+            return Err(format!(
+                "character {c:?} not allowed (letters, digits, _ - . : only)"
+            ));
+        }
+        Ok(VehicleId(Arc::from(s)))
+    }
+
+    /// The identifier text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A stable 64-bit hash (FNV-1a), used to route a vehicle to a worker. Stable across
+    /// processes and builds, unlike `std`'s randomly seeded hasher.
+    pub fn route_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.0.as_bytes() {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // Finalise (splitmix64) so that consecutive ids spread over workers.
+        h ^= h >> 30;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 27;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}
+
+impl fmt::Debug for VehicleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for VehicleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The sensor values of one validated reading. A channel is either a finite value inside its
+/// valid range or absent (sensor missing or dropped out); the constructor guarantees it.
+#[derive(Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SensorValues([f64; SENSOR_COUNT]);
+
+impl SensorValues {
+    /// All channels absent.
+    pub const EMPTY: SensorValues = SensorValues([f64::NAN; SENSOR_COUNT]);
+
+    /// The value of `sensor`, if present.
+    #[inline]
+    pub fn get(&self, sensor: Sensor) -> Option<f64> {
+        let v = self.0[sensor.index()];
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// The value of channel `index`, if present.
+    #[inline]
+    pub fn get_index(&self, index: usize) -> Option<f64> {
+        let v = self.0[index];
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// Raw channel array with absent channels as NaN: the columnar fast path.
+    #[inline]
+    pub fn as_nan_array(&self) -> &[f64; SENSOR_COUNT] {
+        &self.0
+    }
+
+    /// Number of channels present.
+    pub fn present(&self) -> usize {
+        self.0.iter().filter(|v| !v.is_nan()).count()
+    }
+
+    /// Iterates `(sensor, value)` over present channels.
+    pub fn iter(&self) -> impl Iterator<Item = (Sensor, f64)> + '_ {
+        Sensor::ALL
+            .into_iter()
+            .filter_map(|s| self.get(s).map(|v| (s, v)))
+    }
+}
+
+impl fmt::Debug for SensorValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(s, v)| (s.name(), v)))
+            .finish()
+    }
+}
+
+/// One validated telemetry reading.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// The vehicle.
+    pub vehicle_id: VehicleId,
+    /// Event time of the reading.
+    pub ts: EventTime,
+    /// Sensor values.
+    pub values: SensorValues,
+}
+
+/// A reading as a source decoded it, before validation. Every field may be missing or wrong.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawReading {
+    /// Vehicle id text, if the input had one.
+    pub vehicle_id: Option<String>,
+    /// Event time in ms since the epoch, if the input had a parseable one.
+    pub ts: Option<i64>,
+    /// Sensor values by channel; `None` is absent, `Some(NaN)` or infinities are invalid.
+    pub values: [Option<f64>; SENSOR_COUNT],
+    /// Where the input came from (file and row, topic/partition/offset, …), for diagnosis.
+    pub origin: Option<String>,
+}
+
+impl RawReading {
+    /// A raw reading with id, time and values (no origin).
+    pub fn new(vehicle_id: &str, ts: i64, values: [Option<f64>; SENSOR_COUNT]) -> Self {
+        RawReading {
+            vehicle_id: Some(vehicle_id.to_owned()),
+            ts: Some(ts),
+            values,
+            origin: None,
+        }
+    }
+}
+
+impl From<&Telemetry> for RawReading {
+    fn from(t: &Telemetry) -> Self {
+        let mut values = [None; SENSOR_COUNT];
+        for (s, v) in t.values.iter() {
+            values[s.index()] = Some(v);
+        }
+        RawReading {
+            vehicle_id: Some(t.vehicle_id.to_string()),
+            ts: Some(t.ts.0),
+            values,
+            origin: None,
+        }
+    }
+}
+
+/// Why a reading was rejected. Together with the field name this is the dead-letter reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RejectReason {
+    /// A required field is missing.
+    Missing,
+    /// A field could not be parsed or breaks the field's syntax.
+    Malformed {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A number that is NaN or infinite.
+    NonFinite,
+    /// A number outside the field's valid range.
+    OutOfRange {
+        /// The value.
+        value: f64,
+        /// Inclusive minimum.
+        min: f64,
+        /// Inclusive maximum.
+        max: f64,
+    },
+    /// A timestamp further in the future than allowed.
+    InFuture {
+        /// How far ahead of the clock, in ms.
+        ahead_ms: i64,
+        /// The allowed skew, in ms.
+        max_ms: i64,
+    },
+    /// A timestamp before 1970-01-01 (not representable in the graphs' time).
+    BeforeEpoch,
+    /// A second reading for the same `(vehicle_id, ts)`; the first one was kept.
+    Duplicate,
+}
+
+/// A rejected reading: the raw input, the field at fault and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The reading as it arrived.
+    pub reading: RawReading,
+    /// The field at fault (`vehicle_id`, `ts` or a sensor name).
+    pub field: String,
+    /// Why.
+    pub reason: RejectReason,
+}
+
+impl Rejected {
+    /// Short machine-readable reason code (`missing`, `out_of_range`, …), for counters.
+    pub fn code(&self) -> &'static str {
+        match self.reason {
+            RejectReason::Missing => "missing",
+            RejectReason::Malformed { .. } => "malformed",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::OutOfRange { .. } => "out_of_range",
+            RejectReason::InFuture { .. } => "in_future",
+            RejectReason::BeforeEpoch => "before_epoch",
+            RejectReason::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: ", self.field)?;
+        match &self.reason {
+            RejectReason::Missing => write!(f, "missing"),
+            RejectReason::Malformed { detail } => write!(f, "malformed: {detail}"),
+            RejectReason::NonFinite => write!(f, "not a finite number"),
+            RejectReason::OutOfRange { value, min, max } => {
+                write!(f, "value {value} outside valid range [{min}, {max}]")
+            }
+            RejectReason::InFuture { ahead_ms, max_ms } => {
+                write!(
+                    f,
+                    "{ahead_ms} ms in the future (at most {max_ms} ms allowed)"
+                )
+            }
+            RejectReason::BeforeEpoch => write!(f, "before 1970-01-01T00:00:00Z"),
+            RejectReason::Duplicate => write!(f, "duplicate reading for this vehicle and ts"),
+        }
+    }
+}
+
+/// Checks raw readings against the rules of `DESIGN.md` ("Data").
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Validator {
+    /// How far ahead of the clock a timestamp may be, in ms (default 5 minutes).
+    pub max_future_ms: i64,
+}
+
+impl Default for Validator {
+    fn default() -> Self {
+        Validator {
+            max_future_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+impl Validator {
+    /// Validates `raw` against the clock `now`. The first fault found is reported, in the
+    /// order: vehicle id, timestamp, sensors in channel order.
+    pub fn validate(&self, raw: RawReading, now: EventTime) -> Result<Telemetry, Rejected> {
+        let reject = |raw: RawReading, field: &str, reason| {
+            Err(Rejected {
+                reading: raw,
+                field: field.to_owned(),
+                reason,
+            })
+        };
+        let vehicle_id = match raw.vehicle_id.as_deref().map(VehicleId::parse) {
+            None => return reject(raw, "vehicle_id", RejectReason::Missing),
+            Some(Err(detail)) => {
+                return reject(raw, "vehicle_id", RejectReason::Malformed { detail })
+            }
+            Some(Ok(id)) => id,
+        };
+        let ts = match raw.ts {
+            None => return reject(raw, "ts", RejectReason::Missing),
+            Some(t) if t < 0 => return reject(raw, "ts", RejectReason::BeforeEpoch),
+            Some(t) if t - now.0 > self.max_future_ms => {
+                let reason = RejectReason::InFuture {
+                    ahead_ms: t - now.0,
+                    max_ms: self.max_future_ms,
+                };
+                return reject(raw, "ts", reason);
+            }
+            Some(t) => EventTime(t),
+        };
+        let mut values = [f64::NAN; SENSOR_COUNT];
+        for sensor in Sensor::ALL {
+            let Some(v) = raw.values[sensor.index()] else {
+                continue;
+            };
+            if !v.is_finite() {
+                return reject(raw, sensor.name(), RejectReason::NonFinite);
+            }
+            let (min, max) = sensor.range();
+            if v < min || v > max {
+                return reject(
+                    raw,
+                    sensor.name(),
+                    RejectReason::OutOfRange { value: v, min, max },
+                );
+            }
+            values[sensor.index()] = v;
+        }
+        Ok(Telemetry {
+            vehicle_id,
+            ts,
+            values: SensorValues(values),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawReading {
+        let mut values = [None; SENSOR_COUNT];
+        values[Sensor::CoolantTempC.index()] = Some(90.0);
+        values[Sensor::Rpm.index()] = Some(2000.0);
+        RawReading::new("VEH_000001", 1_700_000_000_000, values)
+    }
+
+    fn check(r: RawReading) -> Result<Telemetry, Rejected> {
+        Validator::default().validate(r, EventTime(1_700_000_000_000))
+    }
+
+    #[test]
+    fn valid_reading_keeps_values_and_absent_channels() {
+        let t = check(raw()).unwrap();
+        assert_eq!(t.vehicle_id.as_str(), "VEH_000001");
+        assert_eq!(t.values.get(Sensor::CoolantTempC), Some(90.0));
+        assert_eq!(t.values.get(Sensor::OilTempC), None);
+        assert_eq!(t.values.present(), 2);
+    }
+
+    #[test]
+    fn each_fault_names_its_field() {
+        let mut r = raw();
+        r.vehicle_id = None;
+        let e = check(r).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code()), ("vehicle_id", "missing"));
+
+        let mut r = raw();
+        r.vehicle_id = Some("bad id!".into());
+        let e = check(r).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code()), ("vehicle_id", "malformed"));
+
+        let mut r = raw();
+        r.ts = Some(1_700_000_000_000 + 3_600_000);
+        let e = check(r).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code()), ("ts", "in_future"));
+
+        let mut r = raw();
+        r.ts = Some(-1);
+        assert_eq!(check(r).unwrap_err().code(), "before_epoch");
+
+        let mut r = raw();
+        r.values[Sensor::CoolantTempC.index()] = Some(180.0);
+        let e = check(r).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.code()),
+            ("coolant_temp_c", "out_of_range")
+        );
+        assert!(e.to_string().contains("coolant_temp_c") && e.to_string().contains("180"));
+
+        let mut r = raw();
+        r.values[Sensor::Rpm.index()] = Some(f64::INFINITY);
+        let e = check(r).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code()), ("rpm", "non_finite"));
+    }
+
+    #[test]
+    fn range_bounds_are_inclusive() {
+        let mut r = raw();
+        r.values[Sensor::CoolantTempC.index()] = Some(130.0);
+        r.values[Sensor::Rpm.index()] = Some(0.0);
+        assert!(check(r).is_ok());
+    }
+
+    #[test]
+    fn route_hash_is_stable() {
+        let a = VehicleId::parse("VEH_000042").unwrap();
+        assert_eq!(
+            a.route_hash(),
+            VehicleId::parse("VEH_000042").unwrap().route_hash()
+        );
+        assert_ne!(
+            a.route_hash(),
+            VehicleId::parse("VEH_000043").unwrap().route_hash()
+        );
+    }
+}
