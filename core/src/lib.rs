@@ -21,10 +21,10 @@ pub mod time;
 pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;
 pub use error::{ConfigError, ErrorClass};
-pub use features::{FeatureSchema, FeatureVector, Stat, FEATURE_SCHEMA_VERSION};
+pub use features::{Channel, Derived, FeatureSchema, FeatureVector, Stat, FEATURE_SCHEMA_VERSION};
 pub use prediction::{Prediction, Severity, SeverityThresholds};
 pub use sensor::{Sensor, SENSOR_COUNT};
 pub use telemetry::{
-    RawReading, RejectReason, Rejected, SensorValues, Telemetry, Validator, VehicleId,
+    RawReading, RejectReason, Rejected, SensorValues, Sequenced, Telemetry, Validator, VehicleId,
 };
 pub use time::{EventKey, EventTime};

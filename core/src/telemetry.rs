@@ -78,8 +78,18 @@ impl fmt::Display for VehicleId {
 
 /// The sensor values of one validated reading. A channel is either a finite value inside its
 /// valid range or absent (sensor missing or dropped out); the constructor guarantees it.
-#[derive(Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct SensorValues([f64; SENSOR_COUNT]);
+
+/// Equal when every channel is equal, absent channels included (bitwise on the values).
+impl PartialEq for SensorValues {
+    fn eq(&self, other: &Self) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
 
 impl SensorValues {
     /// All channels absent.
@@ -410,5 +420,22 @@ mod tests {
             a.route_hash(),
             VehicleId::parse("VEH_000043").unwrap().route_hash()
         );
+    }
+}
+
+/// A reading with the ordering group its source assigned (see [`crate::EventKey`]): live
+/// sources use group 0; a backfill over input grouped by vehicle numbers the groups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sequenced {
+    /// Ordering group.
+    pub group: u32,
+    /// The reading.
+    pub reading: Telemetry,
+}
+
+impl Sequenced {
+    /// The reading's position in the graph's time order.
+    pub fn key(&self) -> crate::EventKey {
+        crate::EventKey::new(self.group, self.reading.ts)
     }
 }

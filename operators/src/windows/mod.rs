@@ -1,0 +1,257 @@
+//! The event-time pane window operator: per vehicle, at every pane end the watermark passes,
+//! the statistics of every window `(b − W, b]` (DESIGN.md, "Feature semantics").
+//!
+//! Readings are exchanged by vehicle, so each vehicle's state lives on one worker. The
+//! operator's input frontier is the watermark: a pane `(b − P, b]` of a vehicle in ordering
+//! group `g` is sealed once the frontier has passed `EventKey(g, b)`, and only then are its
+//! readings folded, in time order. Sources stamp each reading at a time no later than its
+//! own key, so every on-time reading is in before its pane seals; anything arriving for a
+//! sealed pane goes to the `late` output (counted and kept, never dropped).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use timely::dataflow::operators::{Capture, ToStream};
+//! use timely::dataflow::operators::capture::Extract;
+//! use timely::dataflow::operators::vec::Map;
+//! use pmi_core::{RawReading, Sensor, Sequenced, Validator, WindowConfig, EventTime, SENSOR_COUNT};
+//! use pmi_operators::windows::{PaneWindows, WindowSpec};
+//!
+//! let config = WindowConfig { channels: vec!["rpm".into()], ..Default::default() };
+//! let spec = Arc::new(WindowSpec::new(&config).unwrap());
+//! let features = timely::example(move |scope| {
+//!     let mut values = [None; SENSOR_COUNT];
+//!     values[Sensor::Rpm.index()] = Some(1500.0);
+//!     let reading = Validator::default()
+//!         .validate(RawReading::new("VEH_1", 5_000, values), EventTime(5_000))
+//!         .unwrap();
+//!     let input = vec![Sequenced { group: 0, reading }].to_stream(scope).container::<Vec<_>>();
+//!     // Keep (pane end, rpm_count_60s, rpm_count_900s) of each vector.
+//!     let summary = input.pane_windows(spec).features;
+//!     summary.map(|v| (v.pane_end.0, v.values[0] as u64, v.values[14] as u64)).capture()
+//! });
+//! let vectors: Vec<_> = features.extract().into_iter().flat_map(|(_, v)| v).collect();
+//! // One reading keeps a vehicle active for the 90 pane ends of the 900 s window.
+//! assert_eq!(vectors.len(), 90);
+//! assert_eq!(vectors[0], (10_000, 1, 1));
+//! assert_eq!(vectors[6], (70_000, 0, 1)); // out of the 60 s window, still in 900 s
+//! ```
+
+pub mod oracle;
+mod state;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use pmi_core::{EventKey, FeatureVector, RejectReason, Rejected, Sequenced, Telemetry, VehicleId};
+
+pub use state::{InsertError, Scratch, VehicleWindows, WindowSpec, MAX_READINGS_PER_PANE};
+
+/// The outputs of [`PaneWindows::pane_windows`].
+pub struct WindowStreams<'scope> {
+    /// One feature vector per vehicle and pane end, stamped at `EventKey(group, pane end)`.
+    pub features: Stream<'scope, u64, Vec<FeatureVector>>,
+    /// Readings that arrived after their pane was sealed.
+    pub late: Stream<'scope, u64, Vec<Telemetry>>,
+    /// Readings refused at sealing: duplicates of an earlier `(vehicle, ts)`, or beyond
+    /// [`MAX_READINGS_PER_PANE`].
+    pub rejected: Stream<'scope, u64, Vec<Rejected>>,
+}
+
+/// Extension trait: sliding pane windows over a stream of sequenced readings.
+pub trait PaneWindows<'scope> {
+    /// Computes window features per vehicle (see the module docs).
+    fn pane_windows(self, spec: Arc<WindowSpec>) -> WindowStreams<'scope>;
+}
+
+struct Entry {
+    windows: VehicleWindows,
+    /// Time of this vehicle's live heap entry, if any.
+    scheduled: Option<u64>,
+}
+
+/// Gauges a worker's window operator publishes (for `/stats`, `pmi bench`).
+#[derive(Clone, Debug, Default)]
+pub struct WindowGauges {
+    /// Vehicles with state.
+    pub vehicles: usize,
+    /// Bytes of window state over all vehicles.
+    pub state_bytes: usize,
+}
+
+impl<'scope> PaneWindows<'scope> for Stream<'scope, u64, Vec<Sequenced>> {
+    fn pane_windows(self, spec: Arc<WindowSpec>) -> WindowStreams<'scope> {
+        pane_windows_with_gauges(self, spec, None)
+    }
+}
+
+/// [`PaneWindows::pane_windows`], also publishing [`WindowGauges`] into `gauges` whenever
+/// the operator runs (cheaply: counts are kept incrementally, bytes measured on demand when
+/// `gauges` is given).
+pub fn pane_windows_with_gauges<'scope>(
+    input: Stream<'scope, u64, Vec<Sequenced>>,
+    spec: Arc<WindowSpec>,
+    gauges: Option<Arc<std::sync::Mutex<WindowGauges>>>,
+) -> WindowStreams<'scope> {
+    let mut builder = OperatorBuilder::new("PaneWindows".to_owned(), input.scope());
+    let mut input = builder.new_input(
+        input,
+        Exchange::new(|s: &Sequenced| s.reading.vehicle_id.route_hash()),
+    );
+    let (features_out, features) = builder.new_output();
+    let (late_out, late) = builder.new_output();
+    let (rejected_out, rejected) = builder.new_output();
+    let mut features_out = OutputBuilder::from(features_out);
+    let mut late_out = OutputBuilder::from(late_out);
+    let mut rejected_out = OutputBuilder::from(rejected_out);
+
+    builder.build(move |_initial_caps| {
+        let mut states: HashMap<(u32, VehicleId), Entry> = HashMap::new();
+        let mut heap: BinaryHeap<Reverse<(u64, u32, VehicleId)>> = BinaryHeap::new();
+        // Capabilities for emitting features (port 0) and rejected readings (port 2), held
+        // at or below the earliest scheduled evaluation.
+        let mut caps: Option<(Capability<u64>, Capability<u64>)> = None;
+        let mut scratch = Scratch::default();
+        let mut values = Vec::new();
+        let mut dups = Vec::new();
+        let mut ready: Vec<(u64, u32, VehicleId)> = Vec::new();
+
+        move |frontiers| {
+            let mut features_out = features_out.activate();
+            let mut late_out = late_out.activate();
+            let mut rejected_out = rejected_out.activate();
+
+            input.for_each(|cap, data| {
+                let Some(time) = cap.least().copied() else { return };
+                if caps.as_ref().is_none_or(|(c, _)| time < *c.time()) {
+                    caps = Some((cap.delayed(&time, 0), cap.delayed(&time, 2)));
+                }
+                let mut late = late_out.session(&cap);
+                for s in data.drain(..) {
+                    // A reading stamped after its own pane end cannot be evaluated at that
+                    // pane end any more: late, whatever the vehicle's state says.
+                    let pane_end = EventKey::new(s.group, spec.pane_end(spec.pane_of(s.reading.ts)));
+                    if pane_end.0 < time {
+                        late.give(s.reading);
+                        continue;
+                    }
+                    let key = (s.group, s.reading.vehicle_id.clone());
+                    let entry = states.entry(key).or_insert_with(|| Entry {
+                        windows: VehicleWindows::new(&spec),
+                        scheduled: None,
+                    });
+                    match entry.windows.insert(&spec, s.reading.ts, s.reading.values) {
+                        Ok(()) => {
+                            let k = entry.windows.next_boundary(&spec).expect("just inserted");
+                            let t = EventKey::new(s.group, spec.pane_end(k)).0;
+                            if entry.scheduled.is_none_or(|old| t < old) {
+                                entry.scheduled = Some(t);
+                                heap.push(Reverse((t, s.group, s.reading.vehicle_id)));
+                            }
+                        }
+                        Err(InsertError::Late) => late.give(s.reading),
+                        Err(InsertError::PaneFull) => {
+                            let detail = format!(
+                                "more than {MAX_READINGS_PER_PANE} readings of one vehicle in one pane"
+                            );
+                            let raw = (&s.reading).into();
+                            let mut session = rejected_out.session(&cap);
+                            session.give(Rejected {
+                                reading: raw,
+                                field: "ts".into(),
+                                reason: RejectReason::Malformed { detail },
+                            });
+                        }
+                    }
+                }
+            });
+
+            // Evaluate every scheduled boundary the frontier has passed.
+            let frontier = &frontiers[0];
+            while let Some(Reverse((t, _, _))) = heap.peek() {
+                if frontier.less_equal(t) {
+                    break;
+                }
+                let t = *t;
+                ready.clear();
+                while heap.peek().is_some_and(|Reverse(e)| e.0 == t) {
+                    ready.push(heap.pop().expect("peeked").0);
+                }
+                let (fcap, rcap) = caps.as_ref().expect("a capability is held while work is scheduled");
+                let fcap = fcap.delayed(&t);
+                let rcap = rcap.delayed(&t);
+                let mut fsession = features_out.session(&fcap);
+                let key = EventKey(t);
+                let k = spec.pane_of(key.time());
+                for (_, group, vehicle) in ready.drain(..) {
+                    let state_key = (group, vehicle);
+                    let Some(entry) = states.get_mut(&state_key) else { continue };
+                    if entry.scheduled != Some(t) {
+                        continue; // superseded by an earlier reschedule
+                    }
+                    dups.clear();
+                    if entry.windows.evaluate(&spec, k, &mut scratch, &mut values, &mut dups) {
+                        fsession.give(FeatureVector {
+                            vehicle_id: state_key.1.clone(),
+                            pane_end: spec.pane_end(k),
+                            schema: spec.fingerprint(),
+                            values: std::mem::take(&mut values),
+                        });
+                    }
+                    if !dups.is_empty() {
+                        let mut rsession = rejected_out.session(&rcap);
+                        for (ts, vals) in dups.drain(..) {
+                            let reading = Telemetry { vehicle_id: state_key.1.clone(), ts, values: vals };
+                            rsession.give(Rejected {
+                                reading: (&reading).into(),
+                                field: "ts".into(),
+                                reason: RejectReason::Duplicate,
+                            });
+                        }
+                    }
+                    match entry.windows.next_boundary(&spec) {
+                        Some(next) => {
+                            let nt = EventKey::new(group, spec.pane_end(next)).0;
+                            entry.scheduled = Some(nt);
+                            heap.push(Reverse((nt, group, state_key.1)));
+                        }
+                        None => {
+                            states.remove(&state_key);
+                        }
+                    }
+                }
+            }
+
+            // Hold capabilities only as low as the earliest scheduled evaluation.
+            match heap.peek() {
+                Some(Reverse((t, _, _))) => {
+                    if let Some((f, r)) = caps.as_mut() {
+                        if f.time() < t {
+                            f.downgrade(t);
+                            r.downgrade(t);
+                        }
+                    }
+                }
+                None => caps = None,
+            }
+
+            if let Some(g) = &gauges {
+                let mut g = g.lock().expect("gauges lock");
+                g.vehicles = states.len();
+                g.state_bytes = states.values().map(|e| e.windows.state_bytes()).sum();
+            }
+        }
+    });
+
+    WindowStreams {
+        features,
+        late,
+        rejected,
+    }
+}
