@@ -15,6 +15,7 @@ pub mod error;
 pub mod features;
 pub mod prediction;
 pub mod sensor;
+pub mod source;
 pub mod telemetry;
 pub mod time;
 
@@ -24,6 +25,7 @@ pub use error::{ConfigError, ErrorClass};
 pub use features::{Channel, Derived, FeatureSchema, FeatureVector, Stat, FEATURE_SCHEMA_VERSION};
 pub use prediction::{Prediction, Severity, SeverityThresholds};
 pub use sensor::{Sensor, SENSOR_COUNT};
+pub use source::{SourceBatch, SourceFailure, SourceStatus, TelemetrySource};
 pub use telemetry::{
     RawReading, RejectReason, Rejected, SensorValues, Sequenced, Telemetry, Validator, VehicleId,
 };

@@ -1,1 +1,43 @@
-//! placeholder
+//! `pmi-dataflows`: assembles sources → operators → sinks into the named graphs.
+//!
+//! - [`graph`]: the PMI graph, generic over its source and its sinks, on `workers` threads.
+//! - [`sink`]: the seam between the graph and its outputs.
+#![forbid(unsafe_code)]
+
+pub mod graph;
+pub mod sink;
+
+pub use graph::{GraphConfig, RunReport, ScoreFn, WorkerSinks};
+
+/// Errors of building or running a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] pmi_core::ConfigError),
+    /// A source failed.
+    #[error(transparent)]
+    Source(#[from] pmi_core::SourceFailure),
+    /// A sink failed.
+    #[error("{0}")]
+    Sink(String),
+    /// Input could not be planned or read.
+    #[error("{0}")]
+    Input(String),
+    /// Timely could not start or a worker panicked.
+    #[error("dataflow runtime: {0}")]
+    Timely(String),
+}
+
+impl DataflowError {
+    /// Whose fault the error is.
+    pub fn class(&self) -> pmi_core::ErrorClass {
+        use pmi_core::ErrorClass;
+        match self {
+            DataflowError::Config(_) | DataflowError::Input(_) => ErrorClass::User,
+            DataflowError::Source(f) => f.class,
+            DataflowError::Sink(_) => ErrorClass::External,
+            DataflowError::Timely(_) => ErrorClass::Internal,
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The PMI graph: source → validation/watermark → pane windows → scoring → sinks, run on
+//! `workers` timely workers in this process. The `stream` and `backfill` graphs are this
+//! graph with different sources.
+//!
+//! ```text
+//!            ┌─ readings ─► [telemetry sink]
+//! source ────┼─ readings ─► PaneWindows ─► features ─┬─► [features sink]
+//!  (driver)  │                  │ │                   └─► score ─► predictions ─┬─► [predictions sink]
+//!            │                  │ └ late ─────┐                                 └─► alerts ≥ floor ─► [alerts]
+//!            ├─ late ───────────┼─────────────┴──► [late sink]
+//!            └─ rejected ───────┴ duplicates ────► [dead-letter sink]
+//! ```
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::ProbeHandle;
+
+use pmi_core::{
+    FeatureVector, Prediction, Rejected, Severity, Telemetry, TelemetrySource, WindowConfig,
+};
+use pmi_operators::source::{telemetry_source, SourceCounters, SourceOptions, Throttle};
+use pmi_operators::windows::{pane_windows_with_gauges, WindowGauges, WindowSpec};
+
+use crate::sink::{close, shared, write_to, ChunkSink, SinkStats};
+use crate::DataflowError;
+
+/// A scorer usable on every worker: turns a feature vector into a prediction.
+pub type ScoreFn = Arc<dyn Fn(&FeatureVector) -> Prediction + Send + Sync>;
+
+/// Graph settings.
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    /// Windows, panes, lateness, channels.
+    pub window: WindowConfig,
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// Predictions at or above this severity go to the alerts sink.
+    pub alert_floor: Severity,
+    /// How far (ms of event time) a source may run ahead of the end of the graph.
+    pub max_ahead_ms: u64,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        GraphConfig {
+            window: WindowConfig::default(),
+            workers: 1,
+            alert_floor: Severity::Medium,
+            max_ahead_ms: 60_000,
+        }
+    }
+}
+
+/// One worker's outputs.
+pub struct WorkerSinks {
+    /// Accepted readings (optional: the raw archive).
+    pub telemetry: Option<Box<dyn ChunkSink<Telemetry>>>,
+    /// Feature vectors.
+    pub features: Box<dyn ChunkSink<FeatureVector>>,
+    /// Predictions.
+    pub predictions: Box<dyn ChunkSink<Prediction>>,
+    /// Predictions at or above the alert floor.
+    pub alerts: Box<dyn ChunkSink<Prediction>>,
+    /// Rejected readings with their reasons.
+    pub dead_letter: Box<dyn ChunkSink<Rejected>>,
+    /// Late readings.
+    pub late: Box<dyn ChunkSink<Telemetry>>,
+}
+
+/// What a run did, summed over workers. Every reading read is accounted for:
+/// `read = windowed + rejected + late`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunReport {
+    /// Readings the sources produced (accepted + rejected + late).
+    pub read: u64,
+    /// Readings that went into windows.
+    pub windowed: u64,
+    /// Readings rejected (validation and duplicates), all in the dead-letter output.
+    pub rejected: u64,
+    /// Late readings, all in the late output.
+    pub late: u64,
+    /// Feature vectors written.
+    pub features: u64,
+    /// Predictions written.
+    pub predictions: u64,
+    /// Alerts raised (predictions at or above the floor).
+    pub alerts: u64,
+    /// Telemetry rows archived.
+    pub telemetry_rows: u64,
+    /// Files written over all sinks.
+    pub files: u64,
+    /// Wall-clock time of the run, ms.
+    pub elapsed_ms: u64,
+    /// Largest window state seen on any worker, bytes.
+    pub peak_state_bytes: u64,
+    /// Vehicles with window state at that moment.
+    pub peak_state_vehicles: u64,
+}
+
+impl RunReport {
+    fn add(&mut self, o: &RunReport) {
+        self.read += o.read;
+        self.windowed += o.windowed;
+        self.rejected += o.rejected;
+        self.late += o.late;
+        self.features += o.features;
+        self.predictions += o.predictions;
+        self.alerts += o.alerts;
+        self.telemetry_rows += o.telemetry_rows;
+        self.files += o.files;
+        self.peak_state_bytes = self.peak_state_bytes.max(o.peak_state_bytes);
+        self.peak_state_vehicles = self.peak_state_vehicles.max(o.peak_state_vehicles);
+    }
+
+    /// Mean window state per vehicle at the peak, bytes.
+    pub fn state_bytes_per_vehicle(&self) -> u64 {
+        self.peak_state_bytes
+            .checked_div(self.peak_state_vehicles)
+            .unwrap_or(0)
+    }
+}
+
+/// Runs the graph to completion: `make_source(worker, peers)` builds each worker's share of
+/// the input, `make_sinks(worker)` its outputs, `scorer` scores every feature vector.
+/// `measure_state` samples window state size (costs a pass over the state per activation;
+/// for `pmi bench`).
+pub fn run<S, FS, FK>(
+    config: &GraphConfig,
+    make_source: FS,
+    make_sinks: FK,
+    scorer: ScoreFn,
+    measure_state: bool,
+) -> Result<RunReport, DataflowError>
+where
+    S: TelemetrySource,
+    FS: Fn(usize, usize) -> Result<S, DataflowError> + Send + Sync + 'static,
+    FK: Fn(usize) -> Result<WorkerSinks, DataflowError> + Send + Sync + 'static,
+{
+    let spec = Arc::new(WindowSpec::new(&config.window)?);
+    let started = Instant::now();
+    let config = config.clone();
+    let guards = timely::execute(
+        timely::Config::process(config.workers.max(1)),
+        move |worker| {
+            run_worker(
+                worker,
+                &config,
+                &spec,
+                &make_source,
+                &make_sinks,
+                &scorer,
+                measure_state,
+            )
+        },
+    )
+    .map_err(DataflowError::Timely)?;
+    let mut report = RunReport::default();
+    let (mut src_rejected, mut src_late) = (0, 0);
+    for result in guards.join() {
+        let (r, rejected, late) = result.map_err(DataflowError::Timely)??;
+        report.add(&r);
+        src_rejected += rejected;
+        src_late += late;
+    }
+    // Accepted readings that left the windows (duplicates, late at the window operator)
+    // were counted by the sinks beyond what the sources rejected or marked late.
+    report.windowed -= (report.rejected - src_rejected) + (report.late - src_late);
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn run_worker<S, FS, FK>(
+    worker: &mut timely::worker::Worker,
+    config: &GraphConfig,
+    spec: &Arc<WindowSpec>,
+    make_source: &FS,
+    make_sinks: &FK,
+    scorer: &ScoreFn,
+    measure_state: bool,
+) -> Result<(RunReport, u64, u64), DataflowError>
+where
+    S: TelemetrySource,
+    FS: Fn(usize, usize) -> Result<S, DataflowError>,
+    FK: Fn(usize) -> Result<WorkerSinks, DataflowError>,
+{
+    let (index, peers) = (worker.index(), worker.peers());
+    let source = make_source(index, peers)?;
+    let sinks = make_sinks(index)?;
+    let counters = Arc::new(SourceCounters::default());
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let gauges = measure_state.then(|| Arc::new(Mutex::new(WindowGauges::default())));
+    let probe = ProbeHandle::new();
+
+    let telemetry = sinks.telemetry.map(shared);
+    let features_sink = shared(sinks.features);
+    let predictions_sink = shared(sinks.predictions);
+    let alerts_sink = shared(sinks.alerts);
+    let dead_sink = shared(sinks.dead_letter);
+    let late_sink = shared(sinks.late);
+
+    worker.dataflow::<u64, _, _>(|scope| {
+        let options = SourceOptions {
+            lateness_ms: config.window.lateness_ms(),
+            throttle: Some(Throttle {
+                probe: probe.clone(),
+                max_ahead_ms: config.max_ahead_ms,
+            }),
+            counters: counters.clone(),
+        };
+        let src = telemetry_source(scope, source, options);
+        if let Some(t) = &telemetry {
+            write_to(
+                src.readings.clone().map(|s| s.reading),
+                "telemetry",
+                t.clone(),
+                errors.clone(),
+            );
+        }
+        let windows = pane_windows_with_gauges(src.readings, spec.clone(), gauges.clone());
+        let score = scorer.clone();
+        let predictions = windows.features.clone().map(move |v| score(&v));
+        let floor = config.alert_floor;
+        let alerts = predictions.clone().filter(move |p| p.severity >= floor);
+        write_to(
+            windows.features.probe_with(&probe),
+            "features",
+            features_sink.clone(),
+            errors.clone(),
+        );
+        write_to(
+            predictions.probe_with(&probe),
+            "predictions",
+            predictions_sink.clone(),
+            errors.clone(),
+        );
+        write_to(alerts, "alerts", alerts_sink.clone(), errors.clone());
+        write_to(
+            src.rejected.concat(windows.rejected),
+            "dead_letter",
+            dead_sink.clone(),
+            errors.clone(),
+        );
+        write_to(
+            src.late.concat(windows.late),
+            "late",
+            late_sink.clone(),
+            errors.clone(),
+        );
+    });
+
+    let mut peak = (0u64, 0u64);
+    while worker.step_or_park(Some(Duration::from_millis(5))) {
+        if let Some(g) = &gauges {
+            let g = g.lock().expect("gauges lock");
+            if g.state_bytes as u64 > peak.0 {
+                peak = (g.state_bytes as u64, g.vehicles as u64);
+            }
+        }
+        if !errors.lock().expect("errors lock").is_empty() {
+            break;
+        }
+    }
+    if let Some(failure) = counters.failure.lock().expect("counters lock").take() {
+        return Err(DataflowError::Source(failure));
+    }
+    if let Some(e) = errors.lock().expect("errors lock").first() {
+        return Err(DataflowError::Sink(e.clone()));
+    }
+
+    let stat = |r: Result<SinkStats, String>| r.map_err(DataflowError::Sink);
+    let telemetry_stats = match &telemetry {
+        Some(t) => stat(close(t))?,
+        None => SinkStats::default(),
+    };
+    let features = stat(close(&features_sink))?;
+    let predictions = stat(close(&predictions_sink))?;
+    let alerts = stat(close(&alerts_sink))?;
+    let dead = stat(close(&dead_sink))?;
+    let late = stat(close(&late_sink))?;
+
+    let accepted = counters.accepted.load(Ordering::Relaxed);
+    let src_rejected = counters.rejected.load(Ordering::Relaxed);
+    let src_late = counters.late.load(Ordering::Relaxed);
+    let report = RunReport {
+        read: accepted + src_rejected + src_late,
+        // Corrected in `run` once all workers are summed: duplicates and window-late
+        // readings of this worker's source may surface on another worker.
+        windowed: accepted,
+        rejected: dead.rows,
+        late: late.rows,
+        features: features.rows,
+        predictions: predictions.rows,
+        alerts: alerts.rows,
+        telemetry_rows: telemetry_stats.rows,
+        files: features.files + predictions.files + dead.files + late.files + telemetry_stats.files,
+        elapsed_ms: 0,
+        peak_state_bytes: peak.0,
+        peak_state_vehicles: peak.1,
+    };
+    Ok((report, src_rejected, src_late))
+}

@@ -1,0 +1,199 @@
+//! The timely driver of any [`TelemetrySource`]: polls it without blocking, stamps readings
+//! with graph time, and splits on-time, late and rejected readings into three streams.
+//!
+//! # Time and lateness
+//! The driver holds one capability per output at its *watermark*, a key no larger than any
+//! on-time reading still to come: the source's own promise when it has one
+//! ([`TelemetrySource::watermark`]), else the largest key seen so far minus the allowed
+//! lateness. A reading whose key is below the watermark when it arrives is late: it goes to
+//! the late stream, not into a window. Every on-time reading is sent at the current
+//! watermark, which is at most its own key, so the window operator downstream has it before
+//! it seals the reading's pane.
+//!
+//! # Flow control
+//! With a [`Throttle`], the driver stops polling while its watermark is more than a given
+//! span of event time ahead of a probe at the end of the graph, so a fast source cannot
+//! pile unsealed readings up in the window operator.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::{Scope, Stream};
+
+use pmi_core::{
+    EventKey, EventTime, Rejected, Sequenced, SourceBatch, SourceFailure, SourceStatus, Telemetry,
+    TelemetrySource,
+};
+
+/// Counters a source driver keeps; shared with whoever reports them (`/stats`, the CLI).
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Readings accepted on time.
+    pub accepted: AtomicU64,
+    /// Readings rejected by validation.
+    pub rejected: AtomicU64,
+    /// Readings later than the watermark.
+    pub late: AtomicU64,
+    /// The first failure of the source, if it failed.
+    pub failure: Mutex<Option<SourceFailure>>,
+}
+
+impl SourceCounters {
+    /// Total readings read (accepted + rejected + late).
+    pub fn read(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+            + self.rejected.load(Ordering::Relaxed)
+            + self.late.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds a source back while it is too far ahead of the rest of the graph.
+#[derive(Clone)]
+pub struct Throttle {
+    /// Probe at the end of the graph.
+    pub probe: ProbeHandle<u64>,
+    /// How far (ms of event time) the watermark may run ahead of the probe.
+    pub max_ahead_ms: u64,
+}
+
+/// Driver settings.
+#[derive(Clone)]
+pub struct SourceOptions {
+    /// Allowed lateness in ms, for sources that do not promise a watermark.
+    pub lateness_ms: i64,
+    /// Optional flow control.
+    pub throttle: Option<Throttle>,
+    /// Counters to update.
+    pub counters: Arc<SourceCounters>,
+}
+
+/// The three streams of a source.
+pub struct SourceStreams<'scope> {
+    /// On-time readings.
+    pub readings: Stream<'scope, u64, Vec<Sequenced>>,
+    /// Readings rejected by validation, with field and reason.
+    pub rejected: Stream<'scope, u64, Vec<Rejected>>,
+    /// Late readings.
+    pub late: Stream<'scope, u64, Vec<Telemetry>>,
+}
+
+/// Most records handed on per activation, so one source cannot starve the worker.
+const MAX_PER_ACTIVATION: usize = 64 * 1024;
+
+/// Runs `source` on this worker (each worker runs its own instance; give each its share).
+pub fn telemetry_source<'scope, S: TelemetrySource>(
+    scope: Scope<'scope, u64>,
+    mut source: S,
+    options: SourceOptions,
+) -> SourceStreams<'scope> {
+    let mut builder = OperatorBuilder::new(format!("Source({})", source.name()), scope);
+    let address = builder.operator_info().address;
+    let activator = scope.activator_for(address);
+    let (readings_out, readings) = builder.new_output();
+    let (rejected_out, rejected) = builder.new_output();
+    let (late_out, late) = builder.new_output();
+    let mut readings_out = OutputBuilder::from(readings_out);
+    let mut rejected_out = OutputBuilder::from(rejected_out);
+    let mut late_out = OutputBuilder::from(late_out);
+
+    builder.build(move |caps| {
+        let mut caps = Some(caps);
+        let mut watermark = EventKey(0);
+        let mut max_seen: Option<EventKey> = None;
+        let mut batch = SourceBatch::default();
+        let SourceOptions {
+            lateness_ms,
+            throttle,
+            counters,
+        } = options;
+
+        move |_frontiers| {
+            let Some(held) = caps.as_mut() else { return };
+            if let Some(t) = &throttle {
+                let limit = watermark.0.saturating_sub(t.max_ahead_ms);
+                if t.probe.less_than(&limit) {
+                    activator.activate_after(Duration::from_millis(1));
+                    return;
+                }
+            }
+            let started = Instant::now();
+            let mut handed = 0;
+            let mut status = SourceStatus::Ready;
+            while status == SourceStatus::Ready
+                && handed < MAX_PER_ACTIVATION
+                && started.elapsed() < Duration::from_millis(20)
+            {
+                status = match source.poll(&mut batch) {
+                    Ok(s) => s,
+                    Err(failure) => {
+                        tracing::error!(source = source.name(), error = %failure, "source failed");
+                        counters
+                            .failure
+                            .lock()
+                            .expect("counters lock")
+                            .get_or_insert(failure);
+                        SourceStatus::Finished
+                    }
+                };
+                handed += batch.len();
+                let mut out = readings_out.activate();
+                let mut session = out.session(&held[0]);
+                let mut late_out = late_out.activate();
+                let mut late_session = late_out.session(&held[2]);
+                let (mut on_time, mut late) = (0u64, batch.late.len() as u64);
+                for s in batch.readings.drain(..) {
+                    let key = s.key();
+                    max_seen = Some(max_seen.map_or(key, |m| m.max(key)));
+                    if key < watermark {
+                        late += 1;
+                        late_session.give(s.reading);
+                    } else {
+                        on_time += 1;
+                        session.give(s);
+                    }
+                }
+                late_session.give_iterator(batch.late.drain(..).map(|s| s.reading));
+                drop(session);
+                drop(late_session);
+                let rejected = batch.rejected.len() as u64;
+                if rejected > 0 {
+                    let mut out = rejected_out.activate();
+                    out.session(&held[1])
+                        .give_iterator(batch.rejected.drain(..));
+                }
+                counters.accepted.fetch_add(on_time, Ordering::Relaxed);
+                counters.late.fetch_add(late, Ordering::Relaxed);
+                counters.rejected.fetch_add(rejected, Ordering::Relaxed);
+
+                // Advance the watermark: the source's promise, or the largest key seen less
+                // the allowed lateness (within the same ordering group).
+                let derived =
+                    max_seen.map(|m| EventKey::new(m.group(), EventTime(m.time().0 - lateness_ms)));
+                if let Some(next) = source.watermark().or(derived) {
+                    if next > watermark {
+                        watermark = next;
+                        for cap in held.iter_mut() {
+                            cap.downgrade(&watermark.0);
+                        }
+                    }
+                }
+            }
+            match status {
+                SourceStatus::Finished => caps = None,
+                SourceStatus::Ready => activator.activate(),
+                SourceStatus::Idle(Some(delay)) => activator.activate_after(delay),
+                SourceStatus::Idle(None) => activator.activate_after(Duration::from_millis(10)),
+            }
+        }
+    });
+
+    SourceStreams {
+        readings,
+        rejected,
+        late,
+    }
+}
