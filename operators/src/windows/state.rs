@@ -14,17 +14,20 @@
 //!
 //! # State per vehicle
 //! Sealed panes are summarised per channel, in struct-of-arrays form to keep state small:
-//! `n` (u16), `Σt` (u32) and `Σt²` (u64) of the reading times in ms from the pane start
+//! `n` (u16), `Σt` (u32) and `Σt²` (f64) of the reading times in ms back from the pane end
 //! (exact integers), and mean, M2 and the time–value co-moment (f64): 38 bytes per channel
 //! and pane. Minimum and maximum come from a monotone deque per channel over pane minima and
 //! maxima (one deque serves every window, since windows are suffixes of the longest one).
 //! `last` needs only the latest value per channel.
 //!
 //! # Numerics
-//! Window statistics combine pane summaries as sums shifted by a reference (the channel's
-//! latest value for values, the boundary for times), which keeps cancellation bounded by the
-//! number of panes; time sums are exact integers. See `super::oracle` for the definitions
-//! the results are checked against.
+//! Window statistics combine pane summaries as sums shifted to a reference: the channel's
+//! latest reading, in value and in time. Nothing is ever subtracted out of a running sum, so
+//! a window of equal values has a standard deviation of exactly 0, and cancellation is
+//! bounded by how far the data lie from their own latest reading. Time sums are integers
+//! (exact), and `Σ(t − t̄)²` is formed exactly. Windows are recomputed from the panes at
+//! every boundary, in one pass over the longest window that snapshots the shorter ones
+//! (they are its suffixes). See `super::oracle` for the definitions checked against.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -119,10 +122,13 @@ pub enum InsertError {
 #[derive(Clone, Debug)]
 struct PaneRing {
     n: Vec<u16>,
-    sum_t: Vec<u32>,
-    sum_t2: Vec<u64>,
+    /// `−Σ(t − pane end)` in ms (non-negative, exact).
+    neg_tau1: Vec<u32>,
+    /// `Σ(t − pane end)²` in ms² (exact: below 2^53 for any pane ≤ 60 s).
+    tau2: Vec<f64>,
     mean: Vec<f64>,
     m2: Vec<f64>,
+    /// `Σ(t − t̄)(v − v̄)` with t in ms.
     co: Vec<f64>,
 }
 
@@ -130,22 +136,29 @@ impl PaneRing {
     fn new(slots: usize) -> Self {
         PaneRing {
             n: vec![0; slots],
-            sum_t: vec![0; slots],
-            sum_t2: vec![0; slots],
+            neg_tau1: vec![0; slots],
+            tau2: vec![0.0; slots],
             mean: vec![0.0; slots],
             m2: vec![0.0; slots],
             co: vec![0.0; slots],
         }
     }
 
+    /// Empties a slot: every field zero, so that empty channels add exact zeros.
     fn clear_slot(&mut self, base: usize, channels: usize) {
-        self.n[base..base + channels].fill(0);
+        let r = base..base + channels;
+        self.n[r.clone()].fill(0);
+        self.neg_tau1[r.clone()].fill(0);
+        self.tau2[r.clone()].fill(0.0);
+        self.mean[r.clone()].fill(0.0);
+        self.m2[r.clone()].fill(0.0);
+        self.co[r].fill(0.0);
     }
 
     fn heap_bytes(&self) -> usize {
         self.n.capacity() * 2
-            + self.sum_t.capacity() * 4
-            + self.sum_t2.capacity() * 8
+            + self.neg_tau1.capacity() * 4
+            + self.tau2.capacity() * 8
             + (self.mean.capacity() + self.m2.capacity() + self.co.capacity()) * 8
     }
 }
@@ -219,17 +232,37 @@ pub struct VehicleWindows {
 #[derive(Debug, Default)]
 pub struct Scratch {
     readings: Vec<(EventTime, SensorValues)>,
-    acc: Vec<Acc>,
+    acc: Acc,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// Window sums per channel (struct of arrays, so the pane loop vectorises across
+/// channels), relative to the channel's latest reading `(t_r, r)`: `n`, `Σ(t−t_r)`,
+/// `Σ(t−t_r)²` (integers in ms, exact in f64 below 2^53), `Σ(v−r)`, `Σ(v−r)²` (with
+/// within-pane M2) and `Σ(t−t_r)(v−r)` (with within-pane co-moments).
+#[derive(Debug, Default)]
 struct Acc {
-    n: u64,
-    t1: i128,
-    t2: i128,
-    s1: f64,
-    s2: f64,
-    x: f64,
+    n: Vec<f64>,
+    t1: Vec<f64>,
+    t2: Vec<f64>,
+    s1: Vec<f64>,
+    s2: Vec<f64>,
+    x: Vec<f64>,
+}
+
+impl Acc {
+    fn reset(&mut self, channels: usize) {
+        for v in [
+            &mut self.n,
+            &mut self.t1,
+            &mut self.t2,
+            &mut self.s1,
+            &mut self.s2,
+            &mut self.x,
+        ] {
+            v.clear();
+            v.resize(channels, 0.0);
+        }
+    }
 }
 
 impl VehicleWindows {
@@ -412,11 +445,12 @@ impl VehicleWindows {
         }
         let c_count = spec.channels.len();
         let pane_start = (pane - 1) * spec.pane_ms;
+        let pane_end = pane * spec.pane_ms;
         let cap = spec.max_panes as i64;
         let base = (pane.rem_euclid(cap) as usize) * c_count;
         for (ci, channel) in spec.channels.iter().enumerate() {
             let mut n: u32 = 0;
-            let (mut st, mut st2) = (0u64, 0u64);
+            let (mut neg_tau1, mut tau2) = (0u64, 0u64);
             let (mut mean_t, mut mean, mut m2, mut co) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
             let mut last = (i64::MIN, f64::NAN);
@@ -425,9 +459,10 @@ impl VehicleWindows {
                     continue;
                 };
                 let tr = (ts.0 - pane_start) as u64;
+                let back = (pane_end - ts.0) as u64; // in [0, P)
                 n += 1;
-                st += tr;
-                st2 += tr * tr;
+                neg_tau1 += back;
+                tau2 += back * back;
                 let nf = n as f64;
                 let dt = tr as f64 - mean_t;
                 mean_t += dt / nf;
@@ -445,8 +480,8 @@ impl VehicleWindows {
             self.last[ci] = last;
             let i = base + ci;
             self.ring.n[i] = n as u16;
-            self.ring.sum_t[i] = st as u32;
-            self.ring.sum_t2[i] = st2;
+            self.ring.neg_tau1[i] = neg_tau1 as u32;
+            self.ring.tau2[i] = tau2 as f64;
             self.ring.mean[i] = mean;
             self.ring.m2[i] = m2;
             self.ring.co[i] = co;
@@ -456,41 +491,65 @@ impl VehicleWindows {
     }
 
     fn compute(&self, spec: &WindowSpec, k: i64, scratch: &mut Scratch, out: &mut Vec<f64>) {
-        let c_count = spec.channels.len();
+        let c = spec.channels.len();
         let cap = spec.max_panes as i64;
         let windows = &spec.window_panes;
-        let stats = Stat::ALL.len();
-        out.resize(c_count * windows.len() * stats, f64::NAN);
-        scratch.acc.clear();
-        scratch.acc.resize(c_count, Acc::default());
+        out.resize(c * windows.len() * Stat::ALL.len(), f64::NAN);
+        let acc = &mut scratch.acc;
+        acc.reset(c);
+        // References: each channel's latest reading, in value and in time (ms from the
+        // boundary), so that sums stay small where the data are and cancellation is bounded.
         let boundary = k * spec.pane_ms;
+        let reference: Vec<f64> = self
+            .last
+            .iter()
+            .map(|l| if l.1.is_nan() { 0.0 } else { l.1 })
+            .collect();
+        let ref_time: Vec<f64> = self
+            .last
+            .iter()
+            .map(|l| {
+                if l.1.is_nan() {
+                    0.0
+                } else {
+                    (l.0 - boundary) as f64
+                }
+            })
+            .collect();
+        let ring = &self.ring;
         let mut next_window = 0;
         for depth in 0..spec.max_panes {
             let pane = k - depth as i64;
-            let base = (pane.rem_euclid(cap) as usize) * c_count;
-            // Offset of this pane's start from the boundary, in ms.
-            let off = ((pane - 1) * spec.pane_ms - boundary) as i128;
-            for ci in 0..c_count {
-                let i = base + ci;
-                let n = self.ring.n[i];
-                if n == 0 {
-                    continue;
-                }
-                let a = &mut scratch.acc[ci];
-                let nf = n as f64;
-                let st = self.ring.sum_t[i] as i128;
-                let n128 = n as i128;
-                a.n += n as u64;
-                a.t1 += st + n128 * off;
-                a.t2 += self.ring.sum_t2[i] as i128 + 2 * off * st + n128 * off * off;
-                let d = self.ring.mean[i] - self.last[ci].1;
-                a.s1 += nf * d;
-                a.s2 += self.ring.m2[i] + nf * d * d;
-                let tbar = st as f64 / nf + off as f64;
-                a.x += self.ring.co[i] + nf * tbar * d;
+            let base = (pane.rem_euclid(cap) as usize) * c;
+            // This pane ends `delta` ms before the boundary (≤ 0).
+            let delta = -(depth as f64) * spec.pane_ms as f64;
+            let r = base..base + c;
+            let (n, nt1, t2) = (
+                &ring.n[r.clone()],
+                &ring.neg_tau1[r.clone()],
+                &ring.tau2[r.clone()],
+            );
+            let (mean, m2, co) = (&ring.mean[r.clone()], &ring.m2[r.clone()], &ring.co[r]);
+            // Branch-free: empty slots are all zeros and add exact zeros.
+            for ci in 0..c {
+                let nf = n[ci] as f64;
+                let tau1 = -(nt1[ci] as f64);
+                let d = if n[ci] == 0 {
+                    0.0
+                } else {
+                    mean[ci] - reference[ci]
+                };
+                let dc = delta - ref_time[ci]; // pane end − reference time
+                let tsum = tau1 + nf * dc; // Σ(t − t_ref) over the pane, exact
+                acc.n[ci] += nf;
+                acc.t1[ci] += tsum;
+                acc.t2[ci] += t2[ci] + 2.0 * dc * tau1 + nf * dc * dc;
+                acc.s1[ci] += nf * d;
+                acc.s2[ci] += m2[ci] + nf * d * d;
+                acc.x[ci] += co[ci] + tsum * d;
             }
             while next_window < windows.len() && depth + 1 == windows[next_window] {
-                self.write_window(spec, k, next_window, scratch, out);
+                self.write_window(spec, k, next_window, acc, &reference, out);
                 next_window += 1;
             }
         }
@@ -501,37 +560,37 @@ impl VehicleWindows {
         spec: &WindowSpec,
         k: i64,
         w: usize,
-        scratch: &Scratch,
+        acc: &Acc,
+        reference: &[f64],
         out: &mut [f64],
     ) {
         let wcount = spec.window_panes.len();
         let first_pane = k - spec.window_panes[w] as i64 + 1;
-        for (ci, a) in scratch.acc.iter().enumerate() {
+        for ci in 0..spec.channels.len() {
             let o = (ci * wcount + w) * Stat::ALL.len();
             let slot = &mut out[o..o + Stat::ALL.len()];
-            slot[0] = a.n as f64;
-            if a.n == 0 {
+            let n = acc.n[ci];
+            slot[0] = n;
+            if n == 0.0 {
                 slot[1..].fill(f64::NAN);
                 continue;
             }
-            let n = a.n as f64;
-            let r = self.last[ci].1;
-            let mean = r + a.s1 / n;
-            let m2 = (a.s2 - a.s1 * a.s1 / n).max(0.0);
+            let (s1, t1) = (acc.s1[ci], acc.t1[ci]);
+            let m2 = (acc.s2[ci] - s1 * s1 / n).max(0.0);
+            // Σ(t − t̄)² = (n·Σt² − (Σt)²) / n, numerator exact in integers: exactly 0 with
+            // fewer than two distinct times.
+            let num = (n as i128) * (acc.t2[ci] as i128) - (t1 as i128) * (t1 as i128);
             let (lo, hi) = self.extremes[ci].query(first_pane);
-            let m2t_num = a.t2 * a.n as i128 - a.t1 * a.t1;
-            let slope = if m2t_num <= 0 {
+            let slope = if num <= 0 {
                 0.0
             } else {
-                let m2t = m2t_num as f64 / n;
-                let cov = a.x - a.t1 as f64 * a.s1 / n;
-                cov / m2t * 1000.0
+                (acc.x[ci] - t1 * s1 / n) / (num as f64 / n) * 1000.0
             };
-            slot[1] = mean;
+            slot[1] = reference[ci] + s1 / n;
             slot[2] = (m2 / n).sqrt();
             slot[3] = lo;
             slot[4] = hi;
-            slot[5] = r;
+            slot[5] = self.last[ci].1;
             slot[6] = slope;
         }
     }
