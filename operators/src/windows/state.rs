@@ -566,7 +566,7 @@ impl VehicleWindows {
     ) {
         let wcount = spec.window_panes.len();
         let first_pane = k - spec.window_panes[w] as i64 + 1;
-        for ci in 0..spec.channels.len() {
+        for (ci, r) in reference.iter().enumerate() {
             let o = (ci * wcount + w) * Stat::ALL.len();
             let slot = &mut out[o..o + Stat::ALL.len()];
             let n = acc.n[ci];
@@ -586,7 +586,7 @@ impl VehicleWindows {
             } else {
                 (acc.x[ci] - t1 * s1 / n) / (num as f64 / n) * 1000.0
             };
-            slot[1] = reference[ci] + s1 / n;
+            slot[1] = r + s1 / n;
             slot[2] = (m2 / n).sqrt();
             slot[3] = lo;
             slot[4] = hi;
