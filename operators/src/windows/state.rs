@@ -233,6 +233,8 @@ pub struct VehicleWindows {
 pub struct Scratch {
     readings: Vec<(EventTime, SensorValues)>,
     acc: Acc,
+    reference: Vec<f64>,
+    ref_time: Vec<f64>,
 }
 
 /// Window sums per channel (struct of arrays, so the pane loop vectorises across
@@ -500,22 +502,14 @@ impl VehicleWindows {
         // References: each channel's latest reading, in value and in time (ms from the
         // boundary), so that sums stay small where the data are and cancellation is bounded.
         let boundary = k * spec.pane_ms;
-        let reference: Vec<f64> = self
-            .last
-            .iter()
-            .map(|l| if l.1.is_nan() { 0.0 } else { l.1 })
-            .collect();
-        let ref_time: Vec<f64> = self
-            .last
-            .iter()
-            .map(|l| {
-                if l.1.is_nan() {
-                    0.0
-                } else {
-                    (l.0 - boundary) as f64
-                }
-            })
-            .collect();
+        let (reference, ref_time) = (&mut scratch.reference, &mut scratch.ref_time);
+        reference.clear();
+        ref_time.clear();
+        for &(t, v) in &self.last {
+            let known = !v.is_nan();
+            reference.push(if known { v } else { 0.0 });
+            ref_time.push(if known { (t - boundary) as f64 } else { 0.0 });
+        }
         let ring = &self.ring;
         let mut next_window = 0;
         for depth in 0..spec.max_panes {
@@ -524,32 +518,32 @@ impl VehicleWindows {
             // This pane ends `delta` ms before the boundary (≤ 0).
             let delta = -(depth as f64) * spec.pane_ms as f64;
             let r = base..base + c;
+            // Every slice has length `c`, so the loop below has no bounds checks and no
+            // branches (empty slots are all zeros and add exact zeros): it vectorises.
             let (n, nt1, t2) = (
                 &ring.n[r.clone()],
                 &ring.neg_tau1[r.clone()],
                 &ring.tau2[r.clone()],
             );
             let (mean, m2, co) = (&ring.mean[r.clone()], &ring.m2[r.clone()], &ring.co[r]);
-            // Branch-free: empty slots are all zeros and add exact zeros.
+            let (rv, rt) = (&reference[..c], &ref_time[..c]);
+            let (an, at1, at2) = (&mut acc.n[..c], &mut acc.t1[..c], &mut acc.t2[..c]);
+            let (as1, as2, ax) = (&mut acc.s1[..c], &mut acc.s2[..c], &mut acc.x[..c]);
             for ci in 0..c {
                 let nf = n[ci] as f64;
                 let tau1 = -(nt1[ci] as f64);
-                let d = if n[ci] == 0 {
-                    0.0
-                } else {
-                    mean[ci] - reference[ci]
-                };
-                let dc = delta - ref_time[ci]; // pane end − reference time
+                let d = mean[ci] - rv[ci];
+                let dc = delta - rt[ci]; // pane end − reference time
                 let tsum = tau1 + nf * dc; // Σ(t − t_ref) over the pane, exact
-                acc.n[ci] += nf;
-                acc.t1[ci] += tsum;
-                acc.t2[ci] += t2[ci] + 2.0 * dc * tau1 + nf * dc * dc;
-                acc.s1[ci] += nf * d;
-                acc.s2[ci] += m2[ci] + nf * d * d;
-                acc.x[ci] += co[ci] + tsum * d;
+                an[ci] += nf;
+                at1[ci] += tsum;
+                at2[ci] += t2[ci] + 2.0 * dc * tau1 + nf * dc * dc;
+                as1[ci] += nf * d;
+                as2[ci] += m2[ci] + nf * d * d;
+                ax[ci] += co[ci] + tsum * d;
             }
             while next_window < windows.len() && depth + 1 == windows[next_window] {
-                self.write_window(spec, k, next_window, acc, &reference, out);
+                self.write_window(spec, k, next_window, acc, reference, out);
                 next_window += 1;
             }
         }
