@@ -95,6 +95,23 @@ impl SensorValues {
     /// All channels absent.
     pub const EMPTY: SensorValues = SensorValues([f64::NAN; SENSOR_COUNT]);
 
+    /// Values by channel, if every present one is finite and inside its sensor's valid
+    /// range (the same rule [`Validator::validate`] applies); `None` otherwise.
+    #[inline]
+    pub fn new(values: [Option<f64>; SENSOR_COUNT]) -> Option<SensorValues> {
+        let mut out = [f64::NAN; SENSOR_COUNT];
+        for (i, v) in values.into_iter().enumerate() {
+            if let Some(v) = v {
+                let (lo, hi) = Sensor::ALL[i].range();
+                if !(v >= lo && v <= hi) {
+                    return None; // also catches NaN
+                }
+                out[i] = v;
+            }
+        }
+        Some(SensorValues(out))
+    }
+
     /// The value of `sensor`, if present.
     #[inline]
     pub fn get(&self, sensor: Sensor) -> Option<f64> {

@@ -3,7 +3,10 @@
 //!
 //! - [`fleet`]: the fleet simulator (vehicles, usage, physics, failure injection, bad
 //!   readings), deterministic from a seed.
+//! - [`parquet_in`]: telemetry Parquet from PMI or any other tool, decoded and validated
+//!   column-wise, one row group at a time.
 
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod parquet_in;
