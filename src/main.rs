@@ -1,1 +1,25 @@
-fn main() {}
+//! `pmi`: the command line of PMI. Thin: it parses flags and settings, then calls the graphs
+//! in `pmi-dataflows`.
+//!
+//! Settings come in layers: defaults → `--config FILE` (TOML) → `PMI_*` environment →
+//! flags.
+
+mod cli;
+mod settings;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PMI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -271,7 +271,9 @@ where
         return Err(DataflowError::Sink(e.clone()));
     }
 
-    let stat = |r: Result<SinkStats, String>| r.map_err(DataflowError::Sink);
+    let stat = |r: Result<SinkStats, pmi_sinks::SinkError>| {
+        r.map_err(|e| DataflowError::Sink(e.to_string()))
+    };
     let telemetry_stats = match &telemetry {
         Some(t) => stat(close(t))?,
         None => SinkStats::default(),

@@ -1,10 +1,17 @@
 //! `pmi-dataflows`: assembles sources → operators → sinks into the named graphs.
 //!
 //! - [`graph`]: the PMI graph, generic over its source and its sinks, on `workers` threads.
-//! - [`sink`]: the seam between the graph and its outputs.
+//! - [`sink`]: the timely operator that feeds the sinks.
+//! - [`simulated`], [`backfill`]: the simulator and Parquet as graph sources; [`layout`]:
+//!   how a backfill's input is ordered.
+//! - [`jobs`]: `live`, `simulate`, `backfill`, `bench`, as the CLI runs them.
 #![forbid(unsafe_code)]
 
+pub mod backfill;
 pub mod graph;
+pub mod jobs;
+pub mod layout;
+pub mod simulated;
 pub mod sink;
 
 pub use graph::{GraphConfig, RunReport, ScoreFn, WorkerSinks};

@@ -12,24 +12,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-/// What a sink wrote, reported when it closes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SinkStats {
-    /// Records written.
-    pub rows: u64,
-    /// Files (or batches) written.
-    pub files: u64,
-    /// Bytes written, where known.
-    pub bytes: u64,
-}
-
-/// A destination for one worker's records of one kind.
-pub trait ChunkSink<T> {
-    /// Takes a chunk. An error is final for the sink and fails the run.
-    fn send(&mut self, chunk: Vec<T>) -> Result<(), String>;
-    /// Makes everything durable and reports what was written.
-    fn close(self: Box<Self>) -> Result<SinkStats, String>;
-}
+pub use pmi_sinks::{ChunkSink, SinkError, SinkStats};
 
 /// A shared, closable handle to a worker's sink.
 pub type SharedSink<T> = Rc<RefCell<Option<Box<dyn ChunkSink<T>>>>>;
@@ -71,53 +54,9 @@ pub fn write_to<T: Clone + 'static>(
 }
 
 /// Closes a shared sink, if it is still open.
-pub fn close<T>(sink: &SharedSink<T>) -> Result<SinkStats, String> {
+pub fn close<T>(sink: &SharedSink<T>) -> Result<SinkStats, SinkError> {
     match sink.borrow_mut().take() {
         Some(s) => s.close(),
         None => Ok(SinkStats::default()),
-    }
-}
-
-/// A sink that collects records in memory (tests, `pmi bench` without output).
-pub struct MemorySink<T> {
-    /// Where records go.
-    pub rows: Arc<Mutex<Vec<T>>>,
-}
-
-impl<T: Send + 'static> ChunkSink<T> for MemorySink<T> {
-    fn send(&mut self, mut chunk: Vec<T>) -> Result<(), String> {
-        self.rows
-            .lock()
-            .expect("memory sink lock")
-            .append(&mut chunk);
-        Ok(())
-    }
-    fn close(self: Box<Self>) -> Result<SinkStats, String> {
-        let rows = self.rows.lock().expect("memory sink lock").len() as u64;
-        Ok(SinkStats {
-            rows,
-            files: 0,
-            bytes: 0,
-        })
-    }
-}
-
-/// A sink that only counts (benchmarks of the graph without output cost).
-#[derive(Default)]
-pub struct CountingSink {
-    rows: u64,
-}
-
-impl<T> ChunkSink<T> for CountingSink {
-    fn send(&mut self, chunk: Vec<T>) -> Result<(), String> {
-        self.rows += chunk.len() as u64;
-        Ok(())
-    }
-    fn close(self: Box<Self>) -> Result<SinkStats, String> {
-        Ok(SinkStats {
-            rows: self.rows,
-            files: 0,
-            bytes: 0,
-        })
     }
 }

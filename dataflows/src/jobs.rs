@@ -1,0 +1,449 @@
+//! The named jobs behind the CLI: `live` (simulator → graph), `simulate` (Parquet of raw
+//! telemetry and ground truth), `backfill` (Parquet → the same graph) and `bench`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pmi_core::{EventTime, FeatureSchema, RawReading, SeverityThresholds, Validator, WindowConfig};
+use pmi_models::rules::{RuleScorer, RuleSet};
+use pmi_sinks::console::ConsoleAlerts;
+use pmi_sinks::parquet_out::{
+    BackgroundWriter, DatasetOptions, FeatureLayout, GroundTruthLayout, ParquetDataset,
+    PredictionLayout, RawLayout, RejectedLayout, TelemetryLayout,
+};
+use pmi_sinks::CountingSink;
+use pmi_sources::fleet::{BadReadings, Fleet, SimulatorConfig};
+use pmi_sources::parquet_in::{TelemetryFiles, VehicleInterner};
+
+use crate::backfill::{plan, ParquetSource};
+use crate::graph::{run, GraphConfig, RunReport, ScoreFn, WorkerSinks};
+use crate::simulated::{Pace, SimulatedSource};
+use crate::DataflowError;
+
+/// The simulated fleet of a job.
+#[derive(Clone, Debug)]
+pub struct FleetSpec {
+    /// Vehicles.
+    pub vehicles: u32,
+    /// Seed.
+    pub seed: u64,
+    /// First tick.
+    pub start: EventTime,
+    /// Expected failures per vehicle per 30 days.
+    pub failures_per_vehicle_month: f64,
+    /// Inject bad readings.
+    pub bad_readings: bool,
+}
+
+impl FleetSpec {
+    fn config(&self, span: Duration) -> SimulatorConfig {
+        SimulatorConfig {
+            vehicles: self.vehicles,
+            seed: self.seed,
+            start: self.start,
+            failures_per_vehicle_month: self.failures_per_vehicle_month,
+            span_ms: (span.as_millis() as i64).max(86_400_000),
+            bad: BadReadings {
+                enabled: self.bad_readings,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+fn sink_err(e: pmi_sinks::SinkError) -> DataflowError {
+    DataflowError::Sink(e.to_string())
+}
+
+fn rule_scorer(
+    schema: &FeatureSchema,
+    severity: SeverityThresholds,
+) -> Result<ScoreFn, DataflowError> {
+    let scorer = RuleScorer::new(
+        RuleSet {
+            severity,
+            ..Default::default()
+        },
+        schema,
+    )
+    .map_err(|e| DataflowError::Input(e.to_string()))?;
+    for r in scorer.inactive_rules() {
+        tracing::warn!(component = %r.component, feature = %r.feature, "rule inactive: feature not in the schema");
+    }
+    Ok(Arc::new(move |v| scorer.score(v)))
+}
+
+/// A unique prefix for this run's files, so that runs into the same folder never overwrite
+/// each other's files.
+fn run_id() -> String {
+    format!("{}", EventTime::now().0)
+}
+
+/// Parquet outputs of one worker under `out`.
+fn parquet_sinks(
+    out: &Path,
+    writer: &str,
+    schema: &FeatureSchema,
+    telemetry: bool,
+    alerts_to_console: bool,
+) -> Result<WorkerSinks, DataflowError> {
+    let o = DatasetOptions::default();
+    Ok(WorkerSinks {
+        telemetry: if telemetry {
+            Some(Box::new(
+                BackgroundWriter::start(out, "telemetry", writer, TelemetryLayout, o.clone())
+                    .map_err(sink_err)?,
+            ))
+        } else {
+            None
+        },
+        features: Box::new(
+            BackgroundWriter::start(
+                out,
+                "features",
+                writer,
+                FeatureLayout::new(schema),
+                o.clone(),
+            )
+            .map_err(sink_err)?,
+        ),
+        predictions: Box::new(
+            BackgroundWriter::start(out, "predictions", writer, PredictionLayout, o.clone())
+                .map_err(sink_err)?,
+        ),
+        alerts: if alerts_to_console {
+            Box::new(ConsoleAlerts::default())
+        } else {
+            Box::new(CountingSink::default())
+        },
+        dead_letter: Box::new(
+            BackgroundWriter::start(out, "dead_letter", writer, RejectedLayout, o.clone())
+                .map_err(sink_err)?,
+        ),
+        late: Box::new(
+            BackgroundWriter::start(out, "late", writer, TelemetryLayout, o).map_err(sink_err)?,
+        ),
+    })
+}
+
+/// `pmi run`: the live graph over the simulator.
+#[derive(Clone, Debug)]
+pub struct LiveJob {
+    /// The fleet.
+    pub fleet: FleetSpec,
+    /// Pace.
+    pub pace: Pace,
+    /// Event time to run; `None` runs until the process is stopped.
+    pub duration: Option<Duration>,
+    /// Graph settings.
+    pub graph: GraphConfig,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Archive accepted telemetry.
+    pub write_telemetry: bool,
+    /// Severity thresholds.
+    pub severity: SeverityThresholds,
+}
+
+/// Runs a [`LiveJob`].
+pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
+    let schema = job.graph.window.schema()?;
+    let scorer = rule_scorer(&schema, job.severity)?;
+    let span = job.duration.unwrap_or(Duration::from_secs(30 * 86_400));
+    let end = match job.duration {
+        Some(d) => EventTime(job.fleet.start.0 + d.as_millis() as i64),
+        None => EventTime(i64::MAX / 4),
+    };
+    let config = job.fleet.config(span);
+    let (pace, lateness) = (job.pace, job.graph.window.lateness_ms());
+    let out = job.out_dir.clone();
+    let telemetry = job.write_telemetry;
+    let id = run_id();
+    run(
+        &job.graph,
+        move |w, peers| {
+            let s = SimulatedSource::new(config.clone(), w, peers, pace, end, lateness)?;
+            Ok(if pace == Pace::Realtime {
+                s.with_wall_clock()
+            } else {
+                s
+            })
+        },
+        move |w| parquet_sinks(&out, &format!("{id}-{w}"), &schema, telemetry, true),
+        scorer,
+        false,
+    )
+}
+
+/// `pmi simulate`.
+#[derive(Clone, Debug)]
+pub struct SimulateJob {
+    /// The fleet.
+    pub fleet: FleetSpec,
+    /// Span of event time.
+    pub duration: Duration,
+    /// Output folder (`telemetry/`, `ground_truth/`).
+    pub out_dir: PathBuf,
+}
+
+/// What [`simulate`] wrote.
+#[derive(Clone, Debug, Default)]
+pub struct SimulateSummary {
+    /// Readings written (as sent, bad ones included).
+    pub readings: u64,
+    /// Of which fail validation.
+    pub bad_readings: u64,
+    /// Failures in the ground truth.
+    pub failures: u64,
+}
+
+/// Writes the fleet's raw telemetry (time order, as vehicles send it, bad readings
+/// included) and its ground truth as Parquet.
+pub fn simulate(job: &SimulateJob) -> Result<SimulateSummary, DataflowError> {
+    let mut fleet = Fleet::new(job.fleet.config(job.duration))
+        .map_err(|e| DataflowError::Input(e.to_string()))?;
+    let end = EventTime(job.fleet.start.0 + job.duration.as_millis() as i64);
+    let id = run_id();
+    let mut raw = ParquetDataset::new(
+        &job.out_dir.join("telemetry"),
+        &id,
+        RawLayout,
+        DatasetOptions::default(),
+    )
+    .map_err(sink_err)?;
+    let mut summary = SimulateSummary::default();
+    let validator = Validator {
+        max_future_ms: i64::MAX / 4,
+    };
+    let mut chunk: Vec<RawReading> = Vec::new();
+    while fleet.next_tick() < end {
+        fleet.tick(&mut chunk);
+        if chunk.len() >= 64 * 1024 {
+            summary.readings += chunk.len() as u64;
+            summary.bad_readings += chunk
+                .iter()
+                .filter(|r| validator.validate((*r).clone(), EventTime(0)).is_err())
+                .count() as u64;
+            raw.push(std::mem::take(&mut chunk)).map_err(sink_err)?;
+        }
+    }
+    summary.readings += chunk.len() as u64;
+    summary.bad_readings += chunk
+        .iter()
+        .filter(|r| validator.validate((*r).clone(), EventTime(0)).is_err())
+        .count() as u64;
+    raw.push(chunk).map_err(sink_err)?;
+    raw.close().map_err(sink_err)?;
+    let truth: Vec<_> = fleet
+        .ground_truth()
+        .iter()
+        .filter(|f| f.onset < end)
+        .cloned()
+        .collect();
+    summary.failures = truth.len() as u64;
+    let mut gt = ParquetDataset::new(
+        &job.out_dir.join("ground_truth"),
+        &id,
+        GroundTruthLayout,
+        DatasetOptions::default(),
+    )
+    .map_err(sink_err)?;
+    gt.push(truth).map_err(sink_err)?;
+    gt.close().map_err(sink_err)?;
+    Ok(summary)
+}
+
+/// `pmi backfill`.
+#[derive(Clone, Debug)]
+pub struct BackfillJob {
+    /// Telemetry Parquet (file or folder).
+    pub input: PathBuf,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Graph settings.
+    pub graph: GraphConfig,
+    /// Severity thresholds.
+    pub severity: SeverityThresholds,
+}
+
+/// Runs a [`BackfillJob`].
+pub fn backfill(job: &BackfillJob) -> Result<RunReport, DataflowError> {
+    backfill_with(job, false, false)
+}
+
+fn backfill_with(
+    job: &BackfillJob,
+    measure_state: bool,
+    console: bool,
+) -> Result<RunReport, DataflowError> {
+    let schema = job.graph.window.schema()?;
+    let scorer = rule_scorer(&schema, job.severity)?;
+    let plan = Arc::new(plan(&job.input, job.graph.window.lateness_ms())?);
+    let out = job.out_dir.clone();
+    let id = run_id();
+    let p = plan.clone();
+    run(
+        &job.graph,
+        move |w, peers| Ok(ParquetSource::new(&p, w, peers)),
+        move |w| parquet_sinks(&out, &format!("{id}-{w}"), &schema, false, console),
+        scorer,
+        measure_state,
+    )
+}
+
+/// `pmi bench`.
+#[derive(Clone, Debug)]
+pub struct BenchJob {
+    /// Vehicles.
+    pub vehicles: u32,
+    /// Event time per vehicle.
+    pub duration: Duration,
+    /// Workers.
+    pub workers: usize,
+    /// Window settings.
+    pub window: WindowConfig,
+    /// Folder to keep input and outputs in.
+    pub dir: Option<PathBuf>,
+}
+
+/// Figures of a bench run.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    /// Readings in the input.
+    pub readings: u64,
+    /// Workers.
+    pub workers: usize,
+    /// Features per vector.
+    pub features: usize,
+    /// Backfill wall time, s.
+    pub backfill_s: f64,
+    /// Decoding and validating the same Parquet alone (one thread per worker), s.
+    pub decode_s: f64,
+    /// Window state per vehicle at the peak, bytes.
+    pub state_bytes_per_vehicle: u64,
+    /// The run's report.
+    pub report: RunReport,
+}
+
+impl BenchResult {
+    /// Readings per second of the whole backfill.
+    pub fn rate(&self) -> f64 {
+        self.readings as f64 / self.backfill_s
+    }
+    /// Human-readable figures.
+    pub fn render(&self) -> String {
+        format!(
+            "bench: backfill Parquet → features → Parquet, {} readings, {} features per vector, {} workers\n\
+             backfill: {:.2} s = {:.0} readings/s ({:.0} per worker)\n\
+             decode + validate alone (same files, {} threads): {:.2} s = {:.0} readings/s; backfill at {:.0}% of it\n\
+             window state: {} bytes per vehicle (peak)\n\
+             outputs: {} feature vectors, {} predictions, {} rejected, {} late",
+            self.readings,
+            self.features,
+            self.workers,
+            self.backfill_s,
+            self.rate(),
+            self.rate() / self.workers as f64,
+            self.workers,
+            self.decode_s,
+            self.readings as f64 / self.decode_s,
+            100.0 * self.decode_s / self.backfill_s,
+            self.state_bytes_per_vehicle,
+            self.report.features,
+            self.report.predictions,
+            self.report.rejected,
+            self.report.late,
+        )
+    }
+}
+
+/// Generates a fleet's telemetry as Parquet (time-ordered, 1 Hz), then times the backfill
+/// graph over it, and decoding alone for comparison.
+pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
+    let tmp;
+    let dir = match &job.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("pmi-bench-{}", run_id()));
+            tmp.clone()
+        }
+    };
+    let fleet = FleetSpec {
+        vehicles: job.vehicles,
+        seed: 1,
+        start: EventTime(1_767_225_600_000),
+        failures_per_vehicle_month: 1.0,
+        bad_readings: false,
+    };
+    let input = dir.join("input");
+    tracing::info!(vehicles = job.vehicles, duration_s = job.duration.as_secs(), dir = %dir.display(), "generating bench input");
+    let sim = simulate(&SimulateJob {
+        fleet,
+        duration: job.duration,
+        out_dir: input.clone(),
+    })?;
+
+    // Decoding alone, one thread per worker, same split of row groups.
+    let files = Arc::new(
+        TelemetryFiles::open(&input.join("telemetry"))
+            .map_err(|e| DataflowError::Input(e.to_string()))?,
+    );
+    let started = Instant::now();
+    let threads: Vec<_> = (0..job.workers)
+        .map(|w| {
+            let files = files.clone();
+            let workers = job.workers;
+            std::thread::spawn(move || {
+                let mut interner = VehicleInterner::default();
+                let (mut ok, mut bad) = (Vec::new(), Vec::new());
+                for u in files.units().iter().skip(w).step_by(workers) {
+                    files
+                        .read_unit(
+                            u,
+                            &Validator::default(),
+                            EventTime::now(),
+                            &mut interner,
+                            &mut ok,
+                            &mut bad,
+                        )
+                        .ok();
+                    ok.clear();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| DataflowError::Timely("decode thread panicked".into()))?;
+    }
+    let decode_s = started.elapsed().as_secs_f64();
+
+    let graph = GraphConfig {
+        window: job.window.clone(),
+        workers: job.workers,
+        ..Default::default()
+    };
+    let backfill_job = BackfillJob {
+        input: input.join("telemetry"),
+        out_dir: dir.join("output"),
+        graph,
+        severity: SeverityThresholds::default(),
+    };
+    let started = Instant::now();
+    let report = backfill_with(&backfill_job, true, false)?;
+    let backfill_s = started.elapsed().as_secs_f64();
+    if job.dir.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    Ok(BenchResult {
+        readings: sim.readings,
+        workers: job.workers,
+        features: job.window.schema()?.len(),
+        backfill_s,
+        decode_s,
+        state_bytes_per_vehicle: report.state_bytes_per_vehicle(),
+        report,
+    })
+}

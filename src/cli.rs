@@ -1,0 +1,273 @@
+//! Command-line definitions (clap derive) and the subcommands' thin bodies.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use pmi_core::EventTime;
+use pmi_dataflows::jobs::{self, BackfillJob, BenchJob, FleetSpec, LiveJob, SimulateJob};
+use pmi_dataflows::simulated::Pace;
+use pmi_dataflows::RunReport;
+
+use crate::settings::{parse_duration, Settings};
+
+/// PMI: streaming predictive maintenance for vehicle fleets.
+#[derive(Debug, Parser)]
+#[command(name = "pmi", version, about, long_about = None)]
+struct Cli {
+    /// TOML settings file (sections [window], [severity], [run], [simulator]).
+    #[arg(long, global = true, env = "PMI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Live run: simulated fleet → window features → scoring → Parquet and console alerts.
+    Run(RunArgs),
+    /// Write a simulated fleet's telemetry and its ground truth (failures) as Parquet.
+    Simulate(SimulateArgs),
+    /// The same graph in batch over telemetry Parquet (a file or a folder), any row order.
+    Backfill(BackfillArgs),
+    /// Benchmark: backfill Parquet → features → Parquet on a generated fleet.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Speed {
+    /// One reading per vehicle per second of wall-clock time.
+    Realtime,
+    /// As fast as the graph goes, over the given span of event time.
+    Max,
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// Vehicles in the simulated fleet [default: 10].
+    #[arg(long, env = "PMI_VEHICLES")]
+    vehicles: Option<u32>,
+    /// Simulator seed [default: 42].
+    #[arg(long, env = "PMI_SEED")]
+    seed: Option<u64>,
+    /// Emit occasional bad readings (dropouts, spikes, duplicates, late, malformed).
+    #[arg(long, env = "PMI_BAD_READINGS")]
+    bad_readings: bool,
+    /// Start of simulated event time, ms since the epoch [default: now − duration for
+    /// `--speed max` and `simulate`, now for realtime].
+    #[arg(long, env = "PMI_START_MS")]
+    start_ms: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Pace of simulated time.
+    #[arg(long, value_enum, default_value = "realtime", env = "PMI_SPEED")]
+    speed: Speed,
+    /// How much event time to run (e.g. 90s, 15m, 2h, 7d) [default: until stopped for
+    /// realtime, 1h for max].
+    #[arg(long, env = "PMI_DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Timely worker threads [default: 1].
+    #[arg(long, env = "PMI_WORKERS")]
+    workers: Option<usize>,
+    /// Output folder [default: ./pmi-data].
+    #[arg(long, env = "PMI_OUT")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Span of event time to simulate.
+    #[arg(long, default_value = "1h", env = "PMI_DURATION", value_parser = parse_duration)]
+    duration: Duration,
+    /// Output folder (telemetry/ and ground_truth/ are written in it) [default: ./pmi-data].
+    #[arg(long, env = "PMI_OUT")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BackfillArgs {
+    /// Telemetry Parquet: a file or a folder.
+    #[arg(long, env = "PMI_INPUT")]
+    input: PathBuf,
+    /// Output folder [default: ./pmi-data].
+    #[arg(long, env = "PMI_OUT")]
+    out: Option<PathBuf>,
+    /// Timely worker threads [default: 1].
+    #[arg(long, env = "PMI_WORKERS")]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Vehicles in the generated fleet.
+    #[arg(long, default_value_t = 1000)]
+    vehicles: u32,
+    /// Event time per vehicle (1 Hz readings).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    duration: Duration,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Aggregate only the first N sensors (N ≤ 14) instead of every channel.
+    #[arg(long)]
+    sensors: Option<usize>,
+    /// Keep the generated input and the outputs in this folder [default: a temporary one].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Entry point of the CLI.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run(args) => {
+            apply_fleet(&mut settings, &args.fleet);
+            if let Some(w) = args.workers {
+                settings.run.workers = w;
+            }
+            if let Some(o) = args.out {
+                settings.run.out_dir = o;
+            }
+            let pace = match args.speed {
+                Speed::Realtime => Pace::Realtime,
+                Speed::Max => Pace::Max,
+            };
+            let duration = match (pace, args.duration) {
+                (_, Some(d)) => Some(d),
+                (Pace::Max, None) => Some(Duration::from_secs(3600)),
+                (Pace::Realtime, None) => None,
+            };
+            let now = EventTime::now();
+            let start = args
+                .fleet
+                .start_ms
+                .map(EventTime)
+                .unwrap_or(match (pace, duration) {
+                    (Pace::Max, Some(d)) => EventTime(now.0 - d.as_millis() as i64),
+                    _ => now,
+                });
+            let job = LiveJob {
+                fleet: fleet_spec(&settings, start),
+                pace,
+                duration,
+                graph: graph_config(&settings),
+                out_dir: settings.run.out_dir.clone(),
+                write_telemetry: settings.run.write_telemetry,
+                severity: settings.severity,
+            };
+            let report = jobs::live(&job)?;
+            print_report("run", &report, &settings.run.out_dir);
+        }
+        Command::Simulate(args) => {
+            apply_fleet(&mut settings, &args.fleet);
+            let out = args.out.unwrap_or(settings.run.out_dir.clone());
+            let start = args.fleet.start_ms.map(EventTime).unwrap_or(EventTime(
+                EventTime::now().0 - args.duration.as_millis() as i64,
+            ));
+            let job = SimulateJob {
+                fleet: fleet_spec(&settings, start),
+                duration: args.duration,
+                out_dir: out.clone(),
+            };
+            let summary = jobs::simulate(&job)?;
+            println!(
+                "simulate: {} readings ({} rejected by validation downstream expected: {}), {} failures in ground truth → {}",
+                summary.readings,
+                summary.bad_readings,
+                settings.simulator.bad_readings,
+                summary.failures,
+                out.display()
+            );
+        }
+        Command::Backfill(args) => {
+            if let Some(w) = args.workers {
+                settings.run.workers = w;
+            }
+            let out = args.out.unwrap_or(settings.run.out_dir.clone());
+            let job = BackfillJob {
+                input: args.input.clone(),
+                out_dir: out.clone(),
+                graph: graph_config(&settings),
+                severity: settings.severity,
+            };
+            let report = jobs::backfill(&job)
+                .with_context(|| format!("backfill of {}", args.input.display()))?;
+            print_report("backfill", &report, &out);
+        }
+        Command::Bench(args) => {
+            let mut window = settings.window.clone();
+            if let Some(n) = args.sensors {
+                anyhow::ensure!((1..=14).contains(&n), "--sensors must be between 1 and 14");
+                window.channels = pmi_core::Sensor::ALL[..n]
+                    .iter()
+                    .map(|s| s.name().to_owned())
+                    .collect();
+            }
+            let job = BenchJob {
+                vehicles: args.vehicles,
+                duration: args.duration,
+                workers: args.workers,
+                window,
+                dir: args.dir,
+            };
+            let result = jobs::bench(&job)?;
+            println!("{}", result.render());
+        }
+    }
+    Ok(())
+}
+
+fn apply_fleet(settings: &mut Settings, fleet: &FleetArgs) {
+    if let Some(v) = fleet.vehicles {
+        settings.simulator.vehicles = v;
+    }
+    if let Some(s) = fleet.seed {
+        settings.simulator.seed = s;
+    }
+    settings.simulator.bad_readings |= fleet.bad_readings;
+}
+
+fn fleet_spec(settings: &Settings, start: EventTime) -> FleetSpec {
+    FleetSpec {
+        vehicles: settings.simulator.vehicles,
+        seed: settings.simulator.seed,
+        start,
+        failures_per_vehicle_month: settings.simulator.failures_per_vehicle_month,
+        bad_readings: settings.simulator.bad_readings,
+    }
+}
+
+fn graph_config(settings: &Settings) -> pmi_dataflows::GraphConfig {
+    pmi_dataflows::GraphConfig {
+        window: settings.window.clone(),
+        workers: settings.run.workers,
+        alert_floor: settings.run.alert_floor,
+        ..Default::default()
+    }
+}
+
+fn print_report(what: &str, r: &RunReport, out: &std::path::Path) {
+    println!(
+        "{what}: read {} readings: {} into windows, {} rejected (dead-letter), {} late; \
+         {} feature vectors, {} predictions, {} alerts; {} files under {} in {:.1} s",
+        r.read,
+        r.windowed,
+        r.rejected,
+        r.late,
+        r.features,
+        r.predictions,
+        r.alerts,
+        r.files,
+        out.display(),
+        r.elapsed_ms as f64 / 1000.0
+    );
+}

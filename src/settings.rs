@@ -1,0 +1,157 @@
+//! Settings in layers: built-in defaults → TOML file (`--config`) → `PMI_*` environment →
+//! command-line flags. Every flag of the CLI has an environment variable (clap) and a key in
+//! the file; the file's sections mirror the crates' config structs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use pmi_core::{Severity, SeverityThresholds, WindowConfig};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Window operator settings (`[window]`).
+    pub window: WindowConfig,
+    /// Severity thresholds (`[severity]`).
+    pub severity: SeverityThresholds,
+    /// Run settings (`[run]`).
+    pub run: RunSettings,
+    /// Simulator settings (`[simulator]`).
+    pub simulator: SimulatorSettings,
+}
+
+/// `[run]`: where outputs go and how the graph runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSettings {
+    /// Output folder for the Parquet datasets (default `./pmi-data`).
+    pub out_dir: PathBuf,
+    /// Timely worker threads (default 1).
+    pub workers: usize,
+    /// Lowest severity printed as an alert (default `medium`).
+    pub alert_floor: Severity,
+    /// Also archive accepted telemetry as Parquet (default true).
+    pub write_telemetry: bool,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            out_dir: PathBuf::from("pmi-data"),
+            workers: 1,
+            alert_floor: Severity::Medium,
+            write_telemetry: true,
+        }
+    }
+}
+
+/// `[simulator]`: the built-in fleet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatorSettings {
+    /// Vehicles (default 10).
+    pub vehicles: u32,
+    /// Seed (default 42).
+    pub seed: u64,
+    /// Expected failures per vehicle per 30 days (default 1.0).
+    pub failures_per_vehicle_month: f64,
+    /// Emit occasional bad readings (dropouts, spikes, duplicates, late, malformed).
+    pub bad_readings: bool,
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        SimulatorSettings {
+            vehicles: 10,
+            seed: 42,
+            failures_per_vehicle_month: 1.0,
+            bad_readings: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, overlaid with the TOML file at `path` if given.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
+        let Some(path) = path else {
+            return Ok(Settings::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let settings: Settings =
+            toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))?;
+        settings.window.validate()?;
+        settings.severity.validate()?;
+        Ok(settings)
+    }
+}
+
+/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1h30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}`: expected a number before `{c}`"))?;
+        number.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("`{text}`: unknown unit `{c}` (use s, m, h, d)")),
+        };
+    }
+    if !number.is_empty() {
+        return Err(format!(
+            "`{text}`: missing unit after {number} (use s, m, h, d)"
+        ));
+    }
+    if total == 0 {
+        return Err(format!("`{text}`: duration must be positive"));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
+        assert!(parse_duration("10").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn toml_layers_over_defaults_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pmi.toml");
+        std::fs::write(
+            &p,
+            "[window]\npane_s = 5\nwindows_s = [30, 60]\n[run]\nworkers = 2\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&p)).unwrap();
+        assert_eq!(s.window.pane_s, 5);
+        assert_eq!(s.run.workers, 2);
+        assert_eq!(s.simulator.vehicles, 10);
+        std::fs::write(&p, "[window]\npanes = 5\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&p)).unwrap_err());
+        assert!(e.contains("panes"), "{e}");
+        std::fs::write(&p, "[window]\nwindows_s = [60, 65]\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&p)).unwrap_err());
+        assert!(e.contains("window.windows_s"), "{e}");
+    }
+}
