@@ -8,6 +8,9 @@
 //!
 //! Run: `cargo bench --bench windows` (add `-- --quick` for a short run).
 
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -56,7 +59,7 @@ fn bench_state(c: &mut Criterion) {
             b.iter(|| {
                 for _ in 0..10 {
                     let r = &readings[i % readings.len()];
-                    if i % readings.len() == 0 {
+                    if i.is_multiple_of(readings.len()) {
                         state = VehicleWindows::new(&spec);
                     }
                     state.insert(&spec, r.ts, r.values).unwrap();

@@ -57,14 +57,17 @@ def main():
     if not channels:
         print("no known feature columns in the features output", file=sys.stderr)
         return 2
-    tel_cols = {r[0] for r in con.execute(
+    tel_types = {r[0]: r[1] for r in con.execute(
         f"DESCRIBE SELECT * FROM read_parquet('{args.telemetry}')").fetchall()}
+    tel_cols = set(tel_types)
+    # ts as a timestamp of any unit, or as int64 milliseconds since the epoch.
+    ts_ms = "ts" if tel_types["ts"] in ("BIGINT", "INTEGER") else "epoch_ms(ts)"
     sensor_exprs = [f"CAST({s} AS DOUBLE) AS {s}" if s in tel_cols else f"CAST(NULL AS DOUBLE) AS {s}"
                     for s in SENSORS]
     con.execute(f"""
         CREATE TABLE r AS
         SELECT DISTINCT ON (vehicle_id, t) *
-        FROM (SELECT vehicle_id, epoch_ms(ts) AS t, {', '.join(sensor_exprs)}
+        FROM (SELECT vehicle_id, {ts_ms} AS t, {', '.join(sensor_exprs)}
               FROM read_parquet('{args.telemetry}'))
         ORDER BY vehicle_id, t""")
     derived_sql = ", ".join(f"{expr} AS {name}" for name, expr in DERIVED.items())

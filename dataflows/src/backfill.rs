@@ -90,10 +90,18 @@ pub fn plan(input: &Path, lateness_ms: i64) -> Result<BackfillPlan, DataflowErro
 
 type Chunk = Result<(Vec<Sequenced>, Vec<Rejected>), SourceFailure>;
 
+/// A worker's share of a sorted, in-memory input: chunks `next, next + peers, …`.
+struct SortedShare {
+    data: Arc<(Vec<Telemetry>, Vec<Rejected>)>,
+    worker: usize,
+    peers: usize,
+    next: usize,
+}
+
 /// One worker's share of a backfill.
 pub struct ParquetSource {
     rx: Option<Receiver<Chunk>>,
-    sorted: Option<(Arc<(Vec<Telemetry>, Vec<Rejected>)>, usize, usize, usize)>,
+    sorted: Option<SortedShare>,
 }
 
 /// Rows per chunk handed on from a sorted input.
@@ -103,9 +111,15 @@ impl ParquetSource {
     /// The share of `plan` for `worker` of `peers`.
     pub fn new(plan: &BackfillPlan, worker: usize, peers: usize) -> Self {
         if let Some(sorted) = &plan.sorted {
+            let share = SortedShare {
+                data: sorted.clone(),
+                worker,
+                peers,
+                next: worker,
+            };
             return ParquetSource {
                 rx: None,
-                sorted: Some((sorted.clone(), worker, peers, worker)),
+                sorted: Some(share),
             };
         }
         let files = plan.files.clone();
@@ -177,26 +191,23 @@ impl TelemetrySource for ParquetSource {
     }
 
     fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure> {
-        if let Some((data, worker, peers, next)) = &mut self.sorted {
-            let (ok, bad) = &**data;
-            if *next == *worker {
-                // Rejected rows of a sorted input are handed on by worker 0's first poll.
-                if *worker == 0 {
-                    batch.rejected.extend(bad.iter().cloned());
-                }
+        if let Some(share) = &mut self.sorted {
+            let (ok, bad) = &*share.data;
+            // Rejected rows of a sorted input are handed on by worker 0's first poll.
+            if share.next == share.worker && share.worker == 0 {
+                batch.rejected.extend(bad.iter().cloned());
             }
-            let start = *next * SORTED_CHUNK;
+            let start = share.next * SORTED_CHUNK;
             if start >= ok.len() {
                 return Ok(SourceStatus::Finished);
             }
             let end = (start + SORTED_CHUNK).min(ok.len());
-            batch
-                .readings
-                .extend(ok[start..end].iter().map(|r| Sequenced {
-                    group: 0,
-                    reading: r.clone(),
-                }));
-            *next += *peers;
+            let chunk = ok[start..end].iter().map(|r| Sequenced {
+                group: 0,
+                reading: r.clone(),
+            });
+            batch.readings.extend(chunk);
+            share.next += share.peers;
             return Ok(SourceStatus::Ready);
         }
         let Some(rx) = &self.rx else {
