@@ -243,6 +243,7 @@ fn fleet_spec(settings: &Settings, start: EventTime) -> FleetSpec {
         start,
         failures_per_vehicle_month: settings.simulator.failures_per_vehicle_month,
         bad_readings: settings.simulator.bad_readings,
+        forced_failures: Vec::new(),
     }
 }
 

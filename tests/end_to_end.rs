@@ -47,6 +47,7 @@ fn live(out: &Path, workers: usize, bad: bool) -> RunReport {
             start: EventTime(1_767_225_600_000 + 8 * 3_600_000), // 08:00 UTC: vehicles drive
             failures_per_vehicle_month: 3.0,
             bad_readings: bad,
+            forced_failures: Vec::new(),
         },
         pace: Pace::Max,
         duration: Some(Duration::from_secs(40 * 60)),

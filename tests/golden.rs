@@ -1,5 +1,5 @@
-//! Golden test of the stream graph: a small seeded simulator run (2 vehicles, 5 minutes,
-//! bad readings on, failures frequent) whose features (a readable subset of columns) and
+//! Golden test of the stream graph: a small seeded simulator run (2 vehicles, 15 minutes,
+//! bad readings on, forced failures) whose features (a readable subset of columns) and
 //! predictions are checked in under `tests/golden/`, so that any change in results shows
 //! in review. Regenerate deliberately with `PMI_UPDATE_GOLDEN=1 cargo test --test golden`.
 
@@ -10,8 +10,8 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use pmi_core::{EventTime, SeverityThresholds};
-use pmi_dataflows::jobs::{self, FleetSpec, LiveJob};
+use pmi_core::{Component, EventTime, SeverityThresholds};
+use pmi_dataflows::jobs::{self, FleetSpec, ForcedFailure, LiveJob};
 use pmi_dataflows::simulated::Pace;
 use pmi_dataflows::GraphConfig;
 
@@ -19,7 +19,12 @@ use pmi_dataflows::GraphConfig;
 /// the mean and slope at 300 and 900 s.
 fn columns() -> Vec<String> {
     let mut c = Vec::new();
-    for ch in ["coolant_temp_c", "oil_pressure_per_krpm", "vibration_rms_g", "battery_voltage_v"] {
+    for ch in [
+        "coolant_temp_c",
+        "oil_pressure_per_krpm",
+        "vibration_rms_g",
+        "battery_voltage_v",
+    ] {
         for s in ["count", "mean", "std", "min", "max", "last", "slope"] {
             c.push(format!("{ch}_{s}_60s"));
         }
@@ -32,11 +37,19 @@ fn columns() -> Vec<String> {
 }
 
 fn batches(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     files
         .iter()
-        .flat_map(|p| ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap()).unwrap().build().unwrap())
+        .flat_map(|p| {
+            ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+        })
         .map(|b| b.unwrap())
         .collect()
 }
@@ -50,7 +63,10 @@ fn render_features(dir: &Path) -> String {
     let mut rows = Vec::new();
     for b in batches(dir) {
         let ids = b.column_by_name("vehicle_id").unwrap().as_string::<i32>();
-        let ends = b.column_by_name("pane_end").unwrap().as_primitive::<TimestampMillisecondType>();
+        let ends = b
+            .column_by_name("pane_end")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
         for i in 0..b.num_rows() {
             let mut row = vec![ids.value(i).to_owned(), ends.value(i).to_string()];
             for c in &cols {
@@ -61,7 +77,11 @@ fn render_features(dir: &Path) -> String {
         }
     }
     rows.sort();
-    format!("vehicle_id,pane_end,{}\n{}\n", cols.join(","), rows.join("\n"))
+    format!(
+        "vehicle_id,pane_end,{}\n{}\n",
+        cols.join(","),
+        rows.join("\n")
+    )
 }
 
 fn render_predictions(dir: &Path) -> String {
@@ -69,15 +89,31 @@ fn render_predictions(dir: &Path) -> String {
     for b in batches(dir) {
         let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
         let (ids, sev, comp) = (s("vehicle_id"), s("severity"), s("component"));
-        let ends = b.column_by_name("pane_end").unwrap().as_primitive::<TimestampMillisecondType>();
-        let risk = b.column_by_name("risk").unwrap().as_primitive::<Float64Type>();
+        let ends = b
+            .column_by_name("pane_end")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let risk = b
+            .column_by_name("risk")
+            .unwrap()
+            .as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             let c = if comp.is_valid(i) { comp.value(i) } else { "" };
-            rows.push(format!("{},{},{},{},{}", ids.value(i), ends.value(i), num(Some(risk.value(i))), sev.value(i), c));
+            rows.push(format!(
+                "{},{},{},{},{}",
+                ids.value(i),
+                ends.value(i),
+                num(Some(risk.value(i))),
+                sev.value(i),
+                c
+            ));
         }
     }
     rows.sort();
-    format!("vehicle_id,pane_end,risk,severity,component\n{}\n", rows.join("\n"))
+    format!(
+        "vehicle_id,pane_end,risk,severity,component\n{}\n",
+        rows.join("\n")
+    )
 }
 
 /// Cells equal as text, or as numbers within 1e-9 relative.
@@ -106,14 +142,40 @@ fn stream_graph_matches_golden_outputs() {
     let job = LiveJob {
         fleet: FleetSpec {
             vehicles: 2,
-            seed: 5,
-            start: EventTime(1_767_225_600_000 + 9 * 3_600_000),
+            seed: 11,
+            start: EventTime(1_767_225_600_000 + 8 * 3_600_000),
             failures_per_vehicle_month: 30.0,
             bad_readings: true,
+            // Vehicle 0 (parked, then driven from about 08:12) with worn-out engine mounts
+            // and a battery failed from the start; vehicle 1 (parked) with a battery that
+            // wears out over the run: the predictions show failures and one developing.
+            forced_failures: vec![
+                ForcedFailure {
+                    vehicle: 0,
+                    component: Component::EngineMounts,
+                    onset_after_ms: 0,
+                    duration_ms: 1,
+                },
+                ForcedFailure {
+                    vehicle: 0,
+                    component: Component::Battery,
+                    onset_after_ms: 0,
+                    duration_ms: 1,
+                },
+                ForcedFailure {
+                    vehicle: 1,
+                    component: Component::Battery,
+                    onset_after_ms: 0,
+                    duration_ms: 900_000,
+                },
+            ],
         },
         pace: Pace::Max,
-        duration: Some(Duration::from_secs(300)),
-        graph: GraphConfig { workers: 2, ..Default::default() },
+        duration: Some(Duration::from_secs(900)),
+        graph: GraphConfig {
+            workers: 2,
+            ..Default::default()
+        },
         out_dir: dir.path().to_owned(),
         write_telemetry: false,
         severity: SeverityThresholds::default(),
@@ -122,15 +184,23 @@ fn stream_graph_matches_golden_outputs() {
     assert_eq!(report.read, report.windowed + report.rejected + report.late);
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     for (name, text) in [
-        ("stream_features.csv", render_features(&dir.path().join("features"))),
-        ("stream_predictions.csv", render_predictions(&dir.path().join("predictions"))),
+        (
+            "stream_features.csv",
+            render_features(&dir.path().join("features")),
+        ),
+        (
+            "stream_predictions.csv",
+            render_predictions(&dir.path().join("predictions")),
+        ),
     ] {
         let path = golden.join(name);
         if std::env::var_os("PMI_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(&golden).unwrap();
             std::fs::write(&path, &text).unwrap();
             continue;
         }
-        let want = std::fs::read_to_string(&path).expect("golden file (PMI_UPDATE_GOLDEN=1 writes it)");
+        let want =
+            std::fs::read_to_string(&path).expect("golden file (PMI_UPDATE_GOLDEN=1 writes it)");
         if let Err(e) = same(&text, &want) {
             panic!("{name} differs from the golden output: {e}\n(if the change is intended, regenerate with PMI_UPDATE_GOLDEN=1)");
         }

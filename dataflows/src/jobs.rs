@@ -13,6 +13,7 @@ use pmi_sinks::parquet_out::{
     PredictionLayout, RawLayout, RejectedLayout, TelemetryLayout,
 };
 use pmi_sinks::CountingSink;
+pub use pmi_sources::fleet::ForcedFailure;
 use pmi_sources::fleet::{BadReadings, Fleet, SimulatorConfig};
 use pmi_sources::parquet_in::{TelemetryFiles, VehicleInterner};
 
@@ -34,6 +35,8 @@ pub struct FleetSpec {
     pub failures_per_vehicle_month: f64,
     /// Inject bad readings.
     pub bad_readings: bool,
+    /// Failures injected regardless of the random plan (demos, golden tests).
+    pub forced_failures: Vec<ForcedFailure>,
 }
 
 impl FleetSpec {
@@ -48,6 +51,7 @@ impl FleetSpec {
                 enabled: self.bad_readings,
                 ..Default::default()
             },
+            forced_failures: self.forced_failures.clone(),
             ..Default::default()
         }
     }
@@ -376,6 +380,7 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         start: EventTime(1_767_225_600_000),
         failures_per_vehicle_month: 1.0,
         bad_readings: false,
+        forced_failures: Vec::new(),
     };
     let input = dir.join("input");
     tracing::info!(vehicles = job.vehicles, duration_s = job.duration.as_secs(), dir = %dir.display(), "generating bench input");

@@ -1,37 +1,23 @@
-//! `pmi-models`: the scorers of PMI, pure code with no dataflow in it.
+//! `pmi-models`: the models that turn feature vectors into predictions.
 //!
-//! - [`rules`]: transparent domain-rule health checks per component, the explainable member
-//!   of the ensemble (the isolation forest and gradient-boosted trees join it later).
+//! The window operators emit one [`pmi_core::FeatureVector`] per vehicle and pane; this
+//! crate judges it: a risk in [0, 1], the implicated [`pmi_core::Component`], a
+//! [`pmi_core::Severity`] by the configured thresholds, and reasons a technician can read.
+//! It is pure: no dataflow, no I/O, so a model is tested and benchmarked on its own and the
+//! same model runs in the live stream, the batch backfill and evaluation.
+//!
+//! Today the crate holds the domain-rule scorer ([`rules`], [`RuleScorer`]): documented
+//! health checks per component, thresholds in a serde [`RuleSet`]. It is the explainable
+//! member of the ensemble DESIGN.md describes; the isolation forest (unsupervised anomaly
+//! score), gradient-boosted trees (probability of failure within the horizon per
+//! component), the ensemble that combines them, training, evaluation and the versioned model
+//! registry come next, and will share this crate's contract: a model is built for one
+//! [`pmi_core::FeatureSchema`] and refuses vectors of another
+//! ([`ModelError::SchemaMismatch`]).
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod rules;
 
-/// Errors of the models.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ModelError {
-    /// A vector of another feature schema than the model's.
-    #[error("feature schema mismatch: model expects {expected:016x}, vector has {found:016x}")]
-    SchemaMismatch {
-        /// The model's schema fingerprint.
-        expected: u64,
-        /// The vector's.
-        found: u64,
-    },
-    /// An invalid rule.
-    #[error("rule {index} ({component}): {message}")]
-    InvalidRule {
-        /// Position in the rule set.
-        index: usize,
-        /// Its component.
-        component: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl ModelError {
-    /// Whose fault.
-    pub fn class(&self) -> pmi_core::ErrorClass {
-        pmi_core::ErrorClass::User
-    }
-}
+pub use error::ModelError;
+pub use rules::{RuleEvaluation, RuleScorer, RuleSet};
