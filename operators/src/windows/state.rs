@@ -21,13 +21,13 @@
 //! `last` needs only the latest value per channel.
 //!
 //! # Numerics
-//! Window statistics combine pane summaries as sums shifted to a reference: the channel's
-//! latest reading, in value and in time. Nothing is ever subtracted out of a running sum, so
-//! a window of equal values has a standard deviation of exactly 0, and cancellation is
-//! bounded by how far the data lie from their own latest reading. Time sums are integers
-//! (exact), and `Σ(t − t̄)²` is formed exactly. Windows are recomputed from the panes at
-//! every boundary, in one pass over the longest window that snapshots the shorter ones
-//! (they are its suffixes). See `super::oracle` for the definitions checked against.
+//! Window statistics combine pane summaries as value sums shifted to a reference, the
+//! channel's latest reading. Nothing is ever subtracted out of a running sum, so a window of
+//! equal values has a standard deviation of exactly 0, and cancellation is bounded by how far
+//! the data lie from their own latest reading. Time sums are integers in ms from the
+//! boundary (exact), and `Σ(t − t̄)²` is formed exactly in `i128`. Windows are recomputed
+//! from the panes at every boundary, channel by channel, in one pass over the longest window
+//! that snapshots the shorter ones (they are its suffixes); empty panes are skipped. See `super::oracle` for the definitions checked against.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -117,15 +117,17 @@ pub enum InsertError {
     PaneFull,
 }
 
-/// Sealed pane summaries for all channels, struct-of-arrays, indexed `slot · C + channel`
-/// with `slot = pane mod max_panes`.
+/// Sealed pane summaries for all channels, struct-of-arrays, channel-major: indexed
+/// `channel · max_panes + slot` with `slot = pane mod max_panes`, so that evaluating one
+/// channel reads each field as one contiguous run (the hardware prefetcher follows it).
+/// A slot with `n = 0` is empty and its other fields are never read.
 #[derive(Clone, Debug)]
 struct PaneRing {
     n: Vec<u16>,
     /// `−Σ(t − pane end)` in ms (non-negative, exact).
     neg_tau1: Vec<u32>,
-    /// `Σ(t − pane end)²` in ms² (exact: below 2^53 for any pane ≤ 60 s).
-    tau2: Vec<f64>,
+    /// `Σ(t − pane end)²` in ms² (exact).
+    tau2: Vec<u64>,
     mean: Vec<f64>,
     m2: Vec<f64>,
     /// `Σ(t − t̄)(v − v̄)` with t in ms.
@@ -137,22 +139,18 @@ impl PaneRing {
         PaneRing {
             n: vec![0; slots],
             neg_tau1: vec![0; slots],
-            tau2: vec![0.0; slots],
+            tau2: vec![0; slots],
             mean: vec![0.0; slots],
             m2: vec![0.0; slots],
             co: vec![0.0; slots],
         }
     }
 
-    /// Empties a slot: every field zero, so that empty channels add exact zeros.
-    fn clear_slot(&mut self, base: usize, channels: usize) {
-        let r = base..base + channels;
-        self.n[r.clone()].fill(0);
-        self.neg_tau1[r.clone()].fill(0);
-        self.tau2[r.clone()].fill(0.0);
-        self.mean[r.clone()].fill(0.0);
-        self.m2[r.clone()].fill(0.0);
-        self.co[r].fill(0.0);
+    /// Empties `slot` of every channel (`n = 0` marks a slot empty).
+    fn clear_slot(&mut self, slot: usize, cap: usize) {
+        for n in self.n[slot..].iter_mut().step_by(cap) {
+            *n = 0;
+        }
     }
 
     fn heap_bytes(&self) -> usize {
@@ -218,6 +216,8 @@ pub struct VehicleWindows {
     /// Readings of panes not yet sealed; sorted lazily at seal time.
     open: Vec<(EventTime, SensorValues)>,
     open_sorted: bool,
+    /// Earliest time in `open` (`i64::MAX` when empty), so that the next boundary is O(1).
+    open_min: i64,
     /// The last pane sealed, `None` before the first.
     sealed_through: Option<i64>,
     /// Pane of the latest reading sealed (any channel present or not).
@@ -232,39 +232,19 @@ pub struct VehicleWindows {
 #[derive(Debug, Default)]
 pub struct Scratch {
     readings: Vec<(EventTime, SensorValues)>,
-    acc: Acc,
-    reference: Vec<f64>,
-    ref_time: Vec<f64>,
 }
 
-/// Window sums per channel (struct of arrays, so the pane loop vectorises across
-/// channels), relative to the channel's latest reading `(t_r, r)`: `n`, `Σ(t−t_r)`,
-/// `Σ(t−t_r)²` (integers in ms, exact in f64 below 2^53), `Σ(v−r)`, `Σ(v−r)²` (with
-/// within-pane M2) and `Σ(t−t_r)(v−r)` (with within-pane co-moments).
-#[derive(Debug, Default)]
-struct Acc {
-    n: Vec<f64>,
-    t1: Vec<f64>,
-    t2: Vec<f64>,
-    s1: Vec<f64>,
-    s2: Vec<f64>,
-    x: Vec<f64>,
-}
-
-impl Acc {
-    fn reset(&mut self, channels: usize) {
-        for v in [
-            &mut self.n,
-            &mut self.t1,
-            &mut self.t2,
-            &mut self.s1,
-            &mut self.s2,
-            &mut self.x,
-        ] {
-            v.clear();
-            v.resize(channels, 0.0);
-        }
-    }
+/// Window sums of one channel, relative to its latest reading `(t_r, r)` in value and to
+/// the boundary in time: `n`, `Σt`, `Σt²` (integers in ms: exact), `Σ(v−r)`, `Σ(v−r)²`
+/// (with within-pane M2) and `Σt(v−r)` (with within-pane co-moments).
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    n: i64,
+    t1: i64,
+    t2: i128,
+    s1: f64,
+    s2: f64,
+    x: f64,
 }
 
 impl VehicleWindows {
@@ -274,6 +254,7 @@ impl VehicleWindows {
         VehicleWindows {
             open: Vec::new(),
             open_sorted: true,
+            open_min: i64::MAX,
             sealed_through: None,
             last_reading_pane: i64::MIN,
             ring: PaneRing::new(spec.max_panes * c),
@@ -311,6 +292,7 @@ impl VehicleWindows {
             }
         }
         self.open.push((ts, values));
+        self.open_min = self.open_min.min(ts.0);
         Ok(())
     }
 
@@ -322,7 +304,7 @@ impl VehicleWindows {
             .sealed_through
             .map(|s| s + 1)
             .filter(|k| k - self.last_reading_pane < spec.max_panes as i64);
-        let first_open = self.open.iter().map(|(t, _)| spec.pane_of(*t)).min();
+        let first_open = (!self.open.is_empty()).then(|| spec.pane_of(EventTime(self.open_min)));
         match (next_in_range, first_open) {
             (Some(k), _) => Some(k),
             (None, open) => open,
@@ -347,7 +329,7 @@ impl VehicleWindows {
         if k - self.last_reading_pane >= spec.max_panes as i64 {
             return false;
         }
-        self.compute(spec, k, scratch, out);
+        self.compute(spec, k, out);
         true
     }
 
@@ -383,7 +365,6 @@ impl VehicleWindows {
                 .map_or(k, |(t, _)| spec.pane_of(*t).min(k)),
         };
         let cap = spec.max_panes as i64;
-        let c = spec.channels.len();
         // Panes before `k − cap + 1` would be overwritten anyway: clear their slots once.
         let start = first.max(k - cap + 1);
         if first < start {
@@ -392,8 +373,8 @@ impl VehicleWindows {
             self.fold_pane(spec, start - 1, scratch, duplicates, false);
         }
         for pane in start..=k {
-            let base = (pane.rem_euclid(cap) as usize) * c;
-            self.ring.clear_slot(base, c);
+            self.ring
+                .clear_slot(pane.rem_euclid(cap) as usize, cap as usize);
             self.fold_pane(spec, pane, scratch, duplicates, true);
             for e in &mut self.extremes {
                 e.evict_through(pane - cap);
@@ -419,6 +400,8 @@ impl VehicleWindows {
         let mut readings = std::mem::take(&mut scratch.readings);
         readings.clear();
         readings.extend(self.open.drain(..end));
+        // Sealing sorted `open`: its first reading is the earliest.
+        self.open_min = self.open.first().map_or(i64::MAX, |(t, _)| t.0);
         let mut w = 0;
         for r in 0..readings.len() {
             if w > 0 && readings[w - 1].0 == readings[r].0 {
@@ -445,11 +428,10 @@ impl VehicleWindows {
             scratch.readings = readings;
             return;
         }
-        let c_count = spec.channels.len();
         let pane_start = (pane - 1) * spec.pane_ms;
         let pane_end = pane * spec.pane_ms;
         let cap = spec.max_panes as i64;
-        let base = (pane.rem_euclid(cap) as usize) * c_count;
+        let slot = pane.rem_euclid(cap) as usize;
         for (ci, channel) in spec.channels.iter().enumerate() {
             let mut n: u32 = 0;
             let (mut neg_tau1, mut tau2) = (0u64, 0u64);
@@ -480,10 +462,10 @@ impl VehicleWindows {
                 continue;
             }
             self.last[ci] = last;
-            let i = base + ci;
+            let i = ci * cap as usize + slot;
             self.ring.n[i] = n as u16;
             self.ring.neg_tau1[i] = neg_tau1 as u32;
-            self.ring.tau2[i] = tau2 as f64;
+            self.ring.tau2[i] = tau2;
             self.ring.mean[i] = mean;
             self.ring.m2[i] = m2;
             self.ring.co[i] = co;
@@ -492,101 +474,107 @@ impl VehicleWindows {
         scratch.readings = readings;
     }
 
-    fn compute(&self, spec: &WindowSpec, k: i64, scratch: &mut Scratch, out: &mut Vec<f64>) {
+    fn compute(&self, spec: &WindowSpec, k: i64, out: &mut Vec<f64>) {
         let c = spec.channels.len();
-        let cap = spec.max_panes as i64;
+        let cap = spec.max_panes;
         let windows = &spec.window_panes;
         out.resize(c * windows.len() * Stat::ALL.len(), f64::NAN);
-        let acc = &mut scratch.acc;
-        acc.reset(c);
-        // References: each channel's latest reading, in value and in time (ms from the
-        // boundary), so that sums stay small where the data are and cancellation is bounded.
-        let boundary = k * spec.pane_ms;
-        let (reference, ref_time) = (&mut scratch.reference, &mut scratch.ref_time);
-        reference.clear();
-        ref_time.clear();
-        for &(t, v) in &self.last {
-            let known = !v.is_nan();
-            reference.push(if known { v } else { 0.0 });
-            ref_time.push(if known { (t - boundary) as f64 } else { 0.0 });
-        }
+        let head = k.rem_euclid(cap as i64) as usize; // slot of pane k
+        let p = spec.pane_ms;
         let ring = &self.ring;
-        let mut next_window = 0;
-        for depth in 0..spec.max_panes {
-            let pane = k - depth as i64;
-            let base = (pane.rem_euclid(cap) as usize) * c;
-            // This pane ends `delta` ms before the boundary (≤ 0).
-            let delta = -(depth as f64) * spec.pane_ms as f64;
-            let r = base..base + c;
-            // Every slice has length `c`, so the loop below has no bounds checks and no
-            // branches (empty slots are all zeros and add exact zeros): it vectorises.
+        for ci in 0..c {
+            // Reference value: the channel's latest reading, so that sums stay small where
+            // the data are and cancellation is bounded.
+            let r = match self.last[ci].1 {
+                v if v.is_nan() => 0.0,
+                v => v,
+            };
+            let run = ci * cap..(ci + 1) * cap;
             let (n, nt1, t2) = (
-                &ring.n[r.clone()],
-                &ring.neg_tau1[r.clone()],
-                &ring.tau2[r.clone()],
+                &ring.n[run.clone()],
+                &ring.neg_tau1[run.clone()],
+                &ring.tau2[run.clone()],
             );
-            let (mean, m2, co) = (&ring.mean[r.clone()], &ring.m2[r.clone()], &ring.co[r]);
-            let (rv, rt) = (&reference[..c], &ref_time[..c]);
-            let (an, at1, at2) = (&mut acc.n[..c], &mut acc.t1[..c], &mut acc.t2[..c]);
-            let (as1, as2, ax) = (&mut acc.s1[..c], &mut acc.s2[..c], &mut acc.x[..c]);
-            for ci in 0..c {
-                let nf = n[ci] as f64;
-                let tau1 = -(nt1[ci] as f64);
-                let d = mean[ci] - rv[ci];
-                let dc = delta - rt[ci]; // pane end − reference time
-                let tsum = tau1 + nf * dc; // Σ(t − t_ref) over the pane, exact
-                an[ci] += nf;
-                at1[ci] += tsum;
-                at2[ci] += t2[ci] + 2.0 * dc * tau1 + nf * dc * dc;
-                as1[ci] += nf * d;
-                as2[ci] += m2[ci] + nf * d * d;
-                ax[ci] += co[ci] + tsum * d;
-            }
-            while next_window < windows.len() && depth + 1 == windows[next_window] {
-                self.write_window(spec, k, next_window, acc, reference, out);
-                next_window += 1;
+            let (mean, m2, co) = (
+                &ring.mean[run.clone()],
+                &ring.m2[run.clone()],
+                &ring.co[run],
+            );
+            let mut acc = Sums::default();
+            let mut w = 0;
+            // Newest pane first; each window is a suffix, written when its depth is reached.
+            for depth in 0..cap {
+                let slot = if depth <= head {
+                    head - depth
+                } else {
+                    head + cap - depth
+                };
+                if n[slot] != 0 {
+                    let ni = n[slot] as i64;
+                    // The pane ends `delta` ms before the boundary (≤ 0).
+                    let delta = -(depth as i64) * p;
+                    let nt = nt1[slot] as i64;
+                    let tsum = ni * delta - nt; // Σt over the pane, exact
+                    acc.n += ni;
+                    acc.t1 += tsum;
+                    acc.t2 += (t2[slot] as i128) - 2 * (delta as i128) * (nt as i128)
+                        + (ni as i128) * (delta as i128) * (delta as i128);
+                    let nf = ni as f64;
+                    let d = mean[slot] - r;
+                    acc.s1 += nf * d;
+                    acc.s2 += m2[slot] + nf * d * d;
+                    acc.x += co[slot] + tsum as f64 * d;
+                }
+                if depth + 1 == windows[w] {
+                    self.write_window(spec, k, ci, w, &acc, r, out);
+                    w += 1;
+                    if w == windows.len() {
+                        break;
+                    }
+                }
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write_window(
         &self,
         spec: &WindowSpec,
         k: i64,
+        ci: usize,
         w: usize,
-        acc: &Acc,
-        reference: &[f64],
+        acc: &Sums,
+        r: f64,
         out: &mut [f64],
     ) {
         let wcount = spec.window_panes.len();
         let first_pane = k - spec.window_panes[w] as i64 + 1;
-        for (ci, r) in reference.iter().enumerate() {
-            let o = (ci * wcount + w) * Stat::ALL.len();
-            let slot = &mut out[o..o + Stat::ALL.len()];
-            let n = acc.n[ci];
-            slot[0] = n;
-            if n == 0.0 {
-                slot[1..].fill(f64::NAN);
-                continue;
-            }
-            let (s1, t1) = (acc.s1[ci], acc.t1[ci]);
-            let m2 = (acc.s2[ci] - s1 * s1 / n).max(0.0);
-            // Σ(t − t̄)² = (n·Σt² − (Σt)²) / n, numerator exact in integers: exactly 0 with
-            // fewer than two distinct times.
-            let num = (n as i128) * (acc.t2[ci] as i128) - (t1 as i128) * (t1 as i128);
-            let (lo, hi) = self.extremes[ci].query(first_pane);
-            let slope = if num <= 0 {
-                0.0
-            } else {
-                (acc.x[ci] - t1 * s1 / n) / (num as f64 / n) * 1000.0
-            };
-            slot[1] = r + s1 / n;
-            slot[2] = (m2 / n).sqrt();
-            slot[3] = lo;
-            slot[4] = hi;
-            slot[5] = self.last[ci].1;
-            slot[6] = slope;
+        let o = (ci * wcount + w) * Stat::ALL.len();
+        let slot = &mut out[o..o + Stat::ALL.len()];
+        if acc.n == 0 {
+            slot[0] = 0.0;
+            slot[1..].fill(f64::NAN);
+            return;
         }
+        let n = acc.n as f64;
+        let (s1, t1) = (acc.s1, acc.t1 as f64);
+        let m2 = (acc.s2 - s1 * s1 / n).max(0.0);
+        // Σ(t − t̄)² = (n·Σt² − (Σt)²) / n, numerator exact in integers: exactly 0 with
+        // fewer than two distinct times.
+        let num = (acc.n as i128) * acc.t2 - (acc.t1 as i128) * (acc.t1 as i128);
+        let (lo, hi) = self.extremes[ci].query(first_pane);
+        let slope = if num <= 0 {
+            0.0
+        } else {
+            (acc.x - t1 * s1 / n) / (num as f64 / n) * 1000.0
+        };
+        slot[0] = n;
+        slot[1] = r + s1 / n;
+        slot[2] = (m2 / n).sqrt();
+        slot[3] = lo;
+        slot[4] = hi;
+        slot[5] = self.last[ci].1;
+        slot[6] = slope;
     }
 
     /// Bytes of heap and inline state this vehicle holds (for `pmi bench`).
