@@ -14,10 +14,10 @@
 //!
 //! # State per vehicle
 //! Sealed panes are summarised per channel, in struct-of-arrays form to keep state small:
-//! `n` (u16), `Σt` (u32) and `Σt²` (f64) of the reading times in ms back from the pane end
-//! (exact integers), and mean, M2 and the time–value co-moment (f64): 38 bytes per channel
-//! and pane. Minimum and maximum come from a monotone deque per channel over pane minima and
-//! maxima (one deque serves every window, since windows are suffixes of the longest one).
+//! `n` (u16), `Σt` (u32) and `Σt²` (u64) of the reading times in ms back from the pane end
+//! (exact integers), mean, M2 and the time–value co-moment, minimum and maximum (f64):
+//! 54 bytes per channel and pane, a fixed size whatever the data (a monotone deque for
+//! min/max would grow to the whole window on trending signals, and chases pointers).
 //! `last` needs only the latest value per channel.
 //!
 //! # Numerics
@@ -29,7 +29,6 @@
 //! from the panes at every boundary, channel by channel, in one pass over the longest window
 //! that snapshots the shorter ones (they are its suffixes); empty panes are skipped. See `super::oracle` for the definitions checked against.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pmi_core::{Channel, ConfigError, EventTime, FeatureSchema, SensorValues, Stat, WindowConfig};
@@ -132,6 +131,9 @@ struct PaneRing {
     m2: Vec<f64>,
     /// `Σ(t − t̄)(v − v̄)` with t in ms.
     co: Vec<f64>,
+    /// Minimum and maximum of the pane.
+    lo: Vec<f64>,
+    hi: Vec<f64>,
 }
 
 impl PaneRing {
@@ -143,6 +145,8 @@ impl PaneRing {
             mean: vec![0.0; slots],
             m2: vec![0.0; slots],
             co: vec![0.0; slots],
+            lo: vec![0.0; slots],
+            hi: vec![0.0; slots],
         }
     }
 
@@ -158,55 +162,7 @@ impl PaneRing {
             + self.neg_tau1.capacity() * 4
             + self.tau2.capacity() * 8
             + (self.mean.capacity() + self.m2.capacity() + self.co.capacity()) * 8
-    }
-}
-
-/// A monotone deque of `(pane, value)`: values strictly improving from back to front, so the
-/// front is the extreme of the panes it covers.
-#[derive(Clone, Debug, Default)]
-struct Extremes {
-    min: VecDeque<(i64, f64)>,
-    max: VecDeque<(i64, f64)>,
-}
-
-impl Extremes {
-    fn push(&mut self, pane: i64, lo: f64, hi: f64) {
-        while self.min.back().is_some_and(|&(_, v)| v >= lo) {
-            self.min.pop_back();
-        }
-        self.min.push_back((pane, lo));
-        while self.max.back().is_some_and(|&(_, v)| v <= hi) {
-            self.max.pop_back();
-        }
-        self.max.push_back((pane, hi));
-    }
-
-    fn evict_through(&mut self, pane: i64) {
-        while self.min.front().is_some_and(|&(p, _)| p <= pane) {
-            self.min.pop_front();
-        }
-        while self.max.front().is_some_and(|&(p, _)| p <= pane) {
-            self.max.pop_front();
-        }
-    }
-
-    /// (min, max) over panes `>= first`.
-    fn query(&self, first: i64) -> (f64, f64) {
-        let lo = self
-            .min
-            .iter()
-            .find(|(p, _)| *p >= first)
-            .map_or(f64::NAN, |x| x.1);
-        let hi = self
-            .max
-            .iter()
-            .find(|(p, _)| *p >= first)
-            .map_or(f64::NAN, |x| x.1);
-        (lo, hi)
-    }
-
-    fn heap_bytes(&self) -> usize {
-        (self.min.capacity() + self.max.capacity()) * std::mem::size_of::<(i64, f64)>()
+            + (self.lo.capacity() + self.hi.capacity()) * 8
     }
 }
 
@@ -223,7 +179,6 @@ pub struct VehicleWindows {
     /// Pane of the latest reading sealed (any channel present or not).
     last_reading_pane: i64,
     ring: PaneRing,
-    extremes: Vec<Extremes>,
     /// Latest (ts, value) per channel among sealed readings.
     last: Vec<(i64, f64)>,
 }
@@ -237,7 +192,7 @@ pub struct Scratch {
 /// Window sums of one channel, relative to its latest reading `(t_r, r)` in value and to
 /// the boundary in time: `n`, `Σt`, `Σt²` (integers in ms: exact), `Σ(v−r)`, `Σ(v−r)²`
 /// (with within-pane M2) and `Σt(v−r)` (with within-pane co-moments).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Sums {
     n: i64,
     t1: i64,
@@ -245,6 +200,23 @@ struct Sums {
     s1: f64,
     s2: f64,
     x: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Default for Sums {
+    fn default() -> Self {
+        Sums {
+            n: 0,
+            t1: 0,
+            t2: 0,
+            s1: 0.0,
+            s2: 0.0,
+            x: 0.0,
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
+        }
+    }
 }
 
 impl VehicleWindows {
@@ -258,7 +230,6 @@ impl VehicleWindows {
             sealed_through: None,
             last_reading_pane: i64::MIN,
             ring: PaneRing::new(spec.max_panes * c),
-            extremes: vec![Extremes::default(); c],
             last: vec![(i64::MIN, f64::NAN); c],
         }
     }
@@ -376,9 +347,6 @@ impl VehicleWindows {
             self.ring
                 .clear_slot(pane.rem_euclid(cap) as usize, cap as usize);
             self.fold_pane(spec, pane, scratch, duplicates, true);
-            for e in &mut self.extremes {
-                e.evict_through(pane - cap);
-            }
         }
         self.sealed_through = Some(k);
     }
@@ -469,7 +437,8 @@ impl VehicleWindows {
             self.ring.mean[i] = mean;
             self.ring.m2[i] = m2;
             self.ring.co[i] = co;
-            self.extremes[ci].push(pane, lo, hi);
+            self.ring.lo[i] = lo;
+            self.ring.hi[i] = hi;
         }
         scratch.readings = readings;
     }
@@ -498,8 +467,9 @@ impl VehicleWindows {
             let (mean, m2, co) = (
                 &ring.mean[run.clone()],
                 &ring.m2[run.clone()],
-                &ring.co[run],
+                &ring.co[run.clone()],
             );
+            let (lo, hi) = (&ring.lo[run.clone()], &ring.hi[run]);
             let mut acc = Sums::default();
             let mut w = 0;
             // Newest pane first; each window is a suffix, written when its depth is reached.
@@ -524,9 +494,11 @@ impl VehicleWindows {
                     acc.s1 += nf * d;
                     acc.s2 += m2[slot] + nf * d * d;
                     acc.x += co[slot] + tsum as f64 * d;
+                    acc.lo = acc.lo.min(lo[slot]);
+                    acc.hi = acc.hi.max(hi[slot]);
                 }
                 if depth + 1 == windows[w] {
-                    self.write_window(spec, k, ci, w, &acc, r, out);
+                    self.write_window(spec, ci, w, &acc, r, out);
                     w += 1;
                     if w == windows.len() {
                         break;
@@ -536,11 +508,9 @@ impl VehicleWindows {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write_window(
         &self,
         spec: &WindowSpec,
-        k: i64,
         ci: usize,
         w: usize,
         acc: &Sums,
@@ -548,7 +518,6 @@ impl VehicleWindows {
         out: &mut [f64],
     ) {
         let wcount = spec.window_panes.len();
-        let first_pane = k - spec.window_panes[w] as i64 + 1;
         let o = (ci * wcount + w) * Stat::ALL.len();
         let slot = &mut out[o..o + Stat::ALL.len()];
         if acc.n == 0 {
@@ -562,7 +531,6 @@ impl VehicleWindows {
         // Σ(t − t̄)² = (n·Σt² − (Σt)²) / n, numerator exact in integers: exactly 0 with
         // fewer than two distinct times.
         let num = (acc.n as i128) * acc.t2 - (acc.t1 as i128) * (acc.t1 as i128);
-        let (lo, hi) = self.extremes[ci].query(first_pane);
         let slope = if num <= 0 {
             0.0
         } else {
@@ -571,8 +539,8 @@ impl VehicleWindows {
         slot[0] = n;
         slot[1] = r + s1 / n;
         slot[2] = (m2 / n).sqrt();
-        slot[3] = lo;
-        slot[4] = hi;
+        slot[3] = acc.lo;
+        slot[4] = acc.hi;
         slot[5] = self.last[ci].1;
         slot[6] = slope;
     }
@@ -582,11 +550,6 @@ impl VehicleWindows {
         std::mem::size_of::<Self>()
             + self.open.capacity() * std::mem::size_of::<(EventTime, SensorValues)>()
             + self.ring.heap_bytes()
-            + self
-                .extremes
-                .iter()
-                .map(|e| e.heap_bytes() + std::mem::size_of::<Extremes>())
-                .sum::<usize>()
             + self.last.capacity() * 16
     }
 
