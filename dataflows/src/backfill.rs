@@ -2,8 +2,7 @@
 //!
 //! Before the graph starts, [`plan`] reads only the `vehicle_id` and `ts` columns to find the
 //! input's [`Layout`]:
-//! - time-ordered (within the allowed lateness): row groups are dealt round-robin to the
-//!   workers and read as they are, in group 0;
+//! - time-ordered (within the allowed lateness): read as it is, in group 0;
 //! - grouped by vehicle: the same, with each vehicle's readings in its own ordering group, so
 //!   its windows close when the input moves to the next vehicle (bounded state);
 //! - anything else: every reading is loaded and sorted by time first (memory grows with
@@ -12,17 +11,22 @@
 //! In a backfill the input is complete, so no reading is late; features equal those of the
 //! same readings in time order.
 //!
-//! Each worker's row groups are decoded and validated on a reader thread of its own, one or
-//! two row groups ahead, behind a bounded channel: the timely worker never waits on a file.
+//! Row groups are decoded and validated in parallel, one reader thread per worker taking
+//! every `peers`-th row group, a row group or two ahead. The readers then take turns, in
+//! input order, to deal each decoded row group in slices of [`SLICE`] rows round-robin to
+//! every worker's bounded channel. So all workers move through the input together and the
+//! watermark (largest key seen less the disorder [`plan`] measured: exact, 0 for input in
+//! strict order) trails the input by a few slices, not by whole row groups: window state
+//! stays small. The timely worker never waits on a file.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use pmi_core::{
-    EventTime, Rejected, Sequenced, SourceBatch, SourceFailure, SourceStatus, Telemetry,
+    EventKey, EventTime, Rejected, Sequenced, SourceBatch, SourceFailure, SourceStatus, Telemetry,
     TelemetrySource, Validator,
 };
 use pmi_sources::parquet_in::{TelemetryFiles, VehicleInterner};
@@ -37,7 +41,14 @@ pub struct BackfillPlan {
     pub layout: Layout,
     groups: Arc<HashMap<String, u32>>,
     sorted: Option<Arc<(Vec<Telemetry>, Vec<Rejected>)>>,
+    /// How far rows run back in time within their ordering group, in ms (measured).
+    pub disorder_ms: i64,
+    /// Each worker's channel from the dealing readers, started by the first worker.
+    channels: OnceLock<Mutex<Vec<Option<Receiver<Chunk>>>>>,
 }
+
+/// Rows per slice dealt to a worker.
+pub const SLICE: usize = 4096;
 
 /// Validation clock of a backfill: history is in the past, so "too far in the future" is
 /// judged against the wall clock at planning time.
@@ -65,6 +76,8 @@ pub fn plan(input: &Path, lateness_ms: i64) -> Result<BackfillPlan, DataflowErro
         layout: verdict.layout,
         groups: Arc::new(verdict.groups),
         sorted: None,
+        disorder_ms: verdict.disorder_ms,
+        channels: OnceLock::new(),
     };
     if plan.layout == Layout::Unordered {
         let (mut ok, mut bad) = (Vec::new(), Vec::new());
@@ -102,6 +115,9 @@ struct SortedShare {
 pub struct ParquetSource {
     rx: Option<Receiver<Chunk>>,
     sorted: Option<SortedShare>,
+    disorder_ms: i64,
+    /// Largest key handed on so far.
+    max_key: Option<EventKey>,
 }
 
 /// Rows per chunk handed on from a sorted input.
@@ -120,29 +136,55 @@ impl ParquetSource {
             return ParquetSource {
                 rx: None,
                 sorted: Some(share),
+                disorder_ms: plan.disorder_ms,
+                max_key: None,
             };
         }
+        let channels = plan
+            .channels
+            .get_or_init(|| Mutex::new(start_readers(plan, peers)));
+        let rx = channels.lock().expect("backfill channels lock")[worker].take();
+        ParquetSource {
+            rx,
+            sorted: None,
+            disorder_ms: plan.disorder_ms,
+            max_key: None,
+        }
+    }
+}
+
+/// Whose turn it is to deal, shared by the reader threads.
+struct Dealing {
+    /// Index (in input order) of the row group to deal next, and the worker to deal the next
+    /// slice to; `None` once a reader failed or a worker went away.
+    turn: Mutex<Option<(usize, usize)>>,
+    changed: Condvar,
+}
+
+/// Starts one reader thread per worker and returns each worker's channel.
+fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk>>> {
+    let (txs, rxs): (Vec<SyncSender<Chunk>>, Vec<_>) =
+        (0..peers).map(|_| sync_channel::<Chunk>(4)).unzip();
+    let dealing = Arc::new(Dealing {
+        turn: Mutex::new(Some((0, 0))),
+        changed: Condvar::new(),
+    });
+    for reader in 0..peers {
         let files = plan.files.clone();
         let groups = plan.groups.clone();
         let grouped = plan.layout == Layout::GroupedByVehicle;
-        let units: Vec<_> = files
-            .units()
-            .iter()
-            .copied()
-            .skip(worker)
-            .step_by(peers)
-            .collect();
-        let (tx, rx) = sync_channel::<Chunk>(2);
+        let (txs, dealing) = (txs.clone(), dealing.clone());
         std::thread::Builder::new()
-            .name(format!("pmi-backfill-read-{worker}"))
+            .name(format!("pmi-backfill-read-{reader}"))
             .spawn(move || {
                 let mut interner = VehicleInterner::default();
                 let now = now();
-                for unit in units {
+                let units = files.units().iter().enumerate().skip(reader).step_by(peers);
+                for (index, unit) in units {
                     let (mut ok, mut bad) = (Vec::new(), Vec::new());
                     let result = files
                         .read_unit(
-                            &unit,
+                            unit,
                             &Validator::default(),
                             now,
                             &mut interner,
@@ -153,41 +195,80 @@ impl ParquetSource {
                             source_name: "parquet".into(),
                             message: e.to_string(),
                             class: e.class(),
-                        })
-                        .map(|()| {
-                            let readings = ok
-                                .into_iter()
-                                .map(|reading| {
-                                    let group = if grouped {
-                                        groups
-                                            .get(reading.vehicle_id.as_str())
-                                            .copied()
-                                            .unwrap_or(0)
-                                    } else {
-                                        0
-                                    };
-                                    Sequenced { group, reading }
-                                })
-                                .collect();
-                            (readings, bad)
                         });
-                    let failed = result.is_err();
-                    if tx.send(result).is_err() || failed {
+                    let readings = ok.into_iter().map(|reading| {
+                        let group = if grouped {
+                            groups
+                                .get(reading.vehicle_id.as_str())
+                                .copied()
+                                .unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        Sequenced { group, reading }
+                    });
+                    if !deal(&dealing, &txs, index, result.map(|()| (readings, bad))) {
                         return;
                     }
                 }
             })
             .expect("spawn backfill reader thread");
-        ParquetSource {
-            rx: Some(rx),
-            sorted: None,
-        }
     }
+    rxs.into_iter().map(Some).collect()
+}
+
+/// Waits for row group `index`'s turn and deals it in slices; false when reading must stop.
+fn deal(
+    dealing: &Dealing,
+    txs: &[SyncSender<Chunk>],
+    index: usize,
+    unit: Result<(impl Iterator<Item = Sequenced>, Vec<Rejected>), SourceFailure>,
+) -> bool {
+    let mut turn = dealing.turn.lock().expect("dealing lock");
+    while turn.is_some_and(|(next, _)| next != index) {
+        turn = dealing.changed.wait(turn).expect("dealing lock");
+    }
+    let Some((_, mut worker)) = *turn else {
+        return false;
+    };
+    let mut ok = true;
+    match unit {
+        Err(failure) => {
+            for tx in txs {
+                let _ = tx.send(Err(failure.clone()));
+            }
+            ok = false;
+        }
+        Ok((mut readings, mut rejected)) => loop {
+            let slice: Vec<Sequenced> = readings.by_ref().take(SLICE).collect();
+            if slice.is_empty() && rejected.is_empty() {
+                break;
+            }
+            if txs[worker]
+                .send(Ok((slice, std::mem::take(&mut rejected))))
+                .is_err()
+            {
+                ok = false; // the worker is gone: the run is over
+                break;
+            }
+            worker = (worker + 1) % txs.len();
+        },
+    }
+    *turn = ok.then_some((index + 1, worker));
+    dealing.changed.notify_all();
+    ok
 }
 
 impl TelemetrySource for ParquetSource {
     fn name(&self) -> &str {
         "parquet"
+    }
+
+    /// Every row still to come, on this worker or another, was dealt after the newest this
+    /// worker has handed on, so it is at most the measured disorder older.
+    fn watermark(&self) -> Option<EventKey> {
+        self.max_key
+            .map(|m| EventKey::new(m.group(), EventTime(m.time().0 - self.disorder_ms)))
     }
 
     fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure> {
@@ -202,6 +283,10 @@ impl TelemetrySource for ParquetSource {
                 return Ok(SourceStatus::Finished);
             }
             let end = (start + SORTED_CHUNK).min(ok.len());
+            if let Some(last) = ok[start..end].last() {
+                // Sorted by time: the chunk's last reading is its newest.
+                self.max_key = self.max_key.max(Some(EventKey::new(0, last.ts)));
+            }
             let chunk = ok[start..end].iter().map(|r| Sequenced {
                 group: 0,
                 reading: r.clone(),
@@ -215,6 +300,11 @@ impl TelemetrySource for ParquetSource {
         };
         match rx.try_recv() {
             Ok(Ok((readings, rejected))) => {
+                let newest = readings
+                    .iter()
+                    .map(|s| EventKey::new(s.group, s.reading.ts))
+                    .max();
+                self.max_key = self.max_key.max(newest);
                 batch.readings.extend(readings);
                 batch.rejected.extend(rejected);
                 Ok(SourceStatus::Ready)

@@ -50,7 +50,7 @@ impl Default for GraphConfig {
             window: WindowConfig::default(),
             workers: 1,
             alert_floor: Severity::Medium,
-            max_ahead_ms: 60_000,
+            max_ahead_ms: 20_000,
         }
     }
 }

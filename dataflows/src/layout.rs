@@ -31,6 +31,10 @@ pub struct LayoutDetector {
     current: Option<(u32, i64)>,
     current_name: String,
     rows: u64,
+    /// Largest `max_ts − ts` seen (how far rows run back in time).
+    time_disorder: i64,
+    /// Largest `max_ts − ts` within one vehicle's run.
+    group_disorder: i64,
 }
 
 /// The detector's verdict.
@@ -42,6 +46,11 @@ pub struct LayoutPlan {
     pub groups: HashMap<String, u32>,
     /// Rows seen.
     pub rows: u64,
+    /// How far, in ms, a row comes after a later-stamped row of its ordering group (0 when
+    /// the input is strictly in order; at most the allowed lateness). Reading in this order,
+    /// every row still to come has `ts ≥ largest ts so far − disorder_ms`: the backfill's
+    /// watermark is exact, not padded by the allowed lateness.
+    pub disorder_ms: i64,
 }
 
 impl LayoutDetector {
@@ -56,6 +65,8 @@ impl LayoutDetector {
             current: None,
             current_name: String::new(),
             rows: 0,
+            time_disorder: 0,
+            group_disorder: 0,
         }
     }
 
@@ -65,6 +76,7 @@ impl LayoutDetector {
         if self.time_ordered && ts < self.max_ts.saturating_sub(self.lateness_ms) {
             self.time_ordered = false;
         }
+        self.time_disorder = self.time_disorder.max(self.max_ts.saturating_sub(ts));
         self.max_ts = self.max_ts.max(ts);
         if !self.grouped {
             return;
@@ -74,6 +86,7 @@ impl LayoutDetector {
             if ts < max.saturating_sub(self.lateness_ms) {
                 self.grouped = false;
             }
+            self.group_disorder = self.group_disorder.max(max.saturating_sub(ts));
             self.current = Some((g, max.max(ts)));
             return;
         }
@@ -104,10 +117,17 @@ impl LayoutDetector {
         } else {
             HashMap::new()
         };
+        let disorder_ms = match layout {
+            Layout::TimeOrdered => self.time_disorder,
+            Layout::GroupedByVehicle => self.group_disorder,
+            // Sorted in memory before it is read: strictly in order.
+            Layout::Unordered => 0,
+        };
         LayoutPlan {
             layout,
             groups,
             rows: self.rows,
+            disorder_ms,
         }
     }
 }
@@ -132,6 +152,11 @@ mod tests {
             Layout::TimeOrdered,
             "disorder within lateness is fine"
         );
+        assert_eq!(
+            detect(&by_time).disorder_ms,
+            300,
+            "A at 1200 after B at 1500"
+        );
         let by_vehicle = [
             ("A", 0),
             ("A", 1_000_000),
@@ -143,6 +168,7 @@ mod tests {
         assert_eq!(plan.layout, Layout::GroupedByVehicle);
         assert_eq!(plan.groups["A"], 0);
         assert_eq!(plan.groups["C"], 2);
+        assert_eq!(plan.disorder_ms, 0, "each vehicle in time order");
         let vehicle_returns = [("A", 0), ("A", 1_000_000), ("B", 0), ("A", 2_000_000)];
         assert_eq!(detect(&vehicle_returns).layout, Layout::Unordered);
         let shuffled_within_vehicle = [("A", 1_000_000), ("A", 0), ("B", 0)];

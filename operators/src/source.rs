@@ -82,7 +82,7 @@ pub struct SourceStreams<'scope> {
 }
 
 /// Most records handed on per activation, so one source cannot starve the worker.
-const MAX_PER_ACTIVATION: usize = 64 * 1024;
+const MAX_PER_ACTIVATION: usize = 16 * 1024;
 
 /// Runs `source` on this worker (each worker runs its own instance; give each its share).
 pub fn telemetry_source<'scope, S: TelemetrySource>(
