@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pmi_core::{EventTime, FeatureSchema, RawReading, SeverityThresholds, Validator, WindowConfig};
-use pmi_models::rules::{RuleScorer, RuleSet};
+use pmi_models::rules::{InactiveReason, RuleScorer, RuleSet};
 use pmi_sinks::console::ConsoleAlerts;
 use pmi_sinks::parquet_out::{
     BackgroundWriter, DatasetOptions, FeatureLayout, GroundTruthLayout, ParquetDataset,
@@ -73,8 +73,20 @@ fn rule_scorer(
         schema,
     )
     .map_err(|e| DataflowError::Input(e.to_string()))?;
-    for r in scorer.inactive_rules() {
-        tracing::warn!(component = %r.component, feature = %r.feature, "rule inactive: feature not in the schema");
+    let inactive = scorer.inactive_rules();
+    if !inactive.is_empty() {
+        let list: Vec<String> = inactive
+            .iter()
+            .map(|r| match &r.reason {
+                InactiveReason::Disabled => format!("{} (disabled)", r.id),
+                InactiveReason::MissingFeatures(f) => format!("{} (lacks {})", r.id, f.join(" ")),
+            })
+            .collect();
+        tracing::warn!(
+            rules = inactive.len(),
+            "rules inactive: {}",
+            list.join(", ")
+        );
     }
     Ok(Arc::new(move |v| scorer.score(v)))
 }
