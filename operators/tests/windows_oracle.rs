@@ -283,3 +283,24 @@ fn custom_windows_and_channels_match_oracle() {
         compare(&config, &out.features, &want);
     }
 }
+
+/// Windows with no common block (3 and 7 panes): the pane-by-pane evaluation path.
+#[test]
+fn windows_without_common_block_match_oracle() {
+    let config = WindowConfig {
+        pane_s: 10,
+        windows_s: vec![30, 70],
+        allowed_lateness_s: 30,
+        channels: vec![
+            "coolant_temp_c".into(),
+            "rpm".into(),
+            "battery_voltage_under_load_v".into(),
+        ],
+    };
+    for seed in 60..64 {
+        let input = random_input(seed, true);
+        let out = run(&config, input.clone(), 2);
+        let want = expected(&config, &input, &out.late);
+        compare(&config, &out.features, &want);
+    }
+}

@@ -43,9 +43,19 @@ pub struct WindowSpec {
     pane_ms: i64,
     window_panes: Vec<usize>,
     max_panes: usize,
+    /// Panes per block (the gcd of the window lengths), or 1 when blocks would not pay.
+    block: usize,
     channels: Vec<Channel>,
     schema: Arc<FeatureSchema>,
     fingerprint: u64,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 impl WindowSpec {
@@ -58,10 +68,18 @@ impl WindowSpec {
             .map(|w| (w / config.pane_s) as usize)
             .collect();
         let max_panes = *window_panes.last().expect("validated: at least one window");
+        let block = window_panes.iter().fold(0, |g, &w| gcd(g, w));
+        // Blocks pay when the longest window spans several of them, each of several panes.
+        let block = if block >= 3 && max_panes / block >= 4 {
+            block
+        } else {
+            1
+        };
         Ok(WindowSpec {
             pane_ms: config.pane_ms(),
             window_panes,
             max_panes,
+            block,
             channels: schema.channels.clone(),
             fingerprint: schema.fingerprint(),
             schema: Arc::new(schema),
@@ -166,6 +184,77 @@ impl PaneRing {
     }
 }
 
+/// Summaries of whole blocks of `block` panes (block `b` covers panes `(b−1)·B + 1 ..= b·B`),
+/// in the same form as a pane's, relative to the block's end; channel-major, indexed
+/// `channel · blocks + (b mod blocks)`. A window then reads its newest and oldest partial
+/// blocks pane by pane and the blocks between whole: about `B + W/B` summaries instead of
+/// `W`, which matters because evaluation is bound by memory traffic, not arithmetic.
+#[derive(Clone, Debug, Default)]
+struct BlockRing {
+    n: Vec<u32>,
+    neg_tau1: Vec<u64>,
+    tau2: Vec<u128>,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    co: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+impl BlockRing {
+    fn new(slots: usize) -> Self {
+        BlockRing {
+            n: vec![0; slots],
+            neg_tau1: vec![0; slots],
+            tau2: vec![0; slots],
+            mean: vec![0.0; slots],
+            m2: vec![0.0; slots],
+            co: vec![0.0; slots],
+            lo: vec![0.0; slots],
+            hi: vec![0.0; slots],
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.n.capacity() * 4
+            + self.neg_tau1.capacity() * 8
+            + self.tau2.capacity() * 16
+            + (self.mean.capacity() + self.m2.capacity() + self.co.capacity()) * 8
+            + (self.lo.capacity() + self.hi.capacity()) * 8
+    }
+}
+
+/// Adds one summary (pane or block) ending `delta` ms before the boundary (≤ 0) to `acc`,
+/// with values shifted by the reference `r`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn add(
+    acc: &mut Sums,
+    n: i64,
+    neg_tau1: i64,
+    tau2: i128,
+    mean: f64,
+    m2: f64,
+    co: f64,
+    lo: f64,
+    hi: f64,
+    delta: i64,
+    r: f64,
+) {
+    let tsum = n * delta - neg_tau1; // Σt over the summary, exact
+    acc.n += n;
+    acc.t1 += tsum;
+    acc.t2 += tau2 - 2 * (delta as i128) * (neg_tau1 as i128)
+        + (n as i128) * (delta as i128) * (delta as i128);
+    let nf = n as f64;
+    let d = mean - r;
+    acc.s1 += nf * d;
+    acc.s2 += m2 + nf * d * d;
+    acc.x += co + tsum as f64 * d;
+    acc.lo = acc.lo.min(lo);
+    acc.hi = acc.hi.max(hi);
+}
+
 /// The window state of one vehicle.
 #[derive(Clone, Debug)]
 pub struct VehicleWindows {
@@ -179,6 +268,10 @@ pub struct VehicleWindows {
     /// Pane of the latest reading sealed (any channel present or not).
     last_reading_pane: i64,
     ring: PaneRing,
+    blocks: BlockRing,
+    /// First pane whose ring slot holds its own data (after a jump over more than the
+    /// longest window, older slots are stale); blocks reaching before it are not summarised.
+    valid_from: i64,
     /// Latest (ts, value) per channel among sealed readings.
     last: Vec<(i64, f64)>,
 }
@@ -230,6 +323,12 @@ impl VehicleWindows {
             sealed_through: None,
             last_reading_pane: i64::MIN,
             ring: PaneRing::new(spec.max_panes * c),
+            blocks: if spec.block > 1 {
+                BlockRing::new(spec.max_panes / spec.block * c)
+            } else {
+                BlockRing::default()
+            },
+            valid_from: i64::MIN,
             last: vec![(i64::MIN, f64::NAN); c],
         }
     }
@@ -339,6 +438,7 @@ impl VehicleWindows {
         // Panes before `k − cap + 1` would be overwritten anyway: clear their slots once.
         let start = first.max(k - cap + 1);
         if first < start {
+            self.valid_from = start;
             // Panes older than every window ending at `k` or later: their readings only
             // update `last` and activity, so fold them all at once.
             self.fold_pane(spec, start - 1, scratch, duplicates, false);
@@ -347,6 +447,9 @@ impl VehicleWindows {
             self.ring
                 .clear_slot(pane.rem_euclid(cap) as usize, cap as usize);
             self.fold_pane(spec, pane, scratch, duplicates, true);
+            if spec.block > 1 && pane.rem_euclid(spec.block as i64) == 0 {
+                self.summarise_block(spec, pane);
+            }
         }
         self.sealed_through = Some(k);
     }
@@ -443,7 +546,133 @@ impl VehicleWindows {
         scratch.readings = readings;
     }
 
+    /// Summarises the block ending at pane `end` from its panes (all sealed).
+    fn summarise_block(&mut self, spec: &WindowSpec, end: i64) {
+        let (b, cap) = (spec.block, spec.max_panes);
+        let nb = cap / b;
+        let bslot = (end / b as i64).rem_euclid(nb as i64) as usize;
+        let valid = end - b as i64 + 1 >= self.valid_from;
+        for ci in 0..spec.channels.len() {
+            let i = ci * nb + bslot;
+            let mut acc = Sums::default();
+            let r = self.last[ci].1;
+            if valid && !r.is_nan() {
+                for j in 0..b {
+                    let slot = ci * cap + (end - j as i64).rem_euclid(cap as i64) as usize;
+                    let ring = &self.ring;
+                    if ring.n[slot] != 0 {
+                        add(
+                            &mut acc,
+                            ring.n[slot] as i64,
+                            ring.neg_tau1[slot] as i64,
+                            ring.tau2[slot] as i128,
+                            ring.mean[slot],
+                            ring.m2[slot],
+                            ring.co[slot],
+                            ring.lo[slot],
+                            ring.hi[slot],
+                            -(j as i64) * spec.pane_ms,
+                            r,
+                        );
+                    }
+                }
+            }
+            let bl = &mut self.blocks;
+            // An invalid block is left empty: no window reads it whole (see `valid_from`).
+            bl.n[i] = acc.n as u32;
+            if acc.n == 0 {
+                continue;
+            }
+            let n = acc.n as f64;
+            bl.mean[i] = r + acc.s1 / n;
+            bl.m2[i] = (acc.s2 - acc.s1 * acc.s1 / n).max(0.0);
+            bl.co[i] = acc.x - acc.t1 as f64 * acc.s1 / n;
+            bl.neg_tau1[i] = (-acc.t1) as u64;
+            bl.tau2[i] = acc.t2 as u128;
+            bl.lo[i] = acc.lo;
+            bl.hi[i] = acc.hi;
+        }
+    }
+
     fn compute(&self, spec: &WindowSpec, k: i64, out: &mut Vec<f64>) {
+        if spec.block > 1 {
+            self.compute_blocks(spec, k, out);
+        } else {
+            self.compute_panes(spec, k, out);
+        }
+    }
+
+    /// Every window from whole blocks, plus the panes of the newest (partial) block and of
+    /// the oldest block it reaches into.
+    fn compute_blocks(&self, spec: &WindowSpec, k: i64, out: &mut Vec<f64>) {
+        let c = spec.channels.len();
+        let (cap, b, p) = (spec.max_panes, spec.block, spec.pane_ms);
+        let nb = cap / b;
+        let windows = &spec.window_panes;
+        out.resize(c * windows.len() * Stat::ALL.len(), f64::NAN);
+        let bk = -((-k).div_euclid(b as i64)); // block of pane k
+        let h = (k - (bk - 1) * b as i64) as usize; // panes of that block up to k: 1..=b
+        let (ring, bl) = (&self.ring, &self.blocks);
+        for ci in 0..c {
+            let r = match self.last[ci].1 {
+                v if v.is_nan() => 0.0,
+                v => v,
+            };
+            let add_pane = |acc: &mut Sums, depth: usize| {
+                let slot = ci * cap + (k - depth as i64).rem_euclid(cap as i64) as usize;
+                if ring.n[slot] != 0 {
+                    add(
+                        acc,
+                        ring.n[slot] as i64,
+                        ring.neg_tau1[slot] as i64,
+                        ring.tau2[slot] as i128,
+                        ring.mean[slot],
+                        ring.m2[slot],
+                        ring.co[slot],
+                        ring.lo[slot],
+                        ring.hi[slot],
+                        -(depth as i64) * p,
+                        r,
+                    );
+                }
+            };
+            let mut acc = Sums::default();
+            for depth in 0..h {
+                add_pane(&mut acc, depth);
+            }
+            let mut whole = 0; // whole blocks in `acc`
+            for (w, &wp) in windows.iter().enumerate() {
+                let want = (wp - h) / b;
+                while whole < want {
+                    let block = bk - 1 - whole as i64;
+                    let i = ci * nb + block.rem_euclid(nb as i64) as usize;
+                    if bl.n[i] != 0 {
+                        add(
+                            &mut acc,
+                            bl.n[i] as i64,
+                            bl.neg_tau1[i] as i64,
+                            bl.tau2[i] as i128,
+                            bl.mean[i],
+                            bl.m2[i],
+                            bl.co[i],
+                            bl.lo[i],
+                            bl.hi[i],
+                            -((h + whole * b) as i64) * p,
+                            r,
+                        );
+                    }
+                    whole += 1;
+                }
+                let mut window = acc;
+                for depth in h + whole * b..wp {
+                    add_pane(&mut window, depth);
+                }
+                self.write_window(spec, ci, w, &window, r, out);
+            }
+        }
+    }
+
+    fn compute_panes(&self, spec: &WindowSpec, k: i64, out: &mut Vec<f64>) {
         let c = spec.channels.len();
         let cap = spec.max_panes;
         let windows = &spec.window_panes;
@@ -550,6 +779,7 @@ impl VehicleWindows {
         std::mem::size_of::<Self>()
             + self.open.capacity() * std::mem::size_of::<(EventTime, SensorValues)>()
             + self.ring.heap_bytes()
+            + self.blocks.heap_bytes()
             + self.last.capacity() * 16
     }
 
