@@ -38,6 +38,42 @@ pub enum ModelError {
     /// Another invalid setting (e.g. severity thresholds).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Training or evaluation data that cannot be used as given (too few rows, a column of
+    /// the wrong length, a label with one class only, …). `field` names the column, the
+    /// parameter or the part of the data at fault.
+    #[error("invalid data `{field}`: {message}")]
+    InvalidData {
+        /// The column, parameter or part of the data at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A model file (or registry entry) that cannot be read as a PMI model: wrong format,
+    /// unsupported format version, or corrupt content.
+    #[error("model file {path}: {message}")]
+    Format {
+        /// The file (or a description of where the bytes came from).
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing a file of the registry or a report failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
+}
+
+impl From<linfa::Error> for ModelError {
+    fn from(e: linfa::Error) -> Self {
+        ModelError::InvalidData {
+            field: "dataset".into(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl ModelError {
@@ -45,13 +81,30 @@ impl ModelError {
     ///
     /// A schema mismatch or a bad rule is a configuration problem ([`ErrorClass::User`]); a
     /// vector whose length contradicts its own schema fingerprint is a bug in PMI
-    /// ([`ErrorClass::Internal`]). Nothing here is [`ErrorClass::External`]: models are pure.
+    /// ([`ErrorClass::Internal`]). File I/O of the registry is [`ErrorClass::External`]; everything else is pure.
     pub const fn class(&self) -> ErrorClass {
         match self {
             ModelError::SchemaMismatch { .. }
             | ModelError::InvalidRule { .. }
-            | ModelError::Config(_) => ErrorClass::User,
+            | ModelError::Config(_)
+            | ModelError::InvalidData { .. }
+            | ModelError::Format { .. } => ErrorClass::User,
+            ModelError::Io { .. } => ErrorClass::External,
             ModelError::VectorLength { .. } => ErrorClass::Internal,
+        }
+    }
+
+    pub(crate) fn data(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ModelError::InvalidData {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
+        ModelError::Io {
+            path: path.to_string(),
+            message: e.to_string(),
         }
     }
 
