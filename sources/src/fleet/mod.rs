@@ -8,6 +8,7 @@
 //! as fast as possible) is the caller's business.
 
 mod failure;
+mod snapshots;
 mod vehicle;
 
 use std::collections::VecDeque;
@@ -15,6 +16,7 @@ use std::collections::VecDeque;
 use pmi_core::{Component, EventTime, FailureEvent, RawReading, VehicleId};
 
 pub use failure::degradation;
+pub use snapshots::{SnapshotPlan, VehicleSnapshots};
 pub use vehicle::{VehicleInfo, MODELS, PROFILES};
 
 use vehicle::VehicleSim;
@@ -163,9 +165,18 @@ impl Fleet {
                 );
             }
         }
+        let all = 0..config.vehicles;
+        Fleet::partition_range(config, all, keep)
+    }
+
+    fn partition_range(
+        config: SimulatorConfig,
+        indices: std::ops::Range<u32>,
+        keep: impl Fn(&VehicleId) -> bool,
+    ) -> Result<Fleet, SimulatorError> {
         let mut vehicles = Vec::new();
         let mut ground_truth = Vec::new();
-        for index in 0..config.vehicles {
+        for index in indices {
             let id = VehicleId::parse(&format!("VEH_{index:06}")).expect("well-formed id");
             if !keep(&id) {
                 continue;
@@ -182,6 +193,25 @@ impl Fleet {
             ground_truth,
             held: VecDeque::new(),
         })
+    }
+
+    /// Vehicle `index` alone (what [`Fleet::partition`] keeps for that vehicle's id, without
+    /// visiting the others).
+    pub fn single(config: SimulatorConfig, index: u32) -> Result<Fleet, SimulatorError> {
+        let wanted = VehicleId::parse(&format!("VEH_{index:06}")).expect("well-formed id");
+        if index >= config.vehicles {
+            return Err(SimulatorError {
+                setting: "vehicles",
+                message: format!("vehicle index {index} is not below {}", config.vehicles),
+            });
+        }
+        let one = SimulatorConfig {
+            vehicles: index + 1,
+            ..config
+        };
+        // Vehicles depend only on the seed and their index, so simulating a fleet of
+        // `index + 1` and keeping the last is the same vehicle as in the whole fleet.
+        Fleet::partition_range(one, index..index + 1, |id| *id == wanted)
     }
 
     /// Planned failures of the simulated vehicles (the ground truth for labels).
@@ -211,6 +241,29 @@ impl Fleet {
             out.push(self.held.pop_front().expect("checked").1);
         }
         self.next_tick = EventTime(t.0 + self.config.interval_ms);
+    }
+
+    /// Moves simulated time on to `until` without producing readings: the vehicles keep
+    /// driving (and degrading) in coarse steps of `step_ms` (the physics is written for any
+    /// step length), then in ordinary ticks for the remainder. For sampling snapshots of
+    /// long spans cheaply; [`Fleet::tick`] resumes at `until`.
+    pub fn skip_to(&mut self, until: EventTime, step_ms: i64) {
+        let step_ms = step_ms.max(self.config.interval_ms);
+        let mut t = self.next_tick;
+        while t.0 + step_ms <= until.0 {
+            for v in &mut self.vehicles {
+                v.advance(t, step_ms as f64 / 1000.0);
+            }
+            t = EventTime(t.0 + step_ms);
+        }
+        let dt_s = self.config.interval_ms as f64 / 1000.0;
+        while t < until {
+            for v in &mut self.vehicles {
+                v.advance(t, dt_s);
+            }
+            t = EventTime(t.0 + self.config.interval_ms);
+        }
+        self.next_tick = self.next_tick.max(t);
     }
 }
 

@@ -292,6 +292,75 @@ fn ground_truth_covers_every_component_and_bad_settings_are_named() {
 }
 
 #[test]
+fn snapshots_are_bursts_of_ordinary_readings_before_moments_in_working_hours() {
+    let cfg = config(12);
+    let plan = SnapshotPlan {
+        days: 5,
+        per_day: 6,
+        ..Default::default()
+    };
+    for index in [0, 4, 11] {
+        let mut s = VehicleSnapshots::new(&cfg, index, &plan).unwrap();
+        let again = VehicleSnapshots::new(&cfg, index, &plan).unwrap();
+        assert_eq!(s.moments(), again.moments(), "moments depend on seed and index only");
+        assert_eq!(s.moments().len(), 30);
+        let whole = Fleet::new(cfg.clone()).unwrap();
+        let id = format!("VEH_{index:06}");
+        let truth: Vec<_> = whole
+            .ground_truth()
+            .iter()
+            .filter(|f| f.vehicle_id.as_str() == id)
+            .cloned()
+            .collect();
+        assert_eq!(s.ground_truth(), &truth[..], "same vehicle as in the whole fleet");
+        let (_, h0, h1, _) = PROFILES[(index as usize / MODELS.len()) % PROFILES.len()];
+        for w in s.moments().windows(2) {
+            assert!(w[1].0 - w[0].0 >= plan.window_ms, "bursts overlap: {w:?}");
+        }
+        for m in s.moments() {
+            assert_eq!(m.0 % plan.pane_ms, 0);
+            let hour = (m.0.rem_euclid(86_400_000) / 3_600_000) as u32;
+            assert!(hour >= h0 && hour < h1, "moment at {hour} h outside {h0}–{h1}");
+        }
+        let mut out = Vec::new();
+        let moments = s.moments().to_vec();
+        for m in &moments {
+            out.clear();
+            assert_eq!(s.next_burst(&mut out), Some(*m));
+            assert!((899..=900).contains(&out.len()), "{} readings", out.len());
+            for r in &out {
+                let ts = r.ts.unwrap();
+                assert!(ts > m.0 - plan.window_ms && ts < m.0 + 1000, "{ts} vs {m:?}");
+                assert_eq!(r.vehicle_id.as_deref(), Some(id.as_str()));
+            }
+        }
+        assert_eq!(s.next_burst(&mut out), None);
+    }
+    let bad = SnapshotPlan {
+        per_day: 0,
+        ..Default::default()
+    };
+    let e = VehicleSnapshots::new(&cfg, 0, &bad).err().unwrap();
+    assert_eq!(e.setting, "snapshots.per_day");
+}
+
+#[test]
+fn skipping_keeps_the_physics_moving() {
+    // A vehicle skipped through a working day in coarse steps ends up as warm and as far
+    // along as one ticked through it: engine warm, odometer advanced.
+    let mut fleet = Fleet::single(config(3), 1).unwrap();
+    let mut first = Vec::new();
+    fleet.tick(&mut first);
+    let odo = |r: &RawReading| r.values[Sensor::OdometerKm.index()].unwrap();
+    let noon = EventTime(fleet.next_tick().0 + 12 * 3_600_000);
+    fleet.skip_to(noon, 10_000);
+    assert_eq!(fleet.next_tick(), noon);
+    let mut later = Vec::new();
+    fleet.tick(&mut later);
+    assert!(odo(&later[0]) > odo(&first[0]) + 10.0, "the vehicle drove in the morning");
+}
+
+#[test]
 #[ignore]
 fn tick_throughput() {
     let mut fleet = Fleet::new(config(1000)).unwrap();

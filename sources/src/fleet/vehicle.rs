@@ -171,6 +171,25 @@ impl VehicleSim {
         out: &mut Vec<RawReading>,
         held: &mut VecDeque<(EventTime, RawReading)>,
     ) {
+        let values = self.advance(t, dt);
+        let ts = EventTime(t.0 + self.jitter_ms);
+        let mut reading = RawReading {
+            vehicle_id: Some(self.id_text.clone()),
+            ts: Some(ts.0),
+            values,
+            origin: None,
+        };
+        if bad.enabled {
+            self.corrupt(&mut reading, ts, bad, out, held);
+        } else {
+            out.push(reading);
+        }
+    }
+
+    /// Advances the vehicle's state by one step of `dt` seconds ending at `t` and returns
+    /// the sensor values at `t`. Stepping without emitting (coarse steps between training
+    /// snapshots) goes through here too, so both see the same physics.
+    pub(super) fn advance(&mut self, t: EventTime, dt: f64) -> [Option<f64>; SENSOR_COUNT] {
         self.mode_left_s -= dt;
         if self.mode_left_s <= 0.0 || (self.mode != Mode::Parked && !self.operating(t)) {
             self.next_mode(t);
@@ -306,19 +325,7 @@ impl VehicleSim {
         set(Sensor::AmbientTempC, ambient);
         set(Sensor::OdometerKm, self.odometer);
         set(Sensor::ThrottlePct, throttle);
-
-        let ts = EventTime(t.0 + self.jitter_ms);
-        let mut reading = RawReading {
-            vehicle_id: Some(self.id_text.clone()),
-            ts: Some(ts.0),
-            values,
-            origin: None,
-        };
-        if bad.enabled {
-            self.corrupt(&mut reading, ts, bad, out, held);
-        } else {
-            out.push(reading);
-        }
+        values
     }
 
     fn corrupt(
