@@ -16,7 +16,9 @@
 //! ([`ModelError::SchemaMismatch`]).
 #![forbid(unsafe_code)]
 
+pub mod dataset;
 pub mod error;
+pub mod gbdt;
 pub mod rules;
 
 pub use error::ModelError;
