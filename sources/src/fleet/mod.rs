@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use pmi_core::{Component, EventTime, FailureEvent, RawReading, VehicleId};
 
 pub use failure::degradation;
-pub use snapshots::{SnapshotPlan, VehicleSnapshots};
+pub use snapshots::{snapshot_moments, FleetSnapshots, SnapshotPlan};
 pub use vehicle::{VehicleInfo, MODELS, PROFILES};
 
 use vehicle::VehicleSim;

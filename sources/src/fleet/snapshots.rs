@@ -1,20 +1,21 @@
-//! Training snapshots: a vehicle simulated over weeks, but read only in short bursts.
+//! Training snapshots: a fleet simulated over weeks, but read only in short bursts.
 //!
 //! A model needs many vehicle-days (every failure mode several times), not every second of
 //! them: consecutive feature vectors of one vehicle are nearly identical. So a training set
-//! samples each vehicle at `per_day` moments of its working day (one uniformly random moment
-//! in each of `per_day` equal slots of its operating hours, so snapshots never overlap),
-//! simulating the time between in coarse steps ([`Fleet::skip_to`]) and only the last
-//! `window_ms` before each moment at the ordinary 1 Hz, which is exactly what the window
-//! operator needs to compute that moment's feature vector. The readings are ordinary
-//! simulator readings; the features come from the same graph as in the live stream.
+//! samples the fleet at `per_day` moments of the working day (one uniformly random moment in
+//! each of `per_day` equal slots between `first_hour` and `last_hour`, inside every usage
+//! profile's operating hours, so snapshots never overlap), simulating the time between in
+//! coarse steps ([`Fleet::skip_to`]) and only the last `window_ms` before each moment at the
+//! ordinary 1 Hz, which is exactly what the window operator needs to compute that moment's
+//! feature vector. The moments are the same for every vehicle, so the readings stay in time
+//! order like any simulator run's; the features come from the same graph as in the live
+//! stream.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use pmi_core::{EventTime, FailureEvent, RawReading};
+use pmi_core::{EventTime, RawReading};
 
-use super::vehicle::PROFILES;
 use super::{Fleet, SimulatorConfig, SimulatorError};
 
 const DAY_MS: i64 = 86_400_000;
@@ -33,6 +34,10 @@ pub struct SnapshotPlan {
     pub pane_ms: i64,
     /// Step of the coarse simulation between bursts, ms (default 10 s).
     pub coarse_step_ms: i64,
+    /// Working hours (UTC) the moments fall in: from `first_hour` (default 6) …
+    pub first_hour: u32,
+    /// … to `last_hour` (default 20), inside every usage profile's operating hours.
+    pub last_hour: u32,
 }
 
 impl Default for SnapshotPlan {
@@ -43,91 +48,102 @@ impl Default for SnapshotPlan {
             window_ms: 900_000,
             pane_ms: 10_000,
             coarse_step_ms: 10_000,
+            first_hour: 6,
+            last_hour: 20,
         }
     }
 }
 
-/// One vehicle's snapshots: the moments and the bursts of readings before them.
-pub struct VehicleSnapshots {
+/// The snapshot moments of a plan (pane ends), ascending; they depend only on the seed,
+/// the start and the plan.
+pub fn snapshot_moments(
+    config: &SimulatorConfig,
+    plan: &SnapshotPlan,
+) -> Result<Vec<EventTime>, SimulatorError> {
+    let bad = |setting, message: &str| {
+        Err(SimulatorError {
+            setting,
+            message: message.into(),
+        })
+    };
+    if plan.per_day == 0 || plan.per_day > 24 {
+        return bad("snapshots.per_day", "must be 1 to 24");
+    }
+    if plan.first_hour >= plan.last_hour || plan.last_hour > 24 {
+        return bad("snapshots.first_hour", "working hours must satisfy first < last ≤ 24");
+    }
+    if plan.pane_ms <= 0 || plan.window_ms < plan.pane_ms || plan.window_ms > 6 * HOUR_MS {
+        return bad(
+            "snapshots.window_ms",
+            "must be at least one pane and at most 6 h",
+        );
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5A4D_F00D_0BAD_CAFE);
+    let open = plan.first_hour as i64 * HOUR_MS;
+    let slot = (plan.last_hour - plan.first_hour) as i64 * HOUR_MS / plan.per_day as i64;
+    if slot < plan.window_ms + plan.pane_ms {
+        return bad(
+            "snapshots.per_day",
+            "too many snapshots for the working hours: bursts would overlap",
+        );
+    }
+    // Each moment lies a whole window after its slot's start, so bursts never overlap.
+    let day0 = config.start.0.div_euclid(DAY_MS) * DAY_MS;
+    let mut moments = Vec::with_capacity((plan.days * plan.per_day) as usize);
+    for day in 0..plan.days as i64 {
+        for k in 0..plan.per_day as i64 {
+            let slot_start = day0 + day * DAY_MS + open + k * slot;
+            let offset = rng.gen_range(plan.window_ms..slot);
+            let t = (slot_start + offset).div_euclid(plan.pane_ms) * plan.pane_ms;
+            if t - plan.window_ms >= config.start.0 {
+                moments.push(EventTime(t));
+            }
+        }
+    }
+    Ok(moments)
+}
+
+/// A fleet (or a worker's share of it) read in bursts before the snapshot moments.
+pub struct FleetSnapshots {
     fleet: Fleet,
     moments: Vec<EventTime>,
     next: usize,
-    plan: SnapshotPlan,
+    window_ms: i64,
+    coarse_step_ms: i64,
 }
 
-impl VehicleSnapshots {
-    /// Vehicle `index` of the fleet `config` describes, sampled by `plan`. The moments
-    /// depend only on the seed, the index and the plan.
-    pub fn new(
-        config: &SimulatorConfig,
-        index: u32,
-        plan: &SnapshotPlan,
-    ) -> Result<VehicleSnapshots, SimulatorError> {
-        let bad = |setting, message: &str| {
-            Err(SimulatorError {
-                setting,
-                message: message.into(),
-            })
-        };
-        if plan.per_day == 0 || plan.per_day > 24 {
-            return bad("snapshots.per_day", "must be 1 to 24");
-        }
-        if plan.pane_ms <= 0 || plan.window_ms < plan.pane_ms || plan.window_ms > 6 * HOUR_MS {
-            return bad(
-                "snapshots.window_ms",
-                "must be at least one pane and at most 6 h",
-            );
-        }
-        let fleet = Fleet::single(config.clone(), index)?;
-        let (_, first_hour, last_hour, _) =
-            PROFILES[(index as usize / super::MODELS.len()) % PROFILES.len()];
-        let seed = config.seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407) ^ 0x5A4D_F00D;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let open = first_hour as i64 * HOUR_MS;
-        let slot = (last_hour - first_hour) as i64 * HOUR_MS / plan.per_day as i64;
-        // Each moment lies a whole window after its slot's start, so bursts never overlap
-        // and none starts before the simulation does.
-        let earliest_in_slot = plan.window_ms.min(slot - plan.pane_ms).max(0);
-        let day0 = config.start.0.div_euclid(DAY_MS) * DAY_MS;
-        let mut moments = Vec::with_capacity((plan.days * plan.per_day) as usize);
-        for day in 0..plan.days as i64 {
-            for k in 0..plan.per_day as i64 {
-                let slot_start = day0 + day * DAY_MS + open + k * slot;
-                let offset = rng.gen_range(earliest_in_slot..slot.max(earliest_in_slot + 1));
-                let t = (slot_start + offset).div_euclid(plan.pane_ms) * plan.pane_ms;
-                if t - plan.window_ms >= config.start.0 {
-                    moments.push(EventTime(t));
-                }
-            }
-        }
-        Ok(VehicleSnapshots {
+impl FleetSnapshots {
+    /// Reads `fleet` in bursts before `moments` (from [`snapshot_moments`]).
+    pub fn new(fleet: Fleet, moments: Vec<EventTime>, plan: &SnapshotPlan) -> FleetSnapshots {
+        FleetSnapshots {
             fleet,
             moments,
             next: 0,
-            plan: plan.clone(),
-        })
-    }
-
-    /// The snapshot moments (pane ends), ascending.
-    pub fn moments(&self) -> &[EventTime] {
-        &self.moments
-    }
-
-    /// The vehicle's planned failures.
-    pub fn ground_truth(&self) -> &[FailureEvent] {
-        self.fleet.ground_truth()
-    }
-
-    /// Appends the readings of the next burst (the `window_ms` up to the next moment) and
-    /// returns that moment, or `None` when every snapshot has been taken.
-    pub fn next_burst(&mut self, out: &mut Vec<RawReading>) -> Option<EventTime> {
-        let moment = *self.moments.get(self.next)?;
-        self.next += 1;
-        let start = EventTime(moment.0 - self.plan.window_ms + 1);
-        self.fleet.skip_to(start, self.plan.coarse_step_ms);
-        while self.fleet.next_tick() <= moment {
-            self.fleet.tick(out);
+            window_ms: plan.window_ms,
+            coarse_step_ms: plan.coarse_step_ms,
         }
-        Some(moment)
+    }
+
+    /// The simulated fleet.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Appends the readings of the next tick of the current burst, skipping to the next
+    /// burst when one is done. Returns the event time of the tick, or `None` when every
+    /// snapshot has been taken.
+    pub fn tick(&mut self, out: &mut Vec<RawReading>) -> Option<EventTime> {
+        let mut moment = *self.moments.get(self.next)?;
+        if self.fleet.next_tick() > moment {
+            self.next += 1;
+            moment = *self.moments.get(self.next)?;
+        }
+        let start = EventTime(moment.0 - self.window_ms + 1);
+        if self.fleet.next_tick() < start {
+            self.fleet.skip_to(start, self.coarse_step_ms);
+        }
+        let t = self.fleet.next_tick();
+        self.fleet.tick(out);
+        Some(t)
     }
 }

@@ -299,49 +299,52 @@ fn snapshots_are_bursts_of_ordinary_readings_before_moments_in_working_hours() {
         per_day: 6,
         ..Default::default()
     };
-    for index in [0, 4, 11] {
-        let mut s = VehicleSnapshots::new(&cfg, index, &plan).unwrap();
-        let again = VehicleSnapshots::new(&cfg, index, &plan).unwrap();
-        assert_eq!(s.moments(), again.moments(), "moments depend on seed and index only");
-        assert_eq!(s.moments().len(), 30);
-        let whole = Fleet::new(cfg.clone()).unwrap();
-        let id = format!("VEH_{index:06}");
-        let truth: Vec<_> = whole
-            .ground_truth()
-            .iter()
-            .filter(|f| f.vehicle_id.as_str() == id)
-            .cloned()
-            .collect();
-        assert_eq!(s.ground_truth(), &truth[..], "same vehicle as in the whole fleet");
-        let (_, h0, h1, _) = PROFILES[(index as usize / MODELS.len()) % PROFILES.len()];
-        for w in s.moments().windows(2) {
-            assert!(w[1].0 - w[0].0 >= plan.window_ms, "bursts overlap: {w:?}");
-        }
-        for m in s.moments() {
-            assert_eq!(m.0 % plan.pane_ms, 0);
-            let hour = (m.0.rem_euclid(86_400_000) / 3_600_000) as u32;
-            assert!(hour >= h0 && hour < h1, "moment at {hour} h outside {h0}–{h1}");
-        }
-        let mut out = Vec::new();
-        let moments = s.moments().to_vec();
-        for m in &moments {
-            out.clear();
-            assert_eq!(s.next_burst(&mut out), Some(*m));
-            assert!((899..=900).contains(&out.len()), "{} readings", out.len());
-            for r in &out {
-                let ts = r.ts.unwrap();
-                assert!(ts > m.0 - plan.window_ms && ts < m.0 + 1000, "{ts} vs {m:?}");
-                assert_eq!(r.vehicle_id.as_deref(), Some(id.as_str()));
-            }
-        }
-        assert_eq!(s.next_burst(&mut out), None);
+    let moments = snapshot_moments(&cfg, &plan).unwrap();
+    assert_eq!(moments, snapshot_moments(&cfg, &plan).unwrap(), "seeded");
+    assert_eq!(moments.len(), 30);
+    for w in moments.windows(2) {
+        assert!(w[1].0 - w[0].0 >= plan.window_ms, "bursts overlap: {w:?}");
     }
-    let bad = SnapshotPlan {
-        per_day: 0,
-        ..Default::default()
-    };
-    let e = VehicleSnapshots::new(&cfg, 0, &bad).err().unwrap();
-    assert_eq!(e.setting, "snapshots.per_day");
+    for m in &moments {
+        assert_eq!(m.0 % plan.pane_ms, 0);
+        let hour = (m.0.rem_euclid(86_400_000) / 3_600_000) as u32;
+        assert!((6..20).contains(&hour), "moment at {hour} h");
+    }
+    // A worker's share in bursts: the same vehicles and failures as the whole fleet.
+    let share = Fleet::partition(cfg.clone(), |id| id.as_str() < "VEH_000006").unwrap();
+    let truth = share.ground_truth().to_vec();
+    let mut snaps = FleetSnapshots::new(share, moments.clone(), &plan);
+    let whole = Fleet::new(cfg.clone()).unwrap();
+    for f in &truth {
+        assert!(whole.ground_truth().contains(f));
+    }
+    let mut out = Vec::new();
+    let mut last = None;
+    while let Some(t) = snaps.tick(&mut out) {
+        assert!(last.is_none_or(|l| t > l), "ticks move forward");
+        last = Some(t);
+    }
+    assert_eq!(out.len(), 30 * 900 * 6, "900 ticks per burst, 6 vehicles");
+    for r in &out {
+        let ts = r.ts.unwrap();
+        assert!(
+            moments.iter().any(|m| ts > m.0 - plan.window_ms && ts < m.0 + 1000),
+            "{ts} outside every burst"
+        );
+    }
+    for bad in [
+        SnapshotPlan {
+            per_day: 0,
+            ..Default::default()
+        },
+        SnapshotPlan {
+            window_ms: 3 * 3_600_000,
+            ..Default::default()
+        },
+    ] {
+        let e = snapshot_moments(&cfg, &bad).err().unwrap();
+        assert_eq!(e.setting, "snapshots.per_day");
+    }
 }
 
 #[test]
