@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod iforest;
 pub mod rules;
 
 pub use error::ModelError;
