@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod iforest;
+pub mod metrics;
 pub mod rules;
 
 pub use error::ModelError;
