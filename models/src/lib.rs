@@ -19,6 +19,7 @@
 pub mod error;
 pub mod iforest;
 pub mod metrics;
+pub mod plots;
 pub mod rules;
 
 pub use error::ModelError;
