@@ -435,9 +435,9 @@ impl TryFrom<ForestRepr> for IsolationForest {
     }
 }
 
-/// Whether `nodes` is a tree scoring can walk: every node but the root the child of exactly
-/// one split before it, splits above the height limit reading an existing feature, leaves at
-/// most at the height limit with a finite path length. Then a walk of `height` steps from
+/// Whether `nodes` is a tree scoring can walk: every node reading an existing feature,
+/// every node but the root the child of exactly one split before it, splits above the
+/// height limit, leaves at most at the height limit with a finite path length. Then a walk of `height` steps from
 /// the root stays in bounds and ends on a leaf.
 fn well_formed(nodes: &[Node], n_features: usize, height: usize) -> bool {
     let mut depth: Vec<Option<usize>> = vec![None; nodes.len()];
@@ -450,13 +450,16 @@ fn well_formed(nodes: &[Node], n_features: usize, height: usize) -> bool {
         let Some(d) = depth[i] else {
             return false; // unreachable node
         };
+        if node.feature as usize >= n_features {
+            return false; // read by every step, leaves included
+        }
         if node.is_leaf(i) {
             if !(node.value.is_finite() && node.value >= 0.0) {
                 return false;
             }
             continue;
         }
-        if d >= height || node.feature as usize >= n_features || node.value.is_nan() {
+        if d >= height || node.value.is_nan() {
             return false;
         }
         for child in [node.left as usize, node.right as usize] {

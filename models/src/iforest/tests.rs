@@ -211,6 +211,14 @@ fn corrupt_model_is_an_error_not_a_panic() {
     json["trees"][0][0]["f"] = 5.into(); // no feature 5
     assert!(serde_json::from_value::<IsolationForest>(json).is_err());
     let mut json: serde_json::Value = serde_json::to_value(&forest).unwrap();
+    let leaf = forest.trees[0]
+        .iter()
+        .enumerate()
+        .position(|(i, n)| n.is_leaf(i))
+        .unwrap();
+    json["trees"][0][leaf]["f"] = 5.into(); // a leaf's feature is read too
+    assert!(serde_json::from_value::<IsolationForest>(json).is_err());
+    let mut json: serde_json::Value = serde_json::to_value(&forest).unwrap();
     json["fill"] = serde_json::json!([0.0]); // one fill value for two features
     assert!(serde_json::from_value::<IsolationForest>(json).is_err());
 }
