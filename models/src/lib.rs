@@ -19,6 +19,9 @@
 pub mod dataset;
 pub mod error;
 pub mod gbdt;
+pub mod iforest;
+pub mod metrics;
+pub mod plots;
 pub mod rules;
 
 pub use error::ModelError;
