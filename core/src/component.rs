@@ -50,6 +50,14 @@ pub enum Component {
 }
 
 impl Component {
+    /// Position in [`Component::ALL`] (a class index for models).
+    pub fn index(self) -> usize {
+        Component::ALL
+            .iter()
+            .position(|c| *c == self)
+            .expect("every component is in ALL")
+    }
+
     /// All components.
     pub const ALL: [Component; 11] = [
         Component::Thermostat,

@@ -40,7 +40,8 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
-    fn config(&self, span: Duration) -> SimulatorConfig {
+    /// The simulator settings of this fleet over `span`.
+    pub fn simulator_config(&self, span: Duration) -> SimulatorConfig {
         SimulatorConfig {
             vehicles: self.vehicles,
             seed: self.seed,
@@ -172,7 +173,7 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
         Some(d) => EventTime(job.fleet.start.0 + d.as_millis() as i64),
         None => EventTime(i64::MAX / 4),
     };
-    let config = job.fleet.config(span);
+    let config = job.fleet.simulator_config(span);
     let (pace, lateness) = (job.pace, job.graph.window.lateness_ms());
     let out = job.out_dir.clone();
     let telemetry = job.write_telemetry;
@@ -218,7 +219,7 @@ pub struct SimulateSummary {
 /// Writes the fleet's raw telemetry (time order, as vehicles send it, bad readings
 /// included) and its ground truth as Parquet.
 pub fn simulate(job: &SimulateJob) -> Result<SimulateSummary, DataflowError> {
-    let mut fleet = Fleet::new(job.fleet.config(job.duration))
+    let mut fleet = Fleet::new(job.fleet.simulator_config(job.duration))
         .map_err(|e| DataflowError::Input(e.to_string()))?;
     let end = EventTime(job.fleet.start.0 + job.duration.as_millis() as i64);
     let id = run_id();

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod jobs;
 pub mod layout;
 pub mod simulated;
+pub mod training;
 pub mod sink;
 
 pub use graph::{GraphConfig, RunReport, ScoreFn, WorkerSinks};

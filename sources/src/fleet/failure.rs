@@ -1,8 +1,13 @@
 //! Failure planning and signatures: how each component's degradation shows in the sensors.
 //!
-//! Degradation `d` ramps from 0 at onset to 1 at failure as `((t − onset)/(failure −
-//! onset))²`, stays 1 until the repair (one day after the failure), then the vehicle is
-//! healthy again. The signatures (what the rule scorer and the models must recognise):
+//! A failure follows the P–F curve of condition monitoring: at the onset (P, the potential
+//! failure) the fault becomes detectable, at a quarter of its full signature, and it grows
+//! to the functional failure (F) as `d = ¼ + ¾·((t − onset)/(failure − onset))²`; `d` stays
+//! 1 until the repair (one day after the failure), then the vehicle is healthy again. The
+//! P–F interval is 9–12 days, longer than the default 7-day prediction horizon, so a failure
+//! is visible (if faintly) throughout the horizon before it; how early a model can tell it
+//! apart from normal wear is what training and evaluation measure. The signatures (what the
+//! rule scorer and the models must recognise):
 //!
 //! | component | signature at d = 1 |
 //! | --- | --- |
@@ -23,7 +28,7 @@ use pmi_core::{Component, EventTime, FailureEvent};
 /// Repair delay after a failure, ms.
 pub const REPAIR_DELAY_MS: i64 = 86_400_000;
 
-/// Degradation of `f` at time `t`: 0 before onset and after repair, `((t−onset)/span)²`
+/// Degradation of `f` at time `t`: 0 before onset and after repair, `¼ + ¾·((t−onset)/span)²`
 /// while developing, 1 from failure to repair.
 pub fn degradation(f: &FailureEvent, t: EventTime) -> f64 {
     if t < f.onset || t.0 >= f.failure.0 + REPAIR_DELAY_MS {
@@ -33,7 +38,7 @@ pub fn degradation(f: &FailureEvent, t: EventTime) -> f64 {
         return 1.0;
     }
     let x = (t.0 - f.onset.0) as f64 / (f.failure.0 - f.onset.0) as f64;
-    x * x
+    0.25 + 0.75 * x * x
 }
 
 /// The effect of all active degradations on one step, as offsets and factors the vehicle

@@ -273,7 +273,7 @@ fn ground_truth_covers_every_component_and_bad_settings_are_named() {
     }
     for f in fleet.ground_truth() {
         let days = (f.failure.0 - f.onset.0) / 86_400_000;
-        assert!((2..=10).contains(&days));
+        assert!((9..12).contains(&days));
     }
     let e = Fleet::new(SimulatorConfig {
         vehicles: 0,

@@ -371,7 +371,7 @@ impl VehicleSim {
 
 /// Plans the vehicle's failures over the span: a Poisson process of onsets (one failure at
 /// a time, the next only after the repair), components drawn uniformly, onset-to-failure
-/// 2–10 days; plus the forced failures for this vehicle.
+/// 9–12 days (the P–F interval); plus the forced failures for this vehicle.
 fn plan_failures(
     config: &SimulatorConfig,
     index: u32,
@@ -390,7 +390,7 @@ fn plan_failures(
                 break;
             }
             let component = Component::ALL[rng.gen_range(0..Component::ALL.len())];
-            let duration = rng.gen_range(2 * 86_400_000..10 * 86_400_000);
+            let duration = rng.gen_range(9 * 86_400_000..12 * 86_400_000);
             out.push(FailureEvent {
                 vehicle_id: id.clone(),
                 component,
