@@ -17,12 +17,16 @@
 #![forbid(unsafe_code)]
 
 pub mod dataset;
+pub mod ensemble;
 pub mod error;
+pub mod evaluate;
 pub mod gbdt;
 pub mod iforest;
 pub mod metrics;
 pub mod plots;
+pub mod registry;
 pub mod rules;
+pub mod train;
 
 pub use error::ModelError;
 pub use rules::{RuleEvaluation, RuleScorer, RuleSet};

@@ -345,6 +345,24 @@ impl RuleScorer {
         Ok(self.evaluate_values(values))
     }
 
+    /// [`RuleScorer::evaluate`] of a bare row of the scorer's schema (an ensemble scoring
+    /// a table). Errors when the row has another length than the schema.
+    pub fn evaluate_row(&self, values: &[f64]) -> Result<RuleEvaluation, ModelError> {
+        if values.len() != self.schema.len() {
+            return Err(ModelError::VectorLength {
+                expected: self.schema.len(),
+                found: values.len(),
+            });
+        }
+        Ok(self.evaluate_values(values))
+    }
+
+    /// The explanation lines of an evaluation of `values` (a row of the scorer's schema, as
+    /// passed to [`RuleScorer::evaluate_row`]).
+    pub fn explain_row(&self, values: &[f64], e: &RuleEvaluation) -> Vec<String> {
+        self.explain(values, e)
+    }
+
     fn evaluate_values(&self, values: &[f64]) -> RuleEvaluation {
         let mut component_risk = [0.0f64; COMPONENTS];
         let mut max_badness = 0.0f64;
