@@ -21,6 +21,27 @@ pub struct Settings {
     pub run: RunSettings,
     /// Simulator settings (`[simulator]`).
     pub simulator: SimulatorSettings,
+    /// Model settings (`[model]`).
+    pub model: ModelSettings,
+}
+
+/// `[model]`: the registry and what models predict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Registry folder (default `./pmi-data/models`).
+    pub registry: PathBuf,
+    /// Prediction horizon in days: a label is "fails within this" (default 7).
+    pub horizon_days: u32,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            registry: PathBuf::from("pmi-data/models"),
+            horizon_days: 7,
+        }
+    }
 }
 
 /// `[run]`: where outputs go and how the graph runs.

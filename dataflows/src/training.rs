@@ -10,6 +10,7 @@
 //! evaluated on vehicles in service.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +20,12 @@ use pmi_core::{
     RawReading, Sensor, Sequenced, Severity, SourceBatch, SourceFailure, SourceStatus, Stat,
     TelemetrySource, Validator,
 };
-use pmi_models::dataset::{label_at, Dataset, Event};
+use pmi_models::dataset::{label_at, split_by_group, Dataset, Event, SplitShares};
+use pmi_models::ensemble::Ensemble;
+use pmi_models::evaluate::{evaluate, Evaluation};
+use pmi_models::registry::Registry;
+use pmi_models::train::TrainParams;
+use serde::Serialize;
 use pmi_sinks::{CountingSink, MemorySink};
 use pmi_sources::fleet::{snapshot_moments, Fleet, FleetSnapshots, SnapshotPlan};
 
@@ -175,6 +181,7 @@ pub fn simulated_training_set(
                 features: Box::new(Snapshots {
                     keep: keep.clone(),
                     inner: MemorySink { rows: rows.clone() },
+                    kept: 0,
                 }),
                 predictions: Box::new(CountingSink::default()),
                 alerts: Box::new(CountingSink::default()),
@@ -192,13 +199,8 @@ pub fn simulated_training_set(
         model: "none".into(),
         explanation: Vec::new(),
     });
-    let graph = GraphConfig {
-        // Only the snapshot vectors matter; no need to hold the source back for alerts.
-        max_ahead_ms: u64::MAX / 4,
-        ..job.graph.clone()
-    };
     let started = Instant::now();
-    let report = run(&graph, make_source, make_sinks, unscored, false);
+    let report = run(&job.graph, make_source, make_sinks, unscored, false);
     let _ = done_tx.send(());
     let _ = reporter.join();
     let report = report?;
@@ -262,6 +264,7 @@ pub fn simulated_training_set(
 struct Snapshots {
     keep: Arc<HashSet<i64>>,
     inner: MemorySink<FeatureVector>,
+    kept: u64,
 }
 
 impl pmi_sinks::ChunkSink<FeatureVector> for Snapshots {
@@ -270,10 +273,183 @@ impl pmi_sinks::ChunkSink<FeatureVector> for Snapshots {
         if chunk.is_empty() {
             return Ok(());
         }
+        self.kept += chunk.len() as u64;
         self.inner.send(chunk)
     }
 
     fn close(self: Box<Self>) -> Result<pmi_sinks::SinkStats, pmi_sinks::SinkError> {
-        Box::new(self.inner).close()
+        // The memory sink is shared by the workers: report this worker's rows only.
+        Ok(pmi_sinks::SinkStats {
+            rows: self.kept,
+            ..Default::default()
+        })
     }
+}
+
+/// `pmi train` on the simulator: training set → split by vehicle → train → evaluate on the
+/// held-out vehicles → publish to the registry.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    /// The training set.
+    pub set: SimulatedTrainingSet,
+    /// Training settings (the seed also drives the split).
+    pub params: TrainParams,
+    /// Split shares.
+    pub shares: SplitShares,
+    /// The registry folder.
+    pub registry: PathBuf,
+    /// Mark the new version current.
+    pub make_current: bool,
+}
+
+/// What a training run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainOutcome {
+    /// The published version.
+    pub version: String,
+    /// Its folder.
+    pub path: PathBuf,
+    /// Rows in the training set, positive rows, parked snapshots left out.
+    pub rows: usize,
+    /// Positive rows.
+    pub positives: usize,
+    /// Snapshots left out (engine off for the whole window).
+    pub parked: u64,
+    /// Vehicles in train / validation / test.
+    pub vehicles: [usize; 3],
+    /// Readings simulated through the graph.
+    pub readings: u64,
+    /// Seconds computing the training set, training, evaluating.
+    pub seconds: [f64; 3],
+    /// The held-out evaluation.
+    pub evaluation: Evaluation,
+}
+
+fn model_err(e: pmi_models::ModelError) -> DataflowError {
+    DataflowError::Input(e.to_string())
+}
+
+/// Runs a [`TrainJob`], logging progress.
+pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
+    let started = Instant::now();
+    let set = simulated_training_set(&job.set, |done, total| {
+        tracing::info!(
+            "training set: {:.0}% of the snapshot bursts simulated and windowed",
+            100.0 * done as f64 / total.max(1) as f64
+        )
+    })?;
+    let t_set = started.elapsed().as_secs_f64();
+    let ds = &set.dataset;
+    tracing::info!(
+        rows = ds.len(),
+        positives = ds.positives(),
+        parked = set.parked,
+        "training set ready"
+    );
+    let split = split_by_group(ds, job.shares, job.params.seed).map_err(model_err)?;
+    let vehicles = |rows: &[usize]| {
+        let mut g: Vec<u32> = rows.iter().map(|r| ds.groups[*r]).collect();
+        g.sort_unstable();
+        g.dedup();
+        g.len()
+    };
+    let trained_on = format!(
+        "simulator: {} vehicles × {} days, seed {}, {} snapshots per day",
+        job.set.fleet.vehicles, job.set.plan.days, job.set.fleet.seed, job.set.plan.per_day
+    );
+    let t0 = Instant::now();
+    let mut model = pmi_models::train::train(
+        ds,
+        &split,
+        &job.params,
+        job.set.horizon_ms,
+        &trained_on,
+        |step| tracing::info!(?step, "training"),
+    )
+    .map_err(model_err)?;
+    let t_train = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let evaluation = evaluate(&model, ds, &split.test).map_err(model_err)?;
+    let t_eval = t0.elapsed().as_secs_f64();
+
+    let registry = Registry::new(&job.registry);
+    let mut files = vec![
+        (
+            "metrics.json".to_owned(),
+            serde_json::to_vec_pretty(&evaluation).map_err(|e| DataflowError::Input(e.to_string()))?,
+        ),
+        ("report.txt".to_owned(), {
+            let mut text = format!(
+                "trained on {trained_on}\n{} rows ({} positive, horizon {} days), {} parked snapshots left out\nvehicles: {} train, {} validation, {} test (held out: {})\nstacker weights [intercept, trees, anomaly, rules]: {:?}\n\n",
+                ds.len(),
+                ds.positives(),
+                job.set.horizon_ms / 86_400_000,
+                set.parked,
+                vehicles(&split.train),
+                vehicles(&split.valid),
+                vehicles(&split.test),
+                split.test_groups.join(" "),
+                model.stacker.weights,
+            );
+            text.push_str(&evaluation.render_text());
+            text.into_bytes()
+        }),
+        (
+            "training.json".to_owned(),
+            serde_json::to_vec_pretty(&serde_json::json!({
+                "params": job.params,
+                "split": job.shares,
+                "fleet": {
+                    "vehicles": job.set.fleet.vehicles,
+                    "seed": job.set.fleet.seed,
+                    "start_ms": job.set.fleet.start.0,
+                    "failures_per_vehicle_month": job.set.fleet.failures_per_vehicle_month,
+                },
+                "snapshots": { "days": job.set.plan.days, "per_day": job.set.plan.per_day },
+                "horizon_ms": job.set.horizon_ms,
+                "test_vehicles": split.test_groups,
+            }))
+            .map_err(|e| DataflowError::Input(e.to_string()))?,
+        ),
+    ];
+    for (name, svg) in evaluation.plots().map_err(model_err)? {
+        files.push((name, svg.into_bytes()));
+    }
+    let version = registry
+        .publish(&mut model, &files, job.make_current)
+        .map_err(model_err)?;
+    Ok(TrainOutcome {
+        path: registry.path_of(&version),
+        version,
+        rows: ds.len(),
+        positives: ds.positives(),
+        parked: set.parked,
+        vehicles: [
+            vehicles(&split.train),
+            vehicles(&split.valid),
+            vehicles(&split.test),
+        ],
+        readings: set.run.read,
+        seconds: [t_set, t_train, t_eval],
+        evaluation,
+    })
+}
+
+/// `pmi evaluate` on the simulator: a fresh fleet (another seed: vehicles the model never
+/// saw) through the training-set graph, scored by a registry model.
+pub fn evaluate_simulated(
+    model: &Ensemble,
+    set: &SimulatedTrainingSet,
+) -> Result<(Evaluation, TrainingSet), DataflowError> {
+    let schema = set.graph.window.schema()?;
+    model.check_schema(&schema).map_err(model_err)?;
+    let ts = simulated_training_set(set, |done, total| {
+        tracing::info!(
+            "evaluation set: {:.0}% simulated",
+            100.0 * done as f64 / total.max(1) as f64
+        )
+    })?;
+    let rows: Vec<usize> = (0..ts.dataset.len()).collect();
+    let ev = evaluate(model, &ts.dataset, &rows).map_err(model_err)?;
+    Ok((ev, ts))
 }
