@@ -54,8 +54,8 @@ struct TrainArgs {
     /// Simulated days (every failure mode should appear several times).
     #[arg(long, default_value_t = 60, env = "PMI_TRAIN_DAYS")]
     days: u32,
-    /// Snapshots per vehicle and working day.
-    #[arg(long, default_value_t = 6, env = "PMI_TRAIN_SNAPSHOTS_PER_DAY")]
+    /// Snapshots per vehicle and day.
+    #[arg(long, default_value_t = 8, env = "PMI_TRAIN_SNAPSHOTS_PER_DAY")]
     snapshots_per_day: u32,
     /// Seed of the simulated fleet, the split and training [default: the simulator seed].
     #[arg(long, env = "PMI_SEED")]
@@ -82,8 +82,8 @@ struct EvaluateArgs {
     /// Simulated days.
     #[arg(long, default_value_t = 30)]
     days: u32,
-    /// Snapshots per vehicle and working day.
-    #[arg(long, default_value_t = 6)]
+    /// Snapshots per vehicle and day.
+    #[arg(long, default_value_t = 8)]
     snapshots_per_day: u32,
     /// Seed of the fresh fleet (use another than training's).
     #[arg(long, default_value_t = 7)]
@@ -142,6 +142,11 @@ struct RunArgs {
     /// Output folder [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
     out: Option<PathBuf>,
+    /// Model registry: its current model scores, and a newly published one takes over
+    /// without a restart; the domain rules score while it has none [default:
+    /// ./pmi-data/models].
+    #[arg(long, env = "PMI_REGISTRY")]
+    registry: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +172,11 @@ struct BackfillArgs {
     /// Timely worker threads [default: 1].
     #[arg(long, env = "PMI_WORKERS")]
     workers: Option<usize>,
+    /// Model registry: its current model scores, and a newly published one takes over
+    /// without a restart; the domain rules score while it has none [default:
+    /// ./pmi-data/models].
+    #[arg(long, env = "PMI_REGISTRY")]
+    registry: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -227,6 +237,11 @@ pub fn main() -> anyhow::Result<()> {
                 out_dir: settings.run.out_dir.clone(),
                 write_telemetry: settings.run.write_telemetry,
                 severity: settings.severity,
+                model_registry: Some(
+                    args.registry
+                        .clone()
+                        .unwrap_or(settings.model.registry.clone()),
+                ),
             };
             let report = jobs::live(&job)?;
             print_report("run", &report, &settings.run.out_dir);
@@ -262,6 +277,11 @@ pub fn main() -> anyhow::Result<()> {
                 out_dir: out.clone(),
                 graph: graph_config(&settings),
                 severity: settings.severity,
+                model_registry: Some(
+                    args.registry
+                        .clone()
+                        .unwrap_or(settings.model.registry.clone()),
+                ),
             };
             let report = jobs::backfill(&job)
                 .with_context(|| format!("backfill of {}", args.input.display()))?;
@@ -345,9 +365,21 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
         make_current: !args.no_current,
     };
     let o = training::train(&job)?;
+    println!("held-out vehicles in service (the engine ran in the longest window):");
     print!("{}", o.evaluation.render_text());
     println!(
-        "train: {} rows ({} positive, {} parked snapshots left out) from {} readings; vehicles {} train / {} validation / {} test; set {:.1} s, fit {:.1} s, evaluation {:.1} s → {} ({})",
+        "all held-out vectors (parked included): ROC-AUC {}, PR-AUC {}",
+        o.all_vectors
+            .overall
+            .roc_auc
+            .map_or("–".into(), |x| format!("{x:.4}")),
+        o.all_vectors
+            .overall
+            .pr_auc
+            .map_or("–".into(), |x| format!("{x:.4}")),
+    );
+    println!(
+        "train: {} rows ({} positive, {} parked) from {} readings; vehicles {} train / {} validation / {} test; set {:.1} s, fit {:.1} s, evaluation {:.1} s → {} ({})",
         o.rows,
         o.positives,
         o.parked,
@@ -386,10 +418,10 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
     );
     let (ev, ts) = training::evaluate_simulated(&model, &set)?;
     let out = args.out.unwrap_or_else(|| {
-        registry
-            .path_of(&version)
-            .join("evaluations")
-            .join(format!("seed{}-{}v-{}d", args.seed, args.vehicles, args.days))
+        registry.path_of(&version).join("evaluations").join(format!(
+            "seed{}-{}v-{}d",
+            args.seed, args.vehicles, args.days
+        ))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let text = ev.render_text();
@@ -400,7 +432,7 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
     }
     print!("{text}");
     println!(
-        "evaluate: {version} on {} fresh vehicles × {} days (seed {}): {} rows, {} parked snapshots left out → {}",
+        "evaluate: {version} on {} fresh vehicles × {} days (seed {}): {} rows, {} of them parked and not counted → {}",
         args.vehicles,
         args.days,
         args.seed,

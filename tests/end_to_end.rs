@@ -59,6 +59,7 @@ fn live(out: &Path, workers: usize, bad: bool) -> RunReport {
         out_dir: out.to_owned(),
         write_telemetry: true,
         severity: SeverityThresholds::default(),
+        model_registry: None,
     };
     jobs::live(&job).unwrap()
 }
@@ -175,6 +176,7 @@ fn backfill_equals_the_live_run_in_every_layout() {
                 ..Default::default()
             },
             severity: SeverityThresholds::default(),
+            model_registry: None,
         };
         let r = jobs::backfill(&job).unwrap();
         assert_eq!(r.late, 0, "nothing is late in a backfill");

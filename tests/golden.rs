@@ -179,6 +179,7 @@ fn stream_graph_matches_golden_outputs() {
         out_dir: dir.path().to_owned(),
         write_telemetry: false,
         severity: SeverityThresholds::default(),
+        model_registry: None,
     };
     let report = jobs::live(&job).unwrap();
     assert_eq!(report.read, report.windowed + report.rejected + report.late);

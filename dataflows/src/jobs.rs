@@ -19,6 +19,7 @@ use pmi_sources::parquet_in::{TelemetryFiles, VehicleInterner};
 
 use crate::backfill::{plan, ParquetSource};
 use crate::graph::{run, GraphConfig, RunReport, ScoreFn, WorkerSinks};
+use crate::scoring::ModelScorer;
 use crate::simulated::{Pace, SimulatedSource};
 use crate::DataflowError;
 
@@ -62,10 +63,10 @@ fn sink_err(e: pmi_sinks::SinkError) -> DataflowError {
     DataflowError::Sink(e.to_string())
 }
 
-fn rule_scorer(
+fn rules(
     schema: &FeatureSchema,
     severity: SeverityThresholds,
-) -> Result<ScoreFn, DataflowError> {
+) -> Result<RuleScorer, DataflowError> {
     let scorer = RuleScorer::new(
         RuleSet {
             severity,
@@ -89,7 +90,31 @@ fn rule_scorer(
             list.join(", ")
         );
     }
-    Ok(Arc::new(move |v| scorer.score(v)))
+    Ok(scorer)
+}
+
+/// How often a running graph looks for a new current model in the registry.
+pub const MODEL_RELOAD_POLL: Duration = Duration::from_secs(2);
+
+/// The graph's scorer: the registry's current model with hot reload (the rules until one
+/// is published), or the rules alone without a registry. Keep the [`ModelScorer`] alive for
+/// the run: dropping it stops the reloads.
+fn scorer(
+    schema: &FeatureSchema,
+    severity: SeverityThresholds,
+    registry: Option<&Path>,
+) -> Result<(ScoreFn, Option<ModelScorer>), DataflowError> {
+    let rules = rules(schema, severity)?;
+    match registry {
+        None => {
+            let f: ScoreFn = Arc::new(move |v| rules.score(v));
+            Ok((f, None))
+        }
+        Some(r) => {
+            let m = ModelScorer::start(r.to_path_buf(), schema, rules, MODEL_RELOAD_POLL)?;
+            Ok((m.score_fn(), Some(m)))
+        }
+    }
 }
 
 /// A unique prefix for this run's files, so that runs into the same folder never overwrite
@@ -162,12 +187,14 @@ pub struct LiveJob {
     pub write_telemetry: bool,
     /// Severity thresholds.
     pub severity: SeverityThresholds,
+    /// Model registry whose current model scores (hot reload); `None`: the rules.
+    pub model_registry: Option<PathBuf>,
 }
 
 /// Runs a [`LiveJob`].
 pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
     let schema = job.graph.window.schema()?;
-    let scorer = rule_scorer(&schema, job.severity)?;
+    let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
     let span = job.duration.unwrap_or(Duration::from_secs(30 * 86_400));
     let end = match job.duration {
         Some(d) => EventTime(job.fleet.start.0 + d.as_millis() as i64),
@@ -283,6 +310,8 @@ pub struct BackfillJob {
     pub graph: GraphConfig,
     /// Severity thresholds.
     pub severity: SeverityThresholds,
+    /// Model registry whose current model scores; `None`: the rules.
+    pub model_registry: Option<PathBuf>,
 }
 
 /// Runs a [`BackfillJob`].
@@ -296,7 +325,7 @@ fn backfill_with(
     console: bool,
 ) -> Result<RunReport, DataflowError> {
     let schema = job.graph.window.schema()?;
-    let scorer = rule_scorer(&schema, job.severity)?;
+    let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
     let plan = Arc::new(plan(&job.input, job.graph.window.lateness_ms())?);
     let out = job.out_dir.clone();
     let id = run_id();
@@ -448,6 +477,7 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         out_dir: dir.join("output"),
         graph,
         severity: SeverityThresholds::default(),
+        model_registry: None,
     };
     let started = Instant::now();
     let report = backfill_with(&backfill_job, true, false)?;

@@ -11,9 +11,10 @@ pub mod backfill;
 pub mod graph;
 pub mod jobs;
 pub mod layout;
+pub mod scoring;
 pub mod simulated;
-pub mod training;
 pub mod sink;
+pub mod training;
 
 pub use graph::{GraphConfig, RunReport, ScoreFn, WorkerSinks};
 

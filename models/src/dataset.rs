@@ -148,12 +148,19 @@ impl Dataset {
         if self.values.len() != n * self.width() {
             return Err(ModelError::data(
                 "values",
-                format!("{} values for {n} rows of {}", self.values.len(), self.width()),
+                format!(
+                    "{} values for {n} rows of {}",
+                    self.values.len(),
+                    self.width()
+                ),
             ));
         }
         for (field, len) in [("groups", self.groups.len()), ("times", self.times.len())] {
             if len != n {
-                return Err(ModelError::data(field, format!("{len} entries for {n} rows")));
+                return Err(ModelError::data(
+                    field,
+                    format!("{len} entries for {n} rows"),
+                ));
             }
         }
         if let Some(bad) = self
@@ -277,11 +284,7 @@ pub fn split_by_group(ds: &Dataset, shares: SplitShares, seed: u64) -> Result<Sp
 }
 
 /// Splits rows (not groups), stratified by label: for tables whose rows are independent.
-pub fn split_stratified(
-    ds: &Dataset,
-    shares: SplitShares,
-    seed: u64,
-) -> Result<Split, ModelError> {
+pub fn split_stratified(ds: &Dataset, shares: SplitShares, seed: u64) -> Result<Split, ModelError> {
     shares.check()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut split = Split::default();
@@ -386,7 +389,9 @@ mod tests {
         assert!(e.to_string().contains("positive rows"), "{e}");
         let mut ds = toy(5, 4);
         ds.times.pop();
-        assert!(matches!(ds.validate(), Err(ModelError::InvalidData { ref field, .. }) if field == "times"));
+        assert!(
+            matches!(ds.validate(), Err(ModelError::InvalidData { ref field, .. }) if field == "times")
+        );
     }
 
     #[test]

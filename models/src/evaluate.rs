@@ -279,13 +279,7 @@ impl Evaluation {
         );
         let _ = writeln!(s, "{:<22} {:>8} {:>8}", "", "ROC-AUC", "PR-AUC");
         let mut line = |name: &str, b: &Binary| {
-            let _ = writeln!(
-                s,
-                "{:<22} {:>8} {:>8}",
-                name,
-                opt(b.roc_auc),
-                opt(b.pr_auc)
-            );
+            let _ = writeln!(s, "{:<22} {:>8} {:>8}", name, opt(b.roc_auc), opt(b.pr_auc));
         };
         line("ensemble", &self.overall);
         line("  boosted trees", &self.trees);

@@ -224,7 +224,11 @@ impl BoostedTrees {
                     .nodes
                     .iter()
                     .map(|n| Node {
-                        feature: if n.is_leaf { LEAF } else { n.split_feature as u32 },
+                        feature: if n.is_leaf {
+                            LEAF
+                        } else {
+                            n.split_feature as u32
+                        },
                         threshold: if n.is_leaf { 0.0 } else { n.split_value },
                         left: n.left_child as u32,
                         right: n.right_child as u32,
@@ -297,7 +301,10 @@ impl BoostedTrees {
                     continue;
                 }
                 if n.feature as usize >= self.n_features {
-                    return Err(format!("tree {t} node {i}: feature {} out of range", n.feature));
+                    return Err(format!(
+                        "tree {t} node {i}: feature {} out of range",
+                        n.feature
+                    ));
                 }
                 for c in [n.left, n.right, n.missing] {
                     if c as usize >= tree.len() || c as usize <= i {
@@ -422,7 +429,11 @@ mod tests {
         };
         for i in 0..500 {
             let m = model.margin(&test[i * 3..i * 3 + 3]);
-            assert!((m - booster_margins[i]).abs() < 1e-9, "{m} vs {}", booster_margins[i]);
+            assert!(
+                (m - booster_margins[i]).abs() < 1e-9,
+                "{m} vs {}",
+                booster_margins[i]
+            );
         }
     }
 
@@ -482,6 +493,8 @@ mod tests {
             ..Default::default()
         };
         let e = fit_binary(&p, &cols, &[0.0, 1.0].repeat(5), None, None).unwrap_err();
-        assert!(matches!(e, ModelError::InvalidData { ref field, .. } if field == "gbdt.max_depth"));
+        assert!(
+            matches!(e, ModelError::InvalidData { ref field, .. } if field == "gbdt.max_depth")
+        );
     }
 }

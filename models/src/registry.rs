@@ -95,14 +95,18 @@ impl Registry {
             ));
         }
         let tmp = self.root.join(format!(".{CURRENT}.{}", std::process::id()));
-        std::fs::write(&tmp, format!("{version}\n")).map_err(|e| ModelError::io(tmp.display(), e))?;
+        std::fs::write(&tmp, format!("{version}\n"))
+            .map_err(|e| ModelError::io(tmp.display(), e))?;
         let path = self.root.join(CURRENT);
         std::fs::rename(&tmp, &path).map_err(|e| ModelError::io(path.display(), e))
     }
 
-    /// Loads a version's model.
+    /// Loads a version's model. The folder's name is its version (a model file copied into
+    /// a new version folder takes that folder's version).
     pub fn load(&self, version: &str) -> Result<Ensemble, ModelError> {
-        Ensemble::load(&self.path_of(version).join(MODEL_FILE))
+        let mut model = Ensemble::load(&self.path_of(version).join(MODEL_FILE))?;
+        model.meta.version = version.to_owned();
+        Ok(model)
     }
 
     /// Loads the current model, if one is marked.
@@ -122,7 +126,9 @@ impl Registry {
         make_current: bool,
     ) -> Result<String, ModelError> {
         std::fs::create_dir_all(&self.root).map_err(|e| ModelError::io(self.root.display(), e))?;
-        let tmp = self.root.join(format!(".publishing-{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!(".publishing-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let mut next = self
             .versions()?

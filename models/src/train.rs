@@ -155,7 +155,13 @@ pub fn train(
                 seed: params.seed.wrapping_add(1 + class as u64),
                 ..params.heads.clone()
             };
-            heads.push(Some(fit_binary(&head_params, &train_cols, &t, None, valid)?));
+            heads.push(Some(fit_binary(
+                &head_params,
+                &train_cols,
+                &t,
+                None,
+                valid,
+            )?));
         }
     }
 
@@ -222,7 +228,11 @@ mod tests {
             let temp = 90.0 + rng.gen_range(-3.0..3.0) + if class == Some(0) { 8.0 } else { 0.0 };
             let pressure =
                 300.0 + rng.gen_range(-20.0..20.0) - if class == Some(1) { 60.0 } else { 0.0 };
-            let pressure = if rng.gen_bool(0.05) { f64::NAN } else { pressure };
+            let pressure = if rng.gen_bool(0.05) {
+                f64::NAN
+            } else {
+                pressure
+            };
             ds.values.extend([temp, pressure, rng.gen_range(0.0..1.0)]);
             ds.labels.push(class);
             let g = (i % 50) as u32;
@@ -270,10 +280,17 @@ mod tests {
         for c in &ev.per_class {
             assert!(c.metrics.roc_auc.unwrap() > 0.95, "{c:?}");
         }
-        assert!(ev.anomaly.roc_auc.unwrap() > 0.6, "anomaly alone {:?}", ev.anomaly);
+        assert!(
+            ev.anomaly.roc_auc.unwrap() > 0.6,
+            "anomaly alone {:?}",
+            ev.anomaly
+        );
         assert!(ev.rules.is_none());
         let text = ev.render_text();
-        assert!(text.contains("ROC-AUC") && text.contains("cooling"), "{text}");
+        assert!(
+            text.contains("ROC-AUC") && text.contains("cooling"),
+            "{text}"
+        );
         assert_eq!(ev.plots().unwrap().len(), 3);
 
         // Same seed, same model.
@@ -345,7 +362,11 @@ mod tests {
         }
         let s = Stacker::fit(&x, &y);
         assert!(s.weights[1] > 0.1, "{:?}", s.weights);
-        assert!(s.weights[3] > 1.0, "the perfect member counts most: {:?}", s.weights);
+        assert!(
+            s.weights[3] > 1.0,
+            "the perfect member counts most: {:?}",
+            s.weights
+        );
         assert!(s.weights[2].abs() < 1.0, "{:?}", s.weights);
     }
 }

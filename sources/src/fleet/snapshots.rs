@@ -2,9 +2,8 @@
 //!
 //! A model needs many vehicle-days (every failure mode several times), not every second of
 //! them: consecutive feature vectors of one vehicle are nearly identical. So a training set
-//! samples the fleet at `per_day` moments of the working day (one uniformly random moment in
-//! each of `per_day` equal slots between `first_hour` and `last_hour`, inside every usage
-//! profile's operating hours, so snapshots never overlap), simulating the time between in
+//! samples the fleet at `per_day` moments of the day (one uniformly random moment in each of
+//! `per_day` equal slots between `first_hour` and `last_hour`, so snapshots never overlap), simulating the time between in
 //! coarse steps ([`Fleet::skip_to`]) and only the last `window_ms` before each moment at the
 //! ordinary 1 Hz, which is exactly what the window operator needs to compute that moment's
 //! feature vector. The moments are the same for every vehicle, so the readings stay in time
@@ -34,9 +33,10 @@ pub struct SnapshotPlan {
     pub pane_ms: i64,
     /// Step of the coarse simulation between bursts, ms (default 10 s).
     pub coarse_step_ms: i64,
-    /// Working hours (UTC) the moments fall in: from `first_hour` (default 6) …
+    /// Hours (UTC) the moments fall in: from `first_hour` (default 0) …
     pub first_hour: u32,
-    /// … to `last_hour` (default 20), inside every usage profile's operating hours.
+    /// … to `last_hour` (default 24: the whole day, nights and parked vehicles included,
+    /// so that a model also learns what they look like).
     pub last_hour: u32,
 }
 
@@ -48,8 +48,8 @@ impl Default for SnapshotPlan {
             window_ms: 900_000,
             pane_ms: 10_000,
             coarse_step_ms: 10_000,
-            first_hour: 6,
-            last_hour: 20,
+            first_hour: 0,
+            last_hour: 24,
         }
     }
 }
@@ -70,7 +70,10 @@ pub fn snapshot_moments(
         return bad("snapshots.per_day", "must be 1 to 24");
     }
     if plan.first_hour >= plan.last_hour || plan.last_hour > 24 {
-        return bad("snapshots.first_hour", "working hours must satisfy first < last ≤ 24");
+        return bad(
+            "snapshots.first_hour",
+            "working hours must satisfy first < last ≤ 24",
+        );
     }
     if plan.pane_ms <= 0 || plan.window_ms < plan.pane_ms || plan.window_ms > 6 * HOUR_MS {
         return bad(

@@ -297,6 +297,8 @@ fn snapshots_are_bursts_of_ordinary_readings_before_moments_in_working_hours() {
     let plan = SnapshotPlan {
         days: 5,
         per_day: 6,
+        first_hour: 6,
+        last_hour: 20,
         ..Default::default()
     };
     let moments = snapshot_moments(&cfg, &plan).unwrap();
@@ -328,7 +330,9 @@ fn snapshots_are_bursts_of_ordinary_readings_before_moments_in_working_hours() {
     for r in &out {
         let ts = r.ts.unwrap();
         assert!(
-            moments.iter().any(|m| ts > m.0 - plan.window_ms && ts < m.0 + 1000),
+            moments
+                .iter()
+                .any(|m| ts > m.0 - plan.window_ms && ts < m.0 + 1000),
             "{ts} outside every burst"
         );
     }
@@ -360,7 +364,10 @@ fn skipping_keeps_the_physics_moving() {
     assert_eq!(fleet.next_tick(), noon);
     let mut later = Vec::new();
     fleet.tick(&mut later);
-    assert!(odo(&later[0]) > odo(&first[0]) + 10.0, "the vehicle drove in the morning");
+    assert!(
+        odo(&later[0]) > odo(&first[0]) + 10.0,
+        "the vehicle drove in the morning"
+    );
 }
 
 #[test]
