@@ -185,6 +185,13 @@ pub struct Ensemble {
     pub severity: SeverityThresholds,
     #[serde(skip)]
     rule_scorer: Option<RuleScorer>,
+    /// The schema's fingerprint, computed once (hashing 441 names per vector would cost
+    /// more than the trees).
+    #[serde(skip)]
+    fingerprint: Option<u64>,
+    /// `ensemble-<version>`, formatted once.
+    #[serde(skip)]
+    name: String,
 }
 
 /// The members' outputs for one row.
@@ -243,6 +250,8 @@ impl Ensemble {
             rules,
             severity,
             rule_scorer: None,
+            fingerprint: None,
+            name: String::new(),
         };
         e.prepare("model")?;
         Ok(e)
@@ -263,6 +272,7 @@ impl Ensemble {
             )));
         }
         self.risk.validate().map_err(&bad)?;
+        self.risk.compile();
         if !self.heads.is_empty() && self.heads.len() != self.meta.classes.len() {
             return Err(bad(format!(
                 "{} heads for {} classes",
@@ -276,7 +286,12 @@ impl Ensemble {
             }
             h.validate().map_err(&bad)?;
         }
+        for h in self.heads.iter_mut().flatten() {
+            h.compile();
+        }
         self.severity.validate()?;
+        self.fingerprint = self.meta.schema.as_ref().map(|s| s.fingerprint());
+        self.set_version(self.meta.version.clone());
         self.rule_scorer = match (&self.rules, &self.meta.schema) {
             (Some(rules), Some(schema)) => {
                 if schema.names() != self.meta.feature_names.as_slice() {
@@ -290,17 +305,23 @@ impl Ensemble {
     }
 
     /// `ensemble-<version>`: what predictions record as their model.
-    pub fn model_name(&self) -> String {
-        if self.meta.version.is_empty() {
+    pub fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets the registry version (and so the model name predictions record).
+    pub fn set_version(&mut self, version: String) {
+        self.name = if version.is_empty() {
             "ensemble".into()
         } else {
-            format!("ensemble-{}", self.meta.version)
-        }
+            format!("ensemble-{version}")
+        };
+        self.meta.version = version;
     }
 
     /// Fingerprint of the PMI schema the model was trained on (None for a table model).
     pub fn schema_fingerprint(&self) -> Option<u64> {
-        self.meta.schema.as_ref().map(|s| s.fingerprint())
+        self.fingerprint
     }
 
     /// Checks that the pipeline's schema is the model's.
@@ -388,7 +409,7 @@ impl Ensemble {
             risk: s.risk,
             severity,
             component,
-            model: self.model_name(),
+            model: self.name.clone(),
             explanation,
         })
     }

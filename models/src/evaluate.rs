@@ -237,7 +237,7 @@ pub fn evaluate(model: &Ensemble, ds: &Dataset, rows: &[usize]) -> Result<Evalua
     });
 
     Ok(Evaluation {
-        model: model.model_name(),
+        model: model.model_name().to_owned(),
         overall: Binary::of(&risk, &labels)?,
         trees: Binary::of(&trees, &labels)?,
         anomaly: Binary::of(&anomaly, &labels)?,

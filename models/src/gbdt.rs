@@ -42,7 +42,7 @@ pub struct GbdtParams {
     /// Share of features each tree may use (default 0.8).
     pub colsample_bytree: f64,
     /// Stop when the validation log-loss has not improved for this many rounds (default
-    /// 25); applies when validation data is given.
+    /// 25); applies when validation data is given. 0: no early stopping (all rounds).
     pub early_stopping_rounds: usize,
     /// Seed of the feature sampling.
     pub seed: u64,
@@ -159,10 +159,12 @@ pub fn fit_binary(
     };
     let valid_ones;
     let evaluation = match valid {
-        Some((cols, y)) if cols.rows == y.len() && cols.rows > 0 => {
+        Some((cols, y))
+            if cols.rows == y.len() && cols.rows > 0 && params.early_stopping_rounds > 0 =>
+        {
             booster = booster
                 .set_evaluation_metric(Some(forust_ml::metric::Metric::LogLoss))
-                .set_early_stopping_rounds(Some(params.early_stopping_rounds.max(1)));
+                .set_early_stopping_rounds(Some(params.early_stopping_rounds));
             valid_ones = vec![1.0; y.len()];
             Some(vec![(cols.matrix(), y, &valid_ones[..])])
         }
@@ -209,6 +211,125 @@ pub struct BoostedTrees {
     pub base: f64,
     /// The trees, each a node array with its root at 0.
     pub trees: Vec<Vec<Node>>,
+    /// The same trees laid out for fast scoring (built from `trees`, not stored).
+    #[serde(skip)]
+    compiled: Option<Compiled>,
+}
+
+/// Trees as complete binary trees of one depth, scored several at a time.
+///
+/// A tree walk is a chain of dependent loads; walking [`LANES`] trees side by side lets
+/// the processor overlap them. Each tree is padded to depth `depth`: a leaf above the
+/// bottom becomes pass-through nodes (threshold +∞, missing goes left) over copies of its
+/// value, so every walk is exactly `depth` branch-free steps: `i = 2i + 1 + go_right`.
+/// Leaf values are added in tree order, so margins equal the node walk's to the bit.
+#[derive(Clone, Debug, PartialEq)]
+struct Compiled {
+    depth: u32,
+    /// Per tree, `2^depth − 1` internal nodes: feature, threshold, missing goes right.
+    feature: Vec<u32>,
+    threshold: Vec<f64>,
+    missing_right: Vec<bool>,
+    /// Per tree, `2^depth` leaf values.
+    leaves: Vec<f64>,
+}
+
+/// Trees walked side by side.
+const LANES: usize = 8;
+/// Deepest tree compiled; deeper models keep the node walk.
+const MAX_COMPILED_DEPTH: u32 = 10;
+
+impl Compiled {
+    fn build(trees: &[Vec<Node>]) -> Option<Compiled> {
+        fn depth_of(tree: &[Node], i: usize) -> u32 {
+            let n = &tree[i];
+            if n.feature == LEAF {
+                0
+            } else {
+                1 + depth_of(tree, n.left as usize)
+                    .max(depth_of(tree, n.right as usize))
+                    .max(depth_of(tree, n.missing as usize))
+            }
+        }
+        let depth = trees.iter().map(|t| depth_of(t, 0)).max()?;
+        if depth > MAX_COMPILED_DEPTH {
+            return None;
+        }
+        let inner = (1usize << depth) - 1;
+        let mut c = Compiled {
+            depth,
+            feature: Vec::with_capacity(trees.len() * inner),
+            threshold: Vec::with_capacity(trees.len() * inner),
+            missing_right: Vec::with_capacity(trees.len() * inner),
+            leaves: Vec::with_capacity(trees.len() * (inner + 1)),
+        };
+        for tree in trees {
+            let base = c.feature.len();
+            c.feature.resize(base + inner, 0);
+            c.threshold.resize(base + inner, f64::INFINITY);
+            c.missing_right.resize(base + inner, false);
+            let leaf_base = c.leaves.len();
+            c.leaves.resize(leaf_base + inner + 1, 0.0);
+            // (node in the tree, slot in the complete tree, level)
+            let mut stack = vec![(0usize, 0usize, 0u32)];
+            while let Some((i, slot, level)) = stack.pop() {
+                let n = &tree[i];
+                if n.feature == LEAF {
+                    // Every bottom slot under `slot` gets the value.
+                    let below = depth - level;
+                    let first = ((slot + 1) << below) - 1 - inner;
+                    for leaf in &mut c.leaves[leaf_base + first..leaf_base + first + (1 << below)] {
+                        *leaf = n.value;
+                    }
+                    continue;
+                }
+                // Forust sends a missing value to the left or the right child (or to a
+                // separate branch, which this layout cannot express: keep the node walk).
+                let missing_right = if n.missing == n.right {
+                    true
+                } else if n.missing == n.left {
+                    false
+                } else {
+                    return None;
+                };
+                c.feature[base + slot] = n.feature;
+                c.threshold[base + slot] = n.threshold;
+                c.missing_right[base + slot] = missing_right;
+                stack.push((n.left as usize, 2 * slot + 1, level + 1));
+                stack.push((n.right as usize, 2 * slot + 2, level + 1));
+            }
+        }
+        Some(c)
+    }
+
+    #[inline]
+    fn margin(&self, base: f64, row: &[f64]) -> f64 {
+        let inner = (1usize << self.depth) - 1;
+        let trees = self.leaves.len() / (inner + 1);
+        let mut sum = base;
+        let mut t = 0;
+        while t < trees {
+            let lanes = LANES.min(trees - t);
+            let mut slot = [0usize; LANES];
+            for _ in 0..self.depth {
+                for (lane, s) in slot.iter_mut().enumerate().take(lanes) {
+                    let n = (t + lane) * inner + *s;
+                    let x = row[self.feature[n] as usize];
+                    let right = if x.is_nan() {
+                        self.missing_right[n]
+                    } else {
+                        x >= self.threshold[n]
+                    };
+                    *s = 2 * *s + 1 + usize::from(right);
+                }
+            }
+            for (lane, s) in slot.iter().enumerate().take(lanes) {
+                sum += self.leaves[(t + lane) * (inner + 1) + (*s - inner)];
+            }
+            t += lanes;
+        }
+        sum
+    }
 }
 
 impl BoostedTrees {
@@ -241,16 +362,32 @@ impl BoostedTrees {
                 nodes
             })
             .collect();
-        BoostedTrees {
+        let mut model = BoostedTrees {
             n_features,
             base: booster.base_score,
             trees,
-        }
+            compiled: None,
+        };
+        model.compile();
+        model
+    }
+
+    /// Builds the fast scoring layout (after loading; [`BoostedTrees::validate`] first).
+    pub fn compile(&mut self) {
+        self.compiled = Compiled::build(&self.trees);
     }
 
     /// The margin (log-odds) of one row. `row.len()` must be `n_features`.
     #[inline]
     pub fn margin(&self, row: &[f64]) -> f64 {
+        match &self.compiled {
+            Some(c) => c.margin(self.base, row),
+            None => self.margin_by_walk(row),
+        }
+    }
+
+    /// The margin by walking each tree's nodes (the reference for the compiled layout).
+    pub fn margin_by_walk(&self, row: &[f64]) -> f64 {
         let mut sum = self.base;
         for tree in &self.trees {
             sum += leaf(tree, row).value;
@@ -473,7 +610,9 @@ mod tests {
         assert!(a.trees.len() < 1000, "stopped early at {}", a.trees.len());
         assert_eq!(a, b);
         let json = serde_json::to_string(&a).unwrap();
-        let back: BoostedTrees = serde_json::from_str(&json).unwrap();
+        let mut back: BoostedTrees = serde_json::from_str(&json).unwrap();
+        back.compile();
+        assert_eq!(back, a);
         for i in 0..500 {
             let r = &vrows[i * 3..i * 3 + 3];
             assert_eq!(a.margin(r).to_bits(), back.margin(r).to_bits());

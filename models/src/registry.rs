@@ -105,7 +105,7 @@ impl Registry {
     /// a new version folder takes that folder's version).
     pub fn load(&self, version: &str) -> Result<Ensemble, ModelError> {
         let mut model = Ensemble::load(&self.path_of(version).join(MODEL_FILE))?;
-        model.meta.version = version.to_owned();
+        model.set_version(version.to_owned());
         Ok(model)
     }
 
@@ -138,7 +138,7 @@ impl Registry {
             + 1;
         loop {
             let version = format!("v{next:04}");
-            model.meta.version = version.clone();
+            model.set_version(version.clone());
             std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(tmp.display(), e))?;
             let model_path = tmp.join(MODEL_FILE);
             std::fs::write(&model_path, model.to_json()?)
