@@ -9,12 +9,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pmi_core::EventTime;
 use pmi_dataflows::jobs::{self, BackfillJob, BenchJob, FleetSpec, LiveJob, SimulateJob};
 use pmi_dataflows::simulated::Pace;
-use pmi_dataflows::training::{self, SimulatedTrainingSet, TrainJob};
+use pmi_dataflows::training::{self, SimulatedTrainingSet, TableTrainJob, TrainJob};
 use pmi_dataflows::RunReport;
 use pmi_models::dataset::SplitShares;
 use pmi_models::registry::Registry;
 use pmi_models::train::TrainParams;
 use pmi_sources::fleet::SnapshotPlan;
+use pmi_sources::table::{read_table, Table, TableColumns};
 
 use crate::settings::{parse_duration, Settings};
 
@@ -69,6 +70,33 @@ struct TrainArgs {
     /// Publish without marking the new version current.
     #[arg(long)]
     no_current: bool,
+    /// Also write the simulated training set, with its split, as a Parquet table (for
+    /// `benches/reference.py` or any other tool).
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Use an operator's labelled table (CSV or Parquet) instead of the simulator: numeric
+    /// columns are features, empty cells and `na` are missing.
+    #[arg(long, requires = "label")]
+    table: Option<PathBuf>,
+    /// The table's label column (empty, 0, false, no, none, normal, healthy: negative; any
+    /// other value: a positive class of that name).
+    #[arg(long)]
+    label: Option<String>,
+    /// The table's group column (e.g. a vehicle id): a group never straddles the split.
+    #[arg(long)]
+    group: Option<String>,
+    /// The table's time column (ms since the epoch or a timestamp).
+    #[arg(long)]
+    time: Option<String>,
+    /// The table's split column (train / valid / test), fixing the split.
+    #[arg(long)]
+    split_column: Option<String>,
+    /// Columns of the table that are not features (repeat the flag for several).
+    #[arg(long)]
+    ignore: Vec<String>,
+    /// With `--table`: a separate test table (same columns) instead of a split of the table.
+    #[arg(long, requires = "table")]
+    test: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +126,26 @@ struct EvaluateArgs {
     /// folder, under evaluations/].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Evaluate on an operator's labelled table (CSV or Parquet, the model's feature columns) instead of the simulator: numeric
+    /// columns are features, empty cells and `na` are missing.
+    #[arg(long, requires = "label")]
+    table: Option<PathBuf>,
+    /// The table's label column (empty, 0, false, no, none, normal, healthy: negative; any
+    /// other value: a positive class of that name).
+    #[arg(long)]
+    label: Option<String>,
+    /// The table's group column (e.g. a vehicle id): a group never straddles the split.
+    #[arg(long)]
+    group: Option<String>,
+    /// The table's time column (ms since the epoch or a timestamp).
+    #[arg(long)]
+    time: Option<String>,
+    /// The table's split column (train / valid / test), fixing the split.
+    #[arg(long)]
+    split_column: Option<String>,
+    /// Columns of the table that are not features (repeat the flag for several).
+    #[arg(long)]
+    ignore: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -312,6 +360,21 @@ pub fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn write_evaluation(
+    out: &std::path::Path,
+    ev: &pmi_models::evaluate::Evaluation,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let text = ev.render_text();
+    std::fs::write(out.join("evaluation.json"), serde_json::to_vec_pretty(ev)?)?;
+    std::fs::write(out.join("report.txt"), &text)?;
+    for (name, svg) in ev.plots()? {
+        std::fs::write(out.join(name), svg)?;
+    }
+    print!("{text}");
+    Ok(())
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -344,8 +407,59 @@ fn training_set(
     }
 }
 
+fn table_columns(
+    label: &Option<String>,
+    group: &Option<String>,
+    time: &Option<String>,
+    split: &Option<String>,
+    ignore: &[String],
+) -> TableColumns {
+    TableColumns {
+        label: label.clone().unwrap_or_default(),
+        group: group.clone(),
+        time: time.clone(),
+        split: split.clone(),
+        ignore: ignore.to_vec(),
+    }
+}
+
+fn read(path: &std::path::Path, cols: &TableColumns) -> anyhow::Result<Table> {
+    let t = read_table(path, cols)?;
+    if !t.ignored.is_empty() {
+        tracing::info!(columns = %t.ignored.join(", "), "non-numeric columns ignored");
+    }
+    Ok(t)
+}
+
 fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or(settings.simulator.seed);
+    if let Some(path) = &args.table {
+        let cols = table_columns(
+            &args.label,
+            &args.group,
+            &args.time,
+            &args.split_column,
+            &args.ignore,
+        );
+        let table = read(path, &cols)?;
+        let test = args.test.as_deref().map(|t| read(t, &cols)).transpose()?;
+        let (version, dir, ev) = training::train_table(TableTrainJob {
+            table,
+            test,
+            trained_on: format!("table {} (label `{}`)", path.display(), cols.label),
+            params: TrainParams {
+                seed,
+                severity: settings.severity,
+                ..TrainParams::default()
+            },
+            shares: SplitShares::default(),
+            registry: args.registry.unwrap_or(settings.model.registry.clone()),
+            make_current: !args.no_current,
+        })?;
+        print!("{}", ev.render_text());
+        println!("train: {} → {version} ({})", path.display(), dir.display());
+        return Ok(());
+    }
     let job = TrainJob {
         set: training_set(
             settings,
@@ -363,6 +477,7 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
         shares: SplitShares::default(),
         registry: args.registry.unwrap_or(settings.model.registry.clone()),
         make_current: !args.no_current,
+        export: args.export.clone(),
     };
     let o = training::train(&job)?;
     println!("held-out vehicles in service (the engine ran in the longest window):");
@@ -408,6 +523,33 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
         })?,
     };
     let model = registry.load(&version)?;
+    if let Some(path) = &args.table {
+        let cols = table_columns(
+            &args.label,
+            &args.group,
+            &args.time,
+            &args.split_column,
+            &args.ignore,
+        );
+        let table = read(path, &cols)?;
+        let rows: Vec<usize> = match &table.split {
+            Some(s) => s.test.clone(),
+            None => (0..table.dataset.len()).collect(),
+        };
+        let ev = pmi_models::evaluate::evaluate(&model, &table.dataset, &rows)
+            .with_context(|| format!("evaluating {version} on {}", path.display()))?;
+        let out = args
+            .out
+            .unwrap_or_else(|| registry.path_of(&version).join("evaluations").join("table"));
+        write_evaluation(&out, &ev)?;
+        println!(
+            "evaluate: {version} on {} ({} rows) → {}",
+            path.display(),
+            rows.len(),
+            out.display()
+        );
+        return Ok(());
+    }
     let set = training_set(
         settings,
         args.vehicles,
@@ -423,14 +565,7 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
             args.seed, args.vehicles, args.days
         ))
     });
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let text = ev.render_text();
-    std::fs::write(out.join("evaluation.json"), serde_json::to_vec_pretty(&ev)?)?;
-    std::fs::write(out.join("report.txt"), &text)?;
-    for (name, svg) in ev.plots()? {
-        std::fs::write(out.join(name), svg)?;
-    }
-    print!("{text}");
+    write_evaluation(&out, &ev)?;
     println!(
         "evaluate: {version} on {} fresh vehicles × {} days (seed {}): {} rows, {} of them parked and not counted → {}",
         args.vehicles,

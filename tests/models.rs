@@ -61,6 +61,7 @@ fn small_job(registry: &Path) -> TrainJob {
         shares: SplitShares::default(),
         registry: registry.to_owned(),
         make_current: true,
+        export: None,
     }
 }
 
@@ -229,4 +230,123 @@ fn a_running_scorer_picks_up_a_new_version_and_refuses_a_broken_one() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("schema"), "{e}");
+}
+
+/// An operator's table: rows of units with two failure classes, missing cells, a text
+/// column, labels as text.
+fn operator_csv(path: &Path, rows: usize, seed: u64) {
+    use std::fmt::Write;
+    let mut state = seed;
+    let mut next = move || {
+        // A small LCG: the test needs varied numbers, not statistics.
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut text = String::from("unit,site,temp,pressure,vibration,failure\n");
+    for i in 0..rows {
+        let r = next();
+        let label = if r < 0.1 {
+            "cooling"
+        } else if r < 0.2 {
+            "oil"
+        } else {
+            ""
+        };
+        let temp = 90.0 + 6.0 * (next() - 0.5) + if label == "cooling" { 7.0 } else { 0.0 };
+        let pressure = 300.0 + 40.0 * (next() - 0.5) - if label == "oil" { 50.0 } else { 0.0 };
+        let pressure = if next() < 0.05 {
+            "na".to_owned()
+        } else {
+            format!("{pressure:.2}")
+        };
+        let _ = writeln!(
+            text,
+            "U{},north,{temp:.2},{pressure},{:.3},{label}",
+            i % 40,
+            next()
+        );
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn trains_and_evaluates_on_an_operators_table_and_exported_tables_read_back() {
+    use pmi_sources::table::{read_table, TableColumns};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("history.csv");
+    operator_csv(&csv, 3000, 7);
+    let cols = TableColumns {
+        label: "failure".into(),
+        group: Some("unit".into()),
+        ..Default::default()
+    };
+    let table = read_table(&csv, &cols).unwrap();
+    assert_eq!(table.ignored, vec!["site"]);
+    assert_eq!(table.dataset.classes.len(), 2);
+    let registry = dir.path().join("models");
+    let (version, path, ev) = training::train_table(training::TableTrainJob {
+        table,
+        test: None,
+        trained_on: "history.csv".into(),
+        params: TrainParams {
+            seed: 3,
+            ..TrainParams::default()
+        },
+        shares: SplitShares::default(),
+        registry: registry.clone(),
+        make_current: true,
+    })
+    .unwrap();
+    assert_eq!(version, "v0001");
+    assert!(path.join("metrics.json").is_file());
+    assert!(ev.overall.roc_auc.unwrap() > 0.95, "{:?}", ev.overall);
+    assert_eq!(ev.per_class.len(), 2);
+    assert!(ev.rules.is_none(), "no domain rules on a foreign table");
+
+    // A separate test table.
+    let test_csv = dir.path().join("test.csv");
+    operator_csv(&test_csv, 800, 99);
+    let (_, _, ev) = training::train_table(training::TableTrainJob {
+        table: read_table(&csv, &cols).unwrap(),
+        test: Some(read_table(&test_csv, &cols).unwrap()),
+        trained_on: "history.csv".into(),
+        params: TrainParams::default(),
+        shares: SplitShares::default(),
+        registry: registry.clone(),
+        make_current: false,
+    })
+    .unwrap();
+    assert_eq!(ev.overall.rows, 800);
+
+    // PMI's export of a training set reads back with its split and values.
+    let set = training::simulated_training_set(&small_job(&registry).set, |_, _| {}).unwrap();
+    let ds = &set.dataset;
+    let split = pmi_models::dataset::split_by_group(ds, SplitShares::default(), 1).unwrap();
+    let exported = dir.path().join("set.parquet");
+    pmi_sinks::table::write_table(&exported, ds, &split, &set.in_service).unwrap();
+    let back = read_table(
+        &exported,
+        &TableColumns {
+            label: "label".into(),
+            group: Some("vehicle_id".into()),
+            time: Some("pane_end".into()),
+            split: Some("split".into()),
+            ignore: vec!["in_service".into()],
+        },
+    )
+    .unwrap();
+    assert_eq!(back.split.as_ref().unwrap().test, split.test);
+    assert_eq!(back.dataset.feature_names, ds.feature_names);
+    assert_eq!(back.dataset.times, ds.times);
+    assert_eq!(back.dataset.positives(), ds.positives());
+    for r in [0, ds.len() / 2, ds.len() - 1] {
+        let (a, b) = (back.dataset.row(r), ds.row(r));
+        assert!(a
+            .iter()
+            .zip(b)
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
+    }
+    assert_eq!(back.ignored, vec!["in_service"]);
 }

@@ -303,6 +303,8 @@ pub struct TrainJob {
     pub registry: PathBuf,
     /// Mark the new version current.
     pub make_current: bool,
+    /// Also write the training set (with its split) as a Parquet table here.
+    pub export: Option<PathBuf>,
 }
 
 /// What a training run did.
@@ -352,6 +354,11 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
         "training set ready"
     );
     let split = split_by_group(ds, job.shares, job.params.seed).map_err(model_err)?;
+    if let Some(path) = &job.export {
+        let rows = pmi_sinks::table::write_table(path, ds, &split, &set.in_service)
+            .map_err(|e| DataflowError::Sink(e.to_string()))?;
+        tracing::info!(rows, path = %path.display(), "training set exported");
+    }
     let vehicles = |rows: &[usize]| {
         let mut g: Vec<u32> = rows.iter().map(|r| ds.groups[*r]).collect();
         g.sort_unstable();
@@ -475,4 +482,100 @@ pub fn evaluate_simulated(
         .collect();
     let ev = evaluate(model, &ts.dataset, &rows).map_err(model_err)?;
     Ok((ev, ts))
+}
+
+/// `pmi train --table`: the ensemble on an operator's labelled table, with the table's own
+/// split (a split column), a separate test table, or a stratified (or, with groups, a
+/// grouped) split by seed; evaluated on the test rows and published.
+pub struct TableTrainJob {
+    /// The table.
+    pub table: pmi_sources::table::Table,
+    /// A separate test table (same columns).
+    pub test: Option<pmi_sources::table::Table>,
+    /// What the data is, for the model's metadata.
+    pub trained_on: String,
+    /// Training settings.
+    pub params: TrainParams,
+    /// Split shares (when the table fixes no split).
+    pub shares: SplitShares,
+    /// Registry folder.
+    pub registry: PathBuf,
+    /// Mark the new version current.
+    pub make_current: bool,
+}
+
+/// Trains and publishes a table model; returns the version, its folder and the evaluation.
+pub fn train_table(job: TableTrainJob) -> Result<(String, PathBuf, Evaluation), DataflowError> {
+    let mut ds = job.table.dataset;
+    let has_groups = ds.groups.iter().any(|g| *g as usize != 0) && !ds.group_names.is_empty();
+    let mut split = match (job.table.split, &job.test) {
+        (Some(s), None) => s,
+        _ if has_groups => split_by_group(&ds, job.shares, job.params.seed).map_err(model_err)?,
+        _ => pmi_models::dataset::split_stratified(&ds, job.shares, job.params.seed)
+            .map_err(model_err)?,
+    };
+    if let Some(test) = job.test {
+        // The table's own test part is folded into training; the test table is the test.
+        if test.dataset.feature_names != ds.feature_names {
+            return Err(DataflowError::Input(
+                "the test table's feature columns differ from the training table's".into(),
+            ));
+        }
+        split.train.append(&mut split.test);
+        let offset = ds.len();
+        let mut classes = ds.classes.clone();
+        for (i, l) in test.dataset.labels.iter().enumerate() {
+            let label = l.map(|c| {
+                let name = &test.dataset.classes[c as usize];
+                match classes.iter().position(|x| x == name) {
+                    Some(p) => p as u16,
+                    None => {
+                        classes.push(name.clone());
+                        (classes.len() - 1) as u16
+                    }
+                }
+            });
+            ds.values.extend_from_slice(test.dataset.row(i));
+            ds.labels.push(label);
+            ds.groups.push(u32::MAX - 1);
+            ds.times.push(test.dataset.times[i]);
+            split.test.push(offset + i);
+        }
+        ds.classes = classes;
+    }
+    let mut model =
+        pmi_models::train::train(&ds, &split, &job.params, 0, &job.trained_on, |step| {
+            tracing::info!(?step, "training")
+        })
+        .map_err(model_err)?;
+    let evaluation = evaluate(&model, &ds, &split.test).map_err(model_err)?;
+    let registry = Registry::new(&job.registry);
+    let mut files = vec![
+        (
+            "metrics.json".to_owned(),
+            serde_json::to_vec_pretty(&evaluation)
+                .map_err(|e| DataflowError::Input(e.to_string()))?,
+        ),
+        (
+            "report.txt".to_owned(),
+            format!(
+                "trained on {}\n{} rows ({} positive), {} train / {} validation / {} test\n\n{}",
+                job.trained_on,
+                ds.len(),
+                ds.positives(),
+                split.train.len(),
+                split.valid.len(),
+                split.test.len(),
+                evaluation.render_text()
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (name, svg) in evaluation.plots().map_err(model_err)? {
+        files.push((name, svg.into_bytes()));
+    }
+    let version = registry
+        .publish(&mut model, &files, job.make_current)
+        .map_err(model_err)?;
+    Ok((version.clone(), registry.path_of(&version), evaluation))
 }

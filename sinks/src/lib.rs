@@ -10,6 +10,7 @@
 
 pub mod console;
 pub mod parquet_out;
+pub mod table;
 
 use std::sync::{Arc, Mutex};
 

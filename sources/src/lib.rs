@@ -10,3 +10,4 @@
 
 pub mod fleet;
 pub mod parquet_in;
+pub mod table;
