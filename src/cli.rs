@@ -45,6 +45,19 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a registry model on a fresh simulated fleet (vehicles it never saw).
     Evaluate(EvaluateArgs),
+    /// The prediction API: POST /predict (a feature vector or a window of raw readings),
+    /// GET /model/info; the registry's current model, reloaded when it changes.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "PMI_LISTEN")]
+    listen: std::net::SocketAddr,
+    /// Model registry [default: ./pmi-data/models].
+    #[arg(long, env = "PMI_REGISTRY")]
+    registry: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +369,22 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Train(args) => train(&settings, args)?,
         Command::Evaluate(args) => evaluate(&settings, args)?,
+        Command::Serve(args) => {
+            let rules = pmi_models::RuleScorer::new(
+                pmi_models::RuleSet {
+                    severity: settings.severity,
+                    ..Default::default()
+                },
+                &settings.window.schema()?,
+            )?;
+            let api = crate::serve::Api::new(
+                args.registry.unwrap_or(settings.model.registry.clone()),
+                &settings.window,
+                rules,
+            )?;
+            tokio::runtime::Runtime::new()?
+                .block_on(crate::serve::serve(std::sync::Arc::new(api), args.listen))?;
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! flags.
 
 mod cli;
+mod serve;
 mod settings;
 
 fn main() -> std::process::ExitCode {

@@ -101,6 +101,32 @@ impl ModelScorer {
         })
     }
 
+    /// The model scoring now (`None`: the rules).
+    pub fn model(&self) -> Option<Arc<Ensemble>> {
+        match &*self.current.read().expect("model lock") {
+            Current::Model(m) => Some(m.clone()),
+            Current::Rules(_) => None,
+        }
+    }
+
+    /// Scores one vector with whatever scores now.
+    pub fn score(&self, v: &FeatureVector) -> Prediction {
+        match &*self.current.read().expect("model lock") {
+            Current::Model(m) => m
+                .predict(v)
+                .expect("the model's schema was checked against the pipeline's"),
+            Current::Rules(r) => r.score(v),
+        }
+    }
+
+    /// The name predictions record now (`ensemble-v0003`, or the rules' model name).
+    pub fn model_name(&self) -> String {
+        match &*self.current.read().expect("model lock") {
+            Current::Model(m) => m.model_name().to_owned(),
+            Current::Rules(r) => r.model_name().to_owned(),
+        }
+    }
+
     /// The version scoring now (`None`: the rules).
     pub fn version(&self) -> Option<String> {
         match &*self.current.read().expect("model lock") {

@@ -304,3 +304,53 @@ fn windows_without_common_block_match_oracle() {
         compare(&config, &out.features, &want);
     }
 }
+
+#[test]
+fn one_shot_vectors_from_readings_match_the_oracle() {
+    let config = WindowConfig::default();
+    let spec = WindowSpec::new(&config).unwrap();
+    let schema = config.schema().unwrap();
+    let channels = schema.channels.clone();
+    let mut checked = 0;
+    for seed in 0..6 {
+        let input = random_input(seed, false);
+        let mut by_vehicle: BTreeMap<String, Vec<Telemetry>> = BTreeMap::new();
+        for r in input {
+            by_vehicle
+                .entry(r.vehicle_id.to_string())
+                .or_default()
+                .push(r);
+        }
+        for (v, readings) in by_vehicle {
+            let pairs: Vec<_> = readings.iter().map(|r| (r.ts, r.values)).collect();
+            let want = oracle::vehicle_vectors(&config, &channels, oracle::dedup(pairs));
+            // Every fifth boundary, from the readings in arrival order.
+            for (b, values) in want.iter().step_by(5) {
+                let got = pmi_operators::windows::vector_from_readings(
+                    &spec,
+                    readings[0].vehicle_id.clone(),
+                    &readings,
+                    Some(*b),
+                )
+                .expect("a vector at an oracle boundary");
+                assert_eq!(got.pane_end, *b, "{v}");
+                for (i, (a, w)) in got.values.iter().zip(values).enumerate() {
+                    let stat = i % 7;
+                    let mean = values[i - stat + 1].abs();
+                    let scale = match stat {
+                        2 => mean,
+                        6 => mean / 900.0,
+                        _ => 0.0,
+                    };
+                    assert!(
+                        oracle::close(*a, *w, 1e-9, scale),
+                        "{v} at {b:?} {}: one-shot {a} vs oracle {w}",
+                        schema.names()[i]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "{checked} vectors checked");
+}

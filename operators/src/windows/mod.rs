@@ -257,3 +257,33 @@ pub fn pane_windows_with_gauges<'scope>(
         rejected,
     }
 }
+
+/// The feature vector of one vehicle at the end of the pane holding `at` (default: its
+/// latest reading) from a batch of its readings, by the operator's own per-vehicle state
+/// machine: what a request/response caller (the prediction API) gets is exactly what the
+/// stream would emit at that pane end. Readings after `at`'s pane are ignored; duplicates
+/// (same time) keep the first, as in the stream. `None` without a reading within the
+/// longest window before that pane end.
+pub fn vector_from_readings(
+    spec: &WindowSpec,
+    vehicle_id: VehicleId,
+    readings: &[Telemetry],
+    at: Option<pmi_core::EventTime>,
+) -> Option<FeatureVector> {
+    let last = readings.iter().map(|r| r.ts).max()?;
+    let k = spec.pane_of(at.unwrap_or(last));
+    let mut windows = VehicleWindows::new(spec);
+    for r in readings.iter().filter(|r| spec.pane_of(r.ts) <= k) {
+        // A full pane keeps its first readings, like the stream.
+        let _ = windows.insert(spec, r.ts, r.values);
+    }
+    let (mut scratch, mut values, mut dups) = (Scratch::default(), Vec::new(), Vec::new());
+    windows
+        .evaluate(spec, k, &mut scratch, &mut values, &mut dups)
+        .then(|| FeatureVector {
+            vehicle_id,
+            pane_end: spec.pane_end(k),
+            schema: spec.fingerprint(),
+            values,
+        })
+}
