@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pmi_core::EventTime;
 use pmi_dataflows::jobs::{self, BackfillJob, BenchJob, FleetSpec, LiveJob, SimulateJob};
 use pmi_dataflows::simulated::Pace;
-use pmi_dataflows::training::{self, SimulatedTrainingSet, TableTrainJob, TrainJob};
+use pmi_dataflows::training::{
+    self, ParquetTrainingSet, SimulatedTrainingSet, TableTrainJob, TrainJob, TrainingInput,
+};
 use pmi_dataflows::RunReport;
 use pmi_models::dataset::SplitShares;
 use pmi_models::registry::Registry;
@@ -83,10 +85,20 @@ struct TrainArgs {
     /// Publish without marking the new version current.
     #[arg(long)]
     no_current: bool,
-    /// Also write the simulated training set, with its split, as a Parquet table (for
+    /// Also write the training set, with its split, as a Parquet table (for
     /// `benches/reference.py` or any other tool).
     #[arg(long)]
     export: Option<PathBuf>,
+    /// Train on recorded telemetry Parquet (a file or folder, e.g. `pmi simulate`'s
+    /// telemetry/) instead of the simulator; needs `--ground-truth`.
+    #[arg(long, requires = "ground_truth", conflicts_with = "table")]
+    telemetry: Option<PathBuf>,
+    /// Ground truth for `--telemetry`: Parquet with vehicle_id, component, onset, failure.
+    #[arg(long, requires = "telemetry")]
+    ground_truth: Option<PathBuf>,
+    /// With `--telemetry`: keep one feature vector per vehicle every this long.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    every: Duration,
     /// Use an operator's labelled table (CSV or Parquet) instead of the simulator: numeric
     /// columns are features, empty cells and `na` are missing.
     #[arg(long, requires = "label")]
@@ -489,15 +501,29 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
         println!("train: {} → {version} ({})", path.display(), dir.display());
         return Ok(());
     }
-    let job = TrainJob {
-        set: training_set(
+    let workers = args.workers.unwrap_or_else(cores);
+    let set = match (&args.telemetry, &args.ground_truth) {
+        (Some(telemetry), Some(ground_truth)) => TrainingInput::Parquet(ParquetTrainingSet {
+            telemetry: telemetry.clone(),
+            ground_truth: ground_truth.clone(),
+            every_ms: args.every.as_millis() as i64,
+            horizon_ms: settings.model.horizon_days as i64 * 86_400_000,
+            graph: pmi_dataflows::GraphConfig {
+                workers,
+                ..graph_config(settings)
+            },
+        }),
+        _ => TrainingInput::Simulated(training_set(
             settings,
             args.vehicles,
             args.days,
             args.snapshots_per_day,
             seed,
-            args.workers.unwrap_or_else(cores),
-        ),
+            workers,
+        )),
+    };
+    let job = TrainJob {
+        set,
         params: TrainParams {
             seed,
             severity: settings.severity,

@@ -12,7 +12,7 @@ use pmi_core::{EventTime, SeverityThresholds, WindowConfig};
 use pmi_dataflows::jobs::{self, FleetSpec, LiveJob};
 use pmi_dataflows::scoring::ModelScorer;
 use pmi_dataflows::simulated::Pace;
-use pmi_dataflows::training::{self, SimulatedTrainingSet, TrainJob};
+use pmi_dataflows::training::{self, SimulatedTrainingSet, TrainJob, TrainingInput};
 use pmi_dataflows::GraphConfig;
 use pmi_models::dataset::SplitShares;
 use pmi_models::gbdt::GbdtParams;
@@ -23,28 +23,32 @@ use pmi_sources::fleet::SnapshotPlan;
 
 const START: EventTime = EventTime(1_767_225_600_000);
 
+fn small_set() -> SimulatedTrainingSet {
+    SimulatedTrainingSet {
+        fleet: FleetSpec {
+            vehicles: 24,
+            seed: 5,
+            start: START,
+            failures_per_vehicle_month: 3.0,
+            bad_readings: false,
+            forced_failures: Vec::new(),
+        },
+        plan: SnapshotPlan {
+            days: 12,
+            per_day: 4,
+            ..SnapshotPlan::default()
+        },
+        horizon_ms: 7 * 86_400_000,
+        graph: GraphConfig {
+            workers: 2,
+            ..Default::default()
+        },
+    }
+}
+
 fn small_job(registry: &Path) -> TrainJob {
     TrainJob {
-        set: SimulatedTrainingSet {
-            fleet: FleetSpec {
-                vehicles: 24,
-                seed: 5,
-                start: START,
-                failures_per_vehicle_month: 3.0,
-                bad_readings: false,
-                forced_failures: Vec::new(),
-            },
-            plan: SnapshotPlan {
-                days: 12,
-                per_day: 4,
-                ..SnapshotPlan::default()
-            },
-            horizon_ms: 7 * 86_400_000,
-            graph: GraphConfig {
-                workers: 2,
-                ..Default::default()
-            },
-        },
+        set: TrainingInput::Simulated(small_set()),
         params: TrainParams {
             seed: 5,
             risk: GbdtParams {
@@ -321,7 +325,7 @@ fn trains_and_evaluates_on_an_operators_table_and_exported_tables_read_back() {
     assert_eq!(ev.overall.rows, 800);
 
     // PMI's export of a training set reads back with its split and values.
-    let set = training::simulated_training_set(&small_job(&registry).set, |_, _| {}).unwrap();
+    let set = training::simulated_training_set(&small_set(), |_, _| {}).unwrap();
     let ds = &set.dataset;
     let split = pmi_models::dataset::split_by_group(ds, SplitShares::default(), 1).unwrap();
     let exported = dir.path().join("set.parquet");
@@ -349,4 +353,71 @@ fn trains_and_evaluates_on_an_operators_table_and_exported_tables_read_back() {
             .all(|(x, y)| x == y || (x.is_nan() && y.is_nan())));
     }
     assert_eq!(back.ignored, vec!["in_service"]);
+}
+
+#[test]
+fn recorded_telemetry_becomes_a_labelled_training_set_through_the_backfill_graph() {
+    use pmi_dataflows::jobs::{ForcedFailure, SimulateJob};
+    use pmi_dataflows::training::ParquetTrainingSet;
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400_000;
+    let start = EventTime(START.0 + 6 * 3_600_000);
+    jobs::simulate(&SimulateJob {
+        fleet: FleetSpec {
+            vehicles: 3,
+            seed: 2,
+            start,
+            failures_per_vehicle_month: 0.0,
+            bad_readings: false,
+            forced_failures: vec![ForcedFailure {
+                vehicle: 1,
+                component: pmi_core::Component::Battery,
+                onset_after_ms: -9 * day,
+                duration_ms: 10 * day,
+            }],
+        },
+        duration: Duration::from_secs(6 * 3600),
+        out_dir: dir.path().to_owned(),
+    })
+    .unwrap();
+    let set = training::parquet_training_set(&ParquetTrainingSet {
+        telemetry: dir.path().join("telemetry"),
+        ground_truth: dir.path().join("ground_truth"),
+        every_ms: 30 * 60_000,
+        horizon_ms: 7 * day,
+        graph: GraphConfig {
+            workers: 2,
+            ..Default::default()
+        },
+    })
+    .unwrap();
+    let ds = &set.dataset;
+    assert_eq!(
+        set.run.read,
+        3 * 6 * 3600,
+        "every reading went through the graph"
+    );
+    // A vector per vehicle every 30 minutes over 6 hours (the last window closes after it).
+    assert!((3 * 12..=3 * 13).contains(&ds.len()), "{} rows", ds.len());
+    assert!(ds.times.iter().all(|t| t % (30 * 60_000) == 0));
+    assert_eq!(
+        ds.group_names,
+        vec!["VEH_000000", "VEH_000001", "VEH_000002"]
+    );
+    for r in 0..ds.len() {
+        // Vehicle 1's battery fails a day after the start: positive throughout.
+        let want = (ds.groups[r] == 1).then_some(pmi_core::Component::Battery.index() as u16);
+        assert_eq!(ds.labels[r], want, "row {r}");
+    }
+    assert_eq!(set.in_service.len(), ds.len());
+    let e = training::parquet_training_set(&ParquetTrainingSet {
+        telemetry: dir.path().join("telemetry"),
+        ground_truth: dir.path().join("ground_truth"),
+        every_ms: 7_000,
+        horizon_ms: 7 * day,
+        graph: GraphConfig::default(),
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("multiple of the pane"), "{e}");
 }

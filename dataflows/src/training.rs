@@ -194,17 +194,8 @@ pub fn simulated_training_set(
             })
         }
     };
-    let unscored: ScoreFn = Arc::new(|v: &FeatureVector| Prediction {
-        vehicle_id: v.vehicle_id.clone(),
-        pane_end: v.pane_end,
-        risk: 0.0,
-        severity: Severity::Normal,
-        component: None,
-        model: "none".into(),
-        explanation: Vec::new(),
-    });
     let started = Instant::now();
-    let report = run(&job.graph, make_source, make_sinks, unscored, false);
+    let report = run(&job.graph, make_source, make_sinks, unscored(), false);
     let _ = done_tx.send(());
     let _ = reporter.join();
     let report = report?;
@@ -215,7 +206,29 @@ pub fn simulated_training_set(
         "training-set graph done"
     );
 
-    let mut vectors = std::mem::take(&mut *rows.lock().expect("rows lock"));
+    let vectors = std::mem::take(&mut *rows.lock().expect("rows lock"));
+    let last_moment = moments.last().map(|m| m.0).unwrap_or(0);
+    labelled(
+        &schema,
+        vectors,
+        &vehicles,
+        ground_truth,
+        job.horizon_ms,
+        last_moment,
+        report,
+    )
+}
+
+/// Labels vectors from ground truth into a training set (rows sorted by vehicle and time).
+fn labelled(
+    schema: &FeatureSchema,
+    mut vectors: Vec<FeatureVector>,
+    vehicles: &[String],
+    ground_truth: Vec<FailureEvent>,
+    horizon_ms: i64,
+    last_time: i64,
+    report: RunReport,
+) -> Result<TrainingSet, DataflowError> {
     vectors.sort_by(|a, b| (&a.vehicle_id, a.pane_end).cmp(&(&b.vehicle_id, b.pane_end)));
     let mut failures: HashMap<&str, Vec<FailureEvent>> = HashMap::new();
     for f in &ground_truth {
@@ -224,11 +237,11 @@ pub fn simulated_training_set(
             .or_default()
             .push(f.clone());
     }
-    let mut ds = Dataset::for_schema(&schema);
-    for v in &vehicles {
+    let mut ds = Dataset::for_schema(schema);
+    for v in vehicles {
         ds.group(v);
     }
-    let ran = engine_ran_feature(&schema);
+    let ran = engine_ran_feature(schema);
     let mut parked = 0u64;
     let mut in_service = Vec::with_capacity(vectors.len());
     let none = Vec::new();
@@ -237,14 +250,13 @@ pub fn simulated_training_set(
         parked += u64::from(!running);
         in_service.push(running);
         let f = failures.get(v.vehicle_id.as_str()).unwrap_or(&none);
-        let label = label_at(f, v.pane_end.0, job.horizon_ms, REPAIR_MS).map(|c| c.index() as u16);
+        let label = label_at(f, v.pane_end.0, horizon_ms, REPAIR_MS).map(|c| c.index() as u16);
         let group = ds.group(v.vehicle_id.as_str());
         ds.push_vector(v, group, label)
             .map_err(|e| DataflowError::Input(e.to_string()))?;
     }
-    let last_moment = moments.last().map(|m| m.0).unwrap_or(0);
     for f in &ground_truth {
-        if f.failure.0 <= last_moment {
+        if f.failure.0 <= last_time {
             let group = ds.group(f.vehicle_id.as_str());
             ds.events.push(Event {
                 group,
@@ -261,6 +273,121 @@ pub fn simulated_training_set(
         run: report,
         ground_truth,
     })
+}
+
+/// A training set from recorded telemetry: Parquet through the backfill graph, labelled
+/// from a ground-truth table.
+#[derive(Clone, Debug)]
+pub struct ParquetTrainingSet {
+    /// Telemetry Parquet (file or folder), any row order.
+    pub telemetry: PathBuf,
+    /// Ground truth (file or folder): `vehicle_id`, `component`, `onset`, `failure`.
+    pub ground_truth: PathBuf,
+    /// Keep one vector per vehicle every this many ms of event time (consecutive vectors
+    /// are nearly identical), e.g. 15 minutes.
+    pub every_ms: i64,
+    /// Label horizon, ms.
+    pub horizon_ms: i64,
+    /// Graph settings.
+    pub graph: GraphConfig,
+}
+
+/// Computes a training set from recorded telemetry with the backfill graph.
+pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, DataflowError> {
+    let schema = job.graph.window.schema()?;
+    if job.every_ms <= 0 || job.every_ms % job.graph.window.pane_ms() != 0 {
+        return Err(DataflowError::Input(format!(
+            "the sampling interval must be a positive multiple of the pane ({} ms)",
+            job.graph.window.pane_ms()
+        )));
+    }
+    let ground_truth = pmi_sources::table::read_ground_truth(&job.ground_truth)
+        .map_err(|e| DataflowError::Input(e.to_string()))?;
+    let plan = Arc::new(crate::backfill::plan(
+        &job.telemetry,
+        job.graph.window.lateness_ms(),
+    )?);
+    let rows = Arc::new(Mutex::new(Vec::<FeatureVector>::new()));
+    let every = job.every_ms;
+    let make_sinks = {
+        let rows = rows.clone();
+        move |_worker: usize| {
+            Ok(WorkerSinks {
+                telemetry: None,
+                features: Box::new(Sampled {
+                    every,
+                    inner: MemorySink { rows: rows.clone() },
+                    kept: 0,
+                }),
+                predictions: Box::new(CountingSink::default()),
+                alerts: Box::new(CountingSink::default()),
+                dead_letter: Box::new(CountingSink::default()),
+                late: Box::new(CountingSink::default()),
+            })
+        }
+    };
+    let p = plan.clone();
+    let report = run(
+        &job.graph,
+        move |w, peers| Ok(crate::backfill::ParquetSource::new(&p, w, peers)),
+        make_sinks,
+        unscored(),
+        false,
+    )?;
+    tracing::info!(
+        vectors = report.features,
+        readings = report.read,
+        rejected = report.rejected,
+        "training-set graph over Parquet done"
+    );
+    let vectors = std::mem::take(&mut *rows.lock().expect("rows lock"));
+    let mut vehicles: Vec<String> = vectors.iter().map(|v| v.vehicle_id.to_string()).collect();
+    vehicles.sort();
+    vehicles.dedup();
+    let last = vectors.iter().map(|v| v.pane_end.0).max().unwrap_or(0);
+    labelled(
+        &schema,
+        vectors,
+        &vehicles,
+        ground_truth,
+        job.horizon_ms,
+        last,
+        report,
+    )
+}
+
+fn unscored() -> ScoreFn {
+    Arc::new(|v: &FeatureVector| Prediction {
+        vehicle_id: v.vehicle_id.clone(),
+        pane_end: v.pane_end,
+        risk: 0.0,
+        severity: Severity::Normal,
+        component: None,
+        model: "none".into(),
+        explanation: Vec::new(),
+    })
+}
+
+/// The features sink of the Parquet training set: keeps vectors on the sampling grid.
+struct Sampled {
+    every: i64,
+    inner: MemorySink<FeatureVector>,
+    kept: u64,
+}
+
+impl pmi_sinks::ChunkSink<FeatureVector> for Sampled {
+    fn send(&mut self, mut chunk: Vec<FeatureVector>) -> Result<(), pmi_sinks::SinkError> {
+        chunk.retain(|v| v.pane_end.0.rem_euclid(self.every) == 0);
+        self.kept += chunk.len() as u64;
+        self.inner.send(chunk)
+    }
+
+    fn close(self: Box<Self>) -> Result<pmi_sinks::SinkStats, pmi_sinks::SinkError> {
+        Ok(pmi_sinks::SinkStats {
+            rows: self.kept,
+            ..Default::default()
+        })
+    }
 }
 
 /// The features sink of the training-set graph: keeps the vectors at snapshot moments.
@@ -289,12 +416,45 @@ impl pmi_sinks::ChunkSink<FeatureVector> for Snapshots {
     }
 }
 
-/// `pmi train` on the simulator: training set → split by vehicle → train → evaluate on the
-/// held-out vehicles → publish to the registry.
+/// Where a training set comes from.
+#[derive(Clone, Debug)]
+pub enum TrainingInput {
+    /// The simulator, in snapshots.
+    Simulated(SimulatedTrainingSet),
+    /// Recorded telemetry and ground truth.
+    Parquet(ParquetTrainingSet),
+}
+
+impl TrainingInput {
+    fn horizon_ms(&self) -> i64 {
+        match self {
+            TrainingInput::Simulated(s) => s.horizon_ms,
+            TrainingInput::Parquet(p) => p.horizon_ms,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            TrainingInput::Simulated(s) => format!(
+                "simulator: {} vehicles × {} days, seed {}, {} snapshots per day",
+                s.fleet.vehicles, s.plan.days, s.fleet.seed, s.plan.per_day
+            ),
+            TrainingInput::Parquet(p) => format!(
+                "telemetry {} with ground truth {}, a vector every {} s",
+                p.telemetry.display(),
+                p.ground_truth.display(),
+                p.every_ms / 1000
+            ),
+        }
+    }
+}
+
+/// `pmi train`: training set (simulated or recorded) → split by vehicle → train → evaluate
+/// on the held-out vehicles → publish to the registry.
 #[derive(Clone, Debug)]
 pub struct TrainJob {
     /// The training set.
-    pub set: SimulatedTrainingSet,
+    pub set: TrainingInput,
     /// Training settings (the seed also drives the split).
     pub params: TrainParams,
     /// Split shares.
@@ -339,12 +499,15 @@ fn model_err(e: pmi_models::ModelError) -> DataflowError {
 /// Runs a [`TrainJob`], logging progress.
 pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
     let started = Instant::now();
-    let set = simulated_training_set(&job.set, |done, total| {
-        tracing::info!(
-            "training set: {:.0}% of the snapshot bursts simulated and windowed",
-            100.0 * done as f64 / total.max(1) as f64
-        )
-    })?;
+    let set = match &job.set {
+        TrainingInput::Simulated(s) => simulated_training_set(s, |done, total| {
+            tracing::info!(
+                "training set: {:.0}% of the snapshot bursts simulated and windowed",
+                100.0 * done as f64 / total.max(1) as f64
+            )
+        })?,
+        TrainingInput::Parquet(p) => parquet_training_set(p)?,
+    };
     let t_set = started.elapsed().as_secs_f64();
     let ds = &set.dataset;
     tracing::info!(
@@ -365,16 +528,13 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
         g.dedup();
         g.len()
     };
-    let trained_on = format!(
-        "simulator: {} vehicles × {} days, seed {}, {} snapshots per day",
-        job.set.fleet.vehicles, job.set.plan.days, job.set.fleet.seed, job.set.plan.per_day
-    );
+    let trained_on = job.set.describe();
     let t0 = Instant::now();
     let mut model = pmi_models::train::train(
         ds,
         &split,
         &job.params,
-        job.set.horizon_ms,
+        job.set.horizon_ms(),
         &trained_on,
         |step| tracing::info!(?step, "training"),
     )
@@ -406,7 +566,7 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
                 "trained on {trained_on}\n{} rows ({} positive, horizon {} days), {} of them parked (engine off for the whole window)\nvehicles: {} train, {} validation, {} test (held out: {})\nstacker weights [intercept, trees, anomaly, rules]: {:?}\n\n",
                 ds.len(),
                 ds.positives(),
-                job.set.horizon_ms / 86_400_000,
+                job.set.horizon_ms() / 86_400_000,
                 set.parked,
                 vehicles(&split.train),
                 vehicles(&split.valid),
@@ -425,14 +585,8 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
             serde_json::to_vec_pretty(&serde_json::json!({
                 "params": job.params,
                 "split": job.shares,
-                "fleet": {
-                    "vehicles": job.set.fleet.vehicles,
-                    "seed": job.set.fleet.seed,
-                    "start_ms": job.set.fleet.start.0,
-                    "failures_per_vehicle_month": job.set.fleet.failures_per_vehicle_month,
-                },
-                "snapshots": { "days": job.set.plan.days, "per_day": job.set.plan.per_day },
-                "horizon_ms": job.set.horizon_ms,
+                "data": trained_on,
+                "horizon_ms": job.set.horizon_ms(),
                 "test_vehicles": split.test_groups,
             }))
             .map_err(|e| DataflowError::Input(e.to_string()))?,

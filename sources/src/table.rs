@@ -277,6 +277,76 @@ fn regex_of_missing() -> regex::Regex {
     regex::Regex::new(&format!("(?i)^({})$", alternatives.join("|"))).expect("a valid regex")
 }
 
+/// Reads ground truth written by `pmi simulate` (or by an operator in the same layout:
+/// `vehicle_id`, `component` (a PMI component name), `onset`, `failure` as timestamps or ms
+/// since the epoch) from a Parquet file or a folder of them.
+pub fn read_ground_truth(path: &Path) -> Result<Vec<pmi_core::FailureEvent>, TableError> {
+    let err = |p: &Path, message: String| TableError {
+        path: p.display().to_string(),
+        message,
+    };
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut f: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| err(path, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        f.sort();
+        f
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(err(path, "no .parquet files".into()));
+    }
+    let mut out = Vec::new();
+    for file in files {
+        for batch in read_batches(&file).map_err(|e| err(&file, e))? {
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| err(&file, format!("no column `{name}`")))
+            };
+            let ids =
+                text(col("vehicle_id")?).map_err(|e| err(&file, format!("vehicle_id: {e}")))?;
+            let comps =
+                text(col("component")?).map_err(|e| err(&file, format!("component: {e}")))?;
+            let times = |name: &str| -> Result<Vec<i64>, TableError> {
+                let a = cast(col(name)?, &DataType::Int64)
+                    .map_err(|e| err(&file, format!("{name}: {e}")))?;
+                let a = a.as_primitive::<arrow::datatypes::Int64Type>();
+                (0..a.len())
+                    .map(|i| {
+                        (!a.is_null(i))
+                            .then(|| a.value(i))
+                            .ok_or_else(|| err(&file, format!("{name}: null at row {i}")))
+                    })
+                    .collect()
+            };
+            let (onsets, failures) = (times("onset")?, times("failure")?);
+            for i in 0..batch.num_rows() {
+                let id = ids[i].as_deref().unwrap_or("");
+                let vehicle_id = pmi_core::VehicleId::parse(id)
+                    .map_err(|e| err(&file, format!("vehicle_id at row {i}: {e}")))?;
+                let name = comps[i].as_deref().unwrap_or("");
+                let component = pmi_core::Component::from_name(name).ok_or_else(|| {
+                    err(
+                        &file,
+                        format!("component at row {i}: unknown component `{name}`"),
+                    )
+                })?;
+                out.push(pmi_core::FailureEvent {
+                    vehicle_id,
+                    component,
+                    onset: pmi_core::EventTime(onsets[i]),
+                    failure: pmi_core::EventTime(failures[i]),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
