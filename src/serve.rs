@@ -5,7 +5,8 @@
 //!   readings (`{"vehicle_id", "readings": [{"ts": ms, sensor: value, …}], "pane_end"?}`),
 //!   which go through the same validation and the same per-vehicle window state machine as
 //!   the stream, so the vector is the one the stream would emit at that pane end. Returns the
-//!   prediction (risk, severity, component, model version, explanation).
+//!   prediction (risk, severity, component, model version, explanation: the likeliest
+//!   component and the reasons even when the severity is normal).
 //! - `GET /model/info`: the model scoring now (version, training data, horizon, schema,
 //!   classes, severity thresholds, stacker weights) and its held-out metrics.
 //!
@@ -136,7 +137,7 @@ async fn predict(
         }
     };
     let missing = vector.values.iter().filter(|v| v.is_nan()).count();
-    let prediction = api.scorer.score(&vector);
+    let prediction = api.scorer.score_explained(&vector);
     Ok(Json(json!({
         "prediction": prediction,
         "pane_end": vector.pane_end.0,

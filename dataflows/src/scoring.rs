@@ -119,6 +119,16 @@ impl ModelScorer {
         }
     }
 
+    /// Scores one vector with the likeliest component and the reasons even when normal.
+    pub fn score_explained(&self, v: &FeatureVector) -> Prediction {
+        match &*self.current.read().expect("model lock") {
+            Current::Model(m) => m
+                .predict_explained(v)
+                .expect("the model's schema was checked against the pipeline's"),
+            Current::Rules(r) => r.score(v),
+        }
+    }
+
     /// The name predictions record now (`ensemble-v0003`, or the rules' model name).
     pub fn model_name(&self) -> String {
         match &*self.current.read().expect("model lock") {

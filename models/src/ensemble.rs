@@ -374,8 +374,20 @@ impl Ensemble {
         p
     }
 
-    /// Scores a PMI feature vector: risk, severity, component, reasons.
+    /// Scores a PMI feature vector: risk, severity, component, reasons. The component and
+    /// the reasons are worked out when the severity is above normal (the stream's common
+    /// case costs only the scores); [`Ensemble::predict_explained`] always gives them.
     pub fn predict(&self, v: &FeatureVector) -> Result<Prediction, ModelError> {
+        self.predict_with(v, false)
+    }
+
+    /// [`Ensemble::predict`] with the likeliest component and the reasons even for a
+    /// normal prediction (one-off requests: the prediction API).
+    pub fn predict_explained(&self, v: &FeatureVector) -> Result<Prediction, ModelError> {
+        self.predict_with(v, true)
+    }
+
+    fn predict_with(&self, v: &FeatureVector, always: bool) -> Result<Prediction, ModelError> {
         match self.schema_fingerprint() {
             Some(f) if f != v.schema => {
                 return Err(ModelError::SchemaMismatch {
@@ -394,7 +406,7 @@ impl Ensemble {
         let row = &v.values[..];
         let s = self.score_row(row);
         let severity = self.severity.classify(s.risk);
-        let (component, explanation) = if severity > Severity::Normal {
+        let (component, explanation) = if severity > Severity::Normal || always {
             let probs = self.class_probabilities(row);
             let best = argmax(&probs);
             let component = best.and_then(|i| Component::from_name(&self.meta.classes[i]));

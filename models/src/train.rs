@@ -344,6 +344,26 @@ mod tests {
         let e = Ensemble::from_json("not json", "m.json").unwrap_err();
         assert!(matches!(e, ModelError::Format { .. }), "{e}");
 
+        // The stream's predict explains only above normal; predict_explained always.
+        let normal = (0..ds.len())
+            .find(|r| model.score_row(ds.row(*r)).risk < 0.1)
+            .expect("a healthy row");
+        let v = pmi_core::FeatureVector {
+            vehicle_id: pmi_core::VehicleId::parse("VEH_000001").unwrap(),
+            pane_end: pmi_core::EventTime(0),
+            schema: 0,
+            values: ds.row(normal).to_vec(),
+        };
+        let quiet = model.predict(&v).unwrap();
+        assert_eq!(quiet.severity, pmi_core::Severity::Normal);
+        assert!(quiet.explanation.is_empty());
+        let explained = model.predict_explained(&v).unwrap();
+        assert_eq!(explained.risk, quiet.risk);
+        assert!(
+            explained.explanation[0].starts_with("risk "),
+            "{explained:?}"
+        );
+
         // A table model refuses PMI vectors' schema check.
         let schema = pmi_core::WindowConfig::default().schema().unwrap();
         assert!(model.check_schema(&schema).is_err());
