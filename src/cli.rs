@@ -91,7 +91,7 @@ struct TrainArgs {
     export: Option<PathBuf>,
     /// Train on recorded telemetry Parquet (a file or folder, e.g. `pmi simulate`'s
     /// telemetry/) instead of the simulator; needs `--ground-truth`.
-    #[arg(long, requires = "ground_truth", conflicts_with = "table")]
+    #[arg(long, requires = "ground_truth")]
     telemetry: Option<PathBuf>,
     /// Ground truth for `--telemetry`: Parquet with vehicle_id, component, onset, failure.
     #[arg(long, requires = "telemetry")]
@@ -99,6 +99,16 @@ struct TrainArgs {
     /// With `--telemetry`: keep one feature vector per vehicle every this long.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     every: Duration,
+    #[command(flatten)]
+    table: TableArgs,
+    /// With `--table`: a separate test table (same columns) instead of a split of the table.
+    #[arg(long, requires = "table")]
+    test: Option<PathBuf>,
+}
+
+/// An operator's labelled table (for `train` and `evaluate`).
+#[derive(Debug, Args)]
+struct TableArgs {
     /// Use an operator's labelled table (CSV or Parquet) instead of the simulator: numeric
     /// columns are features, empty cells and `na` are missing.
     #[arg(long, requires = "label")]
@@ -119,9 +129,18 @@ struct TrainArgs {
     /// Columns of the table that are not features (repeat the flag for several).
     #[arg(long)]
     ignore: Vec<String>,
-    /// With `--table`: a separate test table (same columns) instead of a split of the table.
-    #[arg(long, requires = "table")]
-    test: Option<PathBuf>,
+}
+
+impl TableArgs {
+    fn columns(&self) -> TableColumns {
+        TableColumns {
+            label: self.label.clone().unwrap_or_default(),
+            group: self.group.clone(),
+            time: self.time.clone(),
+            split: self.split_column.clone(),
+            ignore: self.ignore.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -151,26 +170,8 @@ struct EvaluateArgs {
     /// folder, under evaluations/].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Evaluate on an operator's labelled table (CSV or Parquet, the model's feature columns) instead of the simulator: numeric
-    /// columns are features, empty cells and `na` are missing.
-    #[arg(long, requires = "label")]
-    table: Option<PathBuf>,
-    /// The table's label column (empty, 0, false, no, none, normal, healthy: negative; any
-    /// other value: a positive class of that name).
-    #[arg(long)]
-    label: Option<String>,
-    /// The table's group column (e.g. a vehicle id): a group never straddles the split.
-    #[arg(long)]
-    group: Option<String>,
-    /// The table's time column (ms since the epoch or a timestamp).
-    #[arg(long)]
-    time: Option<String>,
-    /// The table's split column (train / valid / test), fixing the split.
-    #[arg(long)]
-    split_column: Option<String>,
-    /// Columns of the table that are not features (repeat the flag for several).
-    #[arg(long)]
-    ignore: Vec<String>,
+    #[command(flatten)]
+    table: TableArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -448,22 +449,6 @@ fn training_set(
     }
 }
 
-fn table_columns(
-    label: &Option<String>,
-    group: &Option<String>,
-    time: &Option<String>,
-    split: &Option<String>,
-    ignore: &[String],
-) -> TableColumns {
-    TableColumns {
-        label: label.clone().unwrap_or_default(),
-        group: group.clone(),
-        time: time.clone(),
-        split: split.clone(),
-        ignore: ignore.to_vec(),
-    }
-}
-
 fn read(path: &std::path::Path, cols: &TableColumns) -> anyhow::Result<Table> {
     let t = read_table(path, cols)?;
     if !t.ignored.is_empty() {
@@ -474,14 +459,8 @@ fn read(path: &std::path::Path, cols: &TableColumns) -> anyhow::Result<Table> {
 
 fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or(settings.simulator.seed);
-    if let Some(path) = &args.table {
-        let cols = table_columns(
-            &args.label,
-            &args.group,
-            &args.time,
-            &args.split_column,
-            &args.ignore,
-        );
+    if let Some(path) = &args.table.table {
+        let cols = args.table.columns();
         let table = read(path, &cols)?;
         let test = args.test.as_deref().map(|t| read(t, &cols)).transpose()?;
         let (version, dir, ev) = training::train_table(TableTrainJob {
@@ -578,14 +557,8 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
         })?,
     };
     let model = registry.load(&version)?;
-    if let Some(path) = &args.table {
-        let cols = table_columns(
-            &args.label,
-            &args.group,
-            &args.time,
-            &args.split_column,
-            &args.ignore,
-        );
+    if let Some(path) = &args.table.table {
+        let cols = args.table.columns();
         let table = read(path, &cols)?;
         let rows: Vec<usize> = match &table.split {
             Some(s) => s.test.clone(),

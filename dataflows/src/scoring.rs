@@ -89,16 +89,12 @@ impl ModelScorer {
 
     /// The score function for the graph.
     pub fn score_fn(&self) -> ScoreFn {
-        let current = self.current.clone();
-        Arc::new(move |v: &FeatureVector| -> Prediction {
-            let guard = current.read().expect("model lock");
-            match &*guard {
-                Current::Model(m) => m
-                    .predict(v)
-                    .expect("the model's schema was checked against the pipeline's"),
-                Current::Rules(r) => r.score(v),
-            }
-        })
+        let scorer = ModelScorer {
+            current: self.current.clone(),
+            stop: self.stop.clone(),
+            watcher: None,
+        };
+        Arc::new(move |v: &FeatureVector| -> Prediction { scorer.score(v) })
     }
 
     /// The model scoring now (`None`: the rules).
@@ -111,22 +107,22 @@ impl ModelScorer {
 
     /// Scores one vector with whatever scores now.
     pub fn score(&self, v: &FeatureVector) -> Prediction {
-        match &*self.current.read().expect("model lock") {
-            Current::Model(m) => m
-                .predict(v)
-                .expect("the model's schema was checked against the pipeline's"),
-            Current::Rules(r) => r.score(v),
-        }
+        self.score_with(v, false)
     }
 
     /// Scores one vector with the likeliest component and the reasons even when normal.
     pub fn score_explained(&self, v: &FeatureVector) -> Prediction {
-        match &*self.current.read().expect("model lock") {
-            Current::Model(m) => m
-                .predict_explained(v)
-                .expect("the model's schema was checked against the pipeline's"),
-            Current::Rules(r) => r.score(v),
-        }
+        self.score_with(v, true)
+    }
+
+    fn score_with(&self, v: &FeatureVector, explain: bool) -> Prediction {
+        let guard = self.current.read().expect("model lock");
+        let p = match &*guard {
+            Current::Model(m) if explain => m.predict_explained(v),
+            Current::Model(m) => m.predict(v),
+            Current::Rules(r) => return r.score(v),
+        };
+        p.expect("the model's schema was checked against the pipeline's")
     }
 
     /// The name predictions record now (`ensemble-v0003`, or the rules' model name).
@@ -148,8 +144,10 @@ impl ModelScorer {
 
 impl Drop for ModelScorer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Only the owner (the one holding the watcher) stops it; the graph's score
+        // function shares the model without owning the watcher.
         if let Some(w) = self.watcher.take() {
+            self.stop.store(true, Ordering::Relaxed);
             let _ = w.join();
         }
     }

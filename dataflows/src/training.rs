@@ -180,18 +180,10 @@ pub fn simulated_training_set(
     let make_sinks = {
         let (rows, keep) = (rows.clone(), keep.clone());
         move |_worker: usize| {
-            Ok(WorkerSinks {
-                telemetry: None,
-                features: Box::new(Snapshots {
-                    keep: keep.clone(),
-                    inner: MemorySink { rows: rows.clone() },
-                    kept: 0,
-                }),
-                predictions: Box::new(CountingSink::default()),
-                alerts: Box::new(CountingSink::default()),
-                dead_letter: Box::new(CountingSink::default()),
-                late: Box::new(CountingSink::default()),
-            })
+            let keep = keep.clone();
+            Ok(collecting_sinks(&rows, move |v| {
+                keep.contains(&v.pane_end.0)
+            }))
         }
     };
     let started = Instant::now();
@@ -312,18 +304,9 @@ pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, Dat
     let make_sinks = {
         let rows = rows.clone();
         move |_worker: usize| {
-            Ok(WorkerSinks {
-                telemetry: None,
-                features: Box::new(Sampled {
-                    every,
-                    inner: MemorySink { rows: rows.clone() },
-                    kept: 0,
-                }),
-                predictions: Box::new(CountingSink::default()),
-                alerts: Box::new(CountingSink::default()),
-                dead_letter: Box::new(CountingSink::default()),
-                late: Box::new(CountingSink::default()),
-            })
+            Ok(collecting_sinks(&rows, move |v| {
+                v.pane_end.0.rem_euclid(every) == 0
+            }))
         }
     };
     let p = plan.clone();
@@ -368,38 +351,37 @@ fn unscored() -> ScoreFn {
     })
 }
 
-/// The features sink of the Parquet training set: keeps vectors on the sampling grid.
-struct Sampled {
-    every: i64,
+/// The outputs of a training-set graph on one worker: the features it keeps go to the
+/// shared `rows`, everything else is only counted.
+fn collecting_sinks(
+    rows: &Arc<Mutex<Vec<FeatureVector>>>,
+    keep: impl Fn(&FeatureVector) -> bool + Send + 'static,
+) -> WorkerSinks {
+    WorkerSinks {
+        telemetry: None,
+        features: Box::new(Kept {
+            keep: Box::new(keep),
+            inner: MemorySink { rows: rows.clone() },
+            kept: 0,
+        }),
+        predictions: Box::new(CountingSink::default()),
+        alerts: Box::new(CountingSink::default()),
+        dead_letter: Box::new(CountingSink::default()),
+        late: Box::new(CountingSink::default()),
+    }
+}
+
+/// The features sink of a training-set graph: keeps the vectors `keep` accepts (snapshot
+/// moments, a sampling grid).
+struct Kept {
+    keep: Box<dyn Fn(&FeatureVector) -> bool + Send>,
     inner: MemorySink<FeatureVector>,
     kept: u64,
 }
 
-impl pmi_sinks::ChunkSink<FeatureVector> for Sampled {
+impl pmi_sinks::ChunkSink<FeatureVector> for Kept {
     fn send(&mut self, mut chunk: Vec<FeatureVector>) -> Result<(), pmi_sinks::SinkError> {
-        chunk.retain(|v| v.pane_end.0.rem_euclid(self.every) == 0);
-        self.kept += chunk.len() as u64;
-        self.inner.send(chunk)
-    }
-
-    fn close(self: Box<Self>) -> Result<pmi_sinks::SinkStats, pmi_sinks::SinkError> {
-        Ok(pmi_sinks::SinkStats {
-            rows: self.kept,
-            ..Default::default()
-        })
-    }
-}
-
-/// The features sink of the training-set graph: keeps the vectors at snapshot moments.
-struct Snapshots {
-    keep: Arc<HashSet<i64>>,
-    inner: MemorySink<FeatureVector>,
-    kept: u64,
-}
-
-impl pmi_sinks::ChunkSink<FeatureVector> for Snapshots {
-    fn send(&mut self, mut chunk: Vec<FeatureVector>) -> Result<(), pmi_sinks::SinkError> {
-        chunk.retain(|v| self.keep.contains(&v.pane_end.0));
+        chunk.retain(|v| (self.keep)(v));
         if chunk.is_empty() {
             return Ok(());
         }

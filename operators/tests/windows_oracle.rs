@@ -172,24 +172,28 @@ fn compare(config: &WindowConfig, got: &BTreeMap<Key, Vec<f64>>, want: &BTreeMap
         "the set of (vehicle, pane end) emitted"
     );
     for (key, g) in got {
-        let w = &want[key];
-        assert_eq!(g.len(), w.len());
-        for (i, (a, b)) in g.iter().zip(w).enumerate() {
-            // Statistics that can be zero (std, slope) are compared relative to the size of
-            // the values they come from (the window mean) rather than to themselves.
-            let stat = i % 7;
-            let mean = w[i - stat + 1].abs();
-            let scale = match stat {
-                2 => mean,
-                6 => mean / 900.0,
-                _ => 0.0,
-            };
-            assert!(
-                oracle::close(*a, *b, 1e-9, scale),
-                "{key:?} {}: operator {a} vs oracle {b}",
-                schema.names()[i]
-            );
-        }
+        assert_vector_close(&schema, g, &want[key], &format!("{key:?}"));
+    }
+}
+
+/// One vector against the oracle's. Statistics that can be zero (std, slope) are compared
+/// relative to the size of the values they come from (the window mean) rather than to
+/// themselves.
+fn assert_vector_close(schema: &pmi_core::FeatureSchema, got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let stat = i % 7;
+        let mean = want[i - stat + 1].abs();
+        let scale = match stat {
+            2 => mean,
+            6 => mean / 900.0,
+            _ => 0.0,
+        };
+        assert!(
+            oracle::close(*a, *b, 1e-9, scale),
+            "{what} {}: operator {a} vs oracle {b}",
+            schema.names()[i]
+        );
     }
 }
 
@@ -334,20 +338,7 @@ fn one_shot_vectors_from_readings_match_the_oracle() {
                 )
                 .expect("a vector at an oracle boundary");
                 assert_eq!(got.pane_end, *b, "{v}");
-                for (i, (a, w)) in got.values.iter().zip(values).enumerate() {
-                    let stat = i % 7;
-                    let mean = values[i - stat + 1].abs();
-                    let scale = match stat {
-                        2 => mean,
-                        6 => mean / 900.0,
-                        _ => 0.0,
-                    };
-                    assert!(
-                        oracle::close(*a, *w, 1e-9, scale),
-                        "{v} at {b:?} {}: one-shot {a} vs oracle {w}",
-                        schema.names()[i]
-                    );
-                }
+                assert_vector_close(&schema, &got.values, values, &format!("{v} at {b:?}"));
                 checked += 1;
             }
         }
