@@ -101,6 +101,10 @@ fn trains_publishes_and_scores_the_stream_with_the_registry_model() {
     let outcome = training::train(&small_job(&registry)).unwrap();
 
     assert_eq!(outcome.version, "v0001");
+    assert_eq!(
+        outcome.evaluation.model, "ensemble-v0001",
+        "metrics name the version"
+    );
     assert!(outcome.positives > 0 && outcome.positives < outcome.rows);
     assert!(outcome.parked > 0, "night snapshots are in the set");
     assert_eq!(outcome.vehicles.iter().sum::<usize>(), 24);

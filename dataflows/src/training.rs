@@ -522,6 +522,10 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
     )
     .map_err(model_err)?;
     let t_train = t0.elapsed().as_secs_f64();
+    // Claim the version first, so the metrics and the report name it.
+    let registry = Registry::new(&job.registry);
+    let version = registry.reserve().map_err(model_err)?;
+    model.set_version(version.clone());
     let t0 = Instant::now();
     let in_service: Vec<usize> = split
         .test
@@ -533,7 +537,6 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
     let all_vectors = evaluate(&model, ds, &split.test).map_err(model_err)?;
     let t_eval = t0.elapsed().as_secs_f64();
 
-    let registry = Registry::new(&job.registry);
     let mut files = vec![
         (
             "metrics.json".to_owned(),
@@ -577,8 +580,8 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
     for (name, svg) in evaluation.plots().map_err(model_err)? {
         files.push((name, svg.into_bytes()));
     }
-    let version = registry
-        .publish(&mut model, &files, job.make_current)
+    registry
+        .publish_as(&version, &mut model, &files, job.make_current)
         .map_err(model_err)?;
     Ok(TrainOutcome {
         path: registry.path_of(&version),
@@ -684,8 +687,10 @@ pub fn train_table(job: TableTrainJob) -> Result<(String, PathBuf, Evaluation), 
             tracing::info!(?step, "training")
         })
         .map_err(model_err)?;
-    let evaluation = evaluate(&model, &ds, &split.test).map_err(model_err)?;
     let registry = Registry::new(&job.registry);
+    let version = registry.reserve().map_err(model_err)?;
+    model.set_version(version.clone());
+    let evaluation = evaluate(&model, &ds, &split.test).map_err(model_err)?;
     let mut files = vec![
         (
             "metrics.json".to_owned(),
@@ -710,8 +715,8 @@ pub fn train_table(job: TableTrainJob) -> Result<(String, PathBuf, Evaluation), 
     for (name, svg) in evaluation.plots().map_err(model_err)? {
         files.push((name, svg.into_bytes()));
     }
-    let version = registry
-        .publish(&mut model, &files, job.make_current)
+    registry
+        .publish_as(&version, &mut model, &files, job.make_current)
         .map_err(model_err)?;
     Ok((version.clone(), registry.path_of(&version), evaluation))
 }

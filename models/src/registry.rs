@@ -117,6 +117,29 @@ impl Registry {
         }
     }
 
+    /// Claims the next version name by creating its (empty) folder, so that files written
+    /// before publishing (metrics, report) can already name it. An empty folder is not a
+    /// version ([`Registry::versions`] lists folders with a model); two trainers never get
+    /// the same name.
+    pub fn reserve(&self) -> Result<String, ModelError> {
+        std::fs::create_dir_all(&self.root).map_err(|e| ModelError::io(self.root.display(), e))?;
+        loop {
+            let highest = std::fs::read_dir(&self.root)
+                .map_err(|e| ModelError::io(self.root.display(), e))?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| is_version(n))
+                .filter_map(|n| n[1..].parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            let version = format!("v{:04}", highest + 1);
+            match std::fs::create_dir(self.path_of(&version)) {
+                Ok(()) => return Ok(version),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(ModelError::io(self.path_of(&version).display(), e)),
+            }
+        }
+    }
+
     /// Publishes `model` with `files` (name, bytes) beside it as the next version, marks it
     /// current when `make_current`, and returns the version. Sets the model's version.
     pub fn publish(
@@ -125,48 +148,52 @@ impl Registry {
         files: &[(String, Vec<u8>)],
         make_current: bool,
     ) -> Result<String, ModelError> {
-        std::fs::create_dir_all(&self.root).map_err(|e| ModelError::io(self.root.display(), e))?;
+        let version = self.reserve()?;
+        self.publish_as(&version, model, files, make_current)?;
+        Ok(version)
+    }
+
+    /// Publishes `model` and `files` as `version`, a name from [`Registry::reserve`]: they
+    /// are written under a temporary name and renamed onto the reserved (empty) folder
+    /// whole, so a reader never sees half a version.
+    pub fn publish_as(
+        &self,
+        version: &str,
+        model: &mut Ensemble,
+        files: &[(String, Vec<u8>)],
+        make_current: bool,
+    ) -> Result<(), ModelError> {
+        let dest = self.path_of(version);
+        let empty = std::fs::read_dir(&dest)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            return Err(ModelError::data(
+                "version",
+                format!("{version} is not a reserved, empty version folder"),
+            ));
+        }
+        model.set_version(version.to_owned());
         let tmp = self
             .root
-            .join(format!(".publishing-{}", std::process::id()));
+            .join(format!(".publishing-{version}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        let mut next = self
-            .versions()?
-            .last()
-            .and_then(|v| v[1..].parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        loop {
-            let version = format!("v{next:04}");
-            model.set_version(version.clone());
-            std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(tmp.display(), e))?;
-            let model_path = tmp.join(MODEL_FILE);
-            std::fs::write(&model_path, model.to_json()?)
-                .map_err(|e| ModelError::io(model_path.display(), e))?;
-            for (name, bytes) in files {
-                if name.contains('/') || name.contains('\\') || name == MODEL_FILE {
-                    return Err(ModelError::data("files", format!("bad file name `{name}`")));
-                }
-                let p = tmp.join(name);
-                std::fs::write(&p, bytes).map_err(|e| ModelError::io(p.display(), e))?;
+        std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(tmp.display(), e))?;
+        let model_path = tmp.join(MODEL_FILE);
+        std::fs::write(&model_path, model.to_json()?)
+            .map_err(|e| ModelError::io(model_path.display(), e))?;
+        for (name, bytes) in files {
+            if name.contains('/') || name.contains('\\') || name == MODEL_FILE {
+                return Err(ModelError::data("files", format!("bad file name `{name}`")));
             }
-            let dest = self.path_of(&version);
-            // Renaming onto an existing folder fails when it is not empty: someone else
-            // published this version first; take the next.
-            if dest.exists() {
-                next += 1;
-                continue;
-            }
-            match std::fs::rename(&tmp, &dest) {
-                Ok(()) => {
-                    if make_current {
-                        self.set_current(&version)?;
-                    }
-                    return Ok(version);
-                }
-                Err(_) if dest.exists() => next += 1,
-                Err(e) => return Err(ModelError::io(dest.display(), e)),
-            }
+            let p = tmp.join(name);
+            std::fs::write(&p, bytes).map_err(|e| ModelError::io(p.display(), e))?;
         }
+        // Renaming a folder onto an empty one replaces it (POSIX).
+        std::fs::rename(&tmp, &dest).map_err(|e| ModelError::io(dest.display(), e))?;
+        if make_current {
+            self.set_current(version)?;
+        }
+        Ok(())
     }
 }

@@ -322,6 +322,18 @@ mod tests {
                 model.class_probabilities(ds.row(r))
             );
         }
+        // A reserved version is invisible until published; the next reservation skips it.
+        let v3 = reg.reserve().unwrap();
+        assert_eq!(v3, "v0003");
+        assert_eq!(reg.versions().unwrap(), vec!["v0001", "v0002"]);
+        assert_eq!(reg.reserve().unwrap(), "v0004");
+        reg.publish_as(&v3, &mut model, &files, false).unwrap();
+        assert_eq!(model.model_name(), "ensemble-v0003");
+        assert!(
+            reg.publish_as(&v3, &mut model, &files, false).is_err(),
+            "published once"
+        );
+        assert_eq!(reg.versions().unwrap(), vec!["v0001", "v0002", "v0003"]);
         reg.set_current("v0002").unwrap();
         assert_eq!(reg.load_current().unwrap().unwrap().meta.version, "v0002");
         assert!(reg.set_current("v0009").is_err());
