@@ -10,7 +10,7 @@
 //!   the low threshold (the common case: severity, no component, no explanation);
 //! - `ensemble/predict_alerting`: the same for vectors above normal, which also get the
 //!   component (11 heads) and the explanation (contributions, rules, text);
-//! - `members/*`: each member alone.
+//! - `members/*`: each member alone (the rules: `RuleScorer::evaluate`, no explanation).
 //!
 //! Throughput is feature vectors per second per core. Target: ≥ 200,000/s for the full
 //! ensemble (`predict_normal`; alerting vectors are rare in a fleet and cost more).
@@ -131,6 +131,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for v in &vectors {
                 black_box(model.iforest.score_row(&v.values));
+            }
+        })
+    });
+    let rules = pmi_models::RuleScorer::new(
+        pmi_models::RuleSet::default(),
+        model.meta.schema.as_ref().expect("schema"),
+    )
+    .expect("rules");
+    g.bench_function("rules", |b| {
+        b.iter(|| {
+            for v in &vectors {
+                black_box(rules.evaluate(v).expect("schema").risk);
             }
         })
     });

@@ -369,13 +369,3 @@ fn skipping_keeps_the_physics_moving() {
         "the vehicle drove in the morning"
     );
 }
-
-#[test]
-#[ignore]
-fn tick_throughput() {
-    let mut fleet = Fleet::new(config(1000)).unwrap();
-    let started = std::time::Instant::now();
-    let readings = run(&mut fleet, 600);
-    let rate = readings.len() as f64 / started.elapsed().as_secs_f64();
-    println!("simulator: {rate:.0} readings/s on one thread");
-}
