@@ -89,16 +89,8 @@ struct TrainArgs {
     /// `benches/reference.py` or any other tool).
     #[arg(long)]
     export: Option<PathBuf>,
-    /// Train on recorded telemetry Parquet (a file or folder, e.g. `pmi simulate`'s
-    /// telemetry/) instead of the simulator; needs `--ground-truth`.
-    #[arg(long, requires = "ground_truth")]
-    telemetry: Option<PathBuf>,
-    /// Ground truth for `--telemetry`: Parquet with vehicle_id, component, onset, failure.
-    #[arg(long, requires = "telemetry")]
-    ground_truth: Option<PathBuf>,
-    /// With `--telemetry`: keep one feature vector per vehicle every this long.
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
-    every: Duration,
+    #[command(flatten)]
+    recorded: RecordedArgs,
     #[command(flatten)]
     table: TableArgs,
     /// With `--table`: a separate test table (same columns) instead of a split of the table.
@@ -172,6 +164,38 @@ struct EvaluateArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     table: TableArgs,
+    #[command(flatten)]
+    recorded: RecordedArgs,
+}
+
+/// Recorded telemetry with its ground truth (for `train` and `evaluate`).
+#[derive(Debug, Args)]
+struct RecordedArgs {
+    /// Use recorded telemetry Parquet (a file or folder, e.g. `pmi simulate`'s telemetry/)
+    /// instead of the simulator; needs `--ground-truth`.
+    #[arg(long, requires = "ground_truth")]
+    telemetry: Option<PathBuf>,
+    /// Ground truth for `--telemetry`: Parquet with vehicle_id, component, onset, failure.
+    #[arg(long, requires = "telemetry")]
+    ground_truth: Option<PathBuf>,
+    /// With `--telemetry`: keep one feature vector per vehicle every this long.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    every: Duration,
+}
+
+impl RecordedArgs {
+    fn input(&self, settings: &Settings, workers: usize) -> TrainingInput {
+        TrainingInput::Parquet(ParquetTrainingSet {
+            telemetry: self.telemetry.clone().unwrap_or_default(),
+            ground_truth: self.ground_truth.clone().unwrap_or_default(),
+            every_ms: self.every.as_millis() as i64,
+            horizon_ms: settings.model.horizon_days as i64 * 86_400_000,
+            graph: pmi_dataflows::GraphConfig {
+                workers,
+                ..graph_config(settings)
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -481,18 +505,9 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let workers = args.workers.unwrap_or_else(cores);
-    let set = match (&args.telemetry, &args.ground_truth) {
-        (Some(telemetry), Some(ground_truth)) => TrainingInput::Parquet(ParquetTrainingSet {
-            telemetry: telemetry.clone(),
-            ground_truth: ground_truth.clone(),
-            every_ms: args.every.as_millis() as i64,
-            horizon_ms: settings.model.horizon_days as i64 * 86_400_000,
-            graph: pmi_dataflows::GraphConfig {
-                workers,
-                ..graph_config(settings)
-            },
-        }),
-        _ => TrainingInput::Simulated(training_set(
+    let set = match &args.recorded.telemetry {
+        Some(_) => args.recorded.input(settings, workers),
+        None => TrainingInput::Simulated(training_set(
             settings,
             args.vehicles,
             args.days,
@@ -578,15 +593,36 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let set = training_set(
-        settings,
-        args.vehicles,
-        args.days,
-        args.snapshots_per_day,
-        args.seed,
-        args.workers.unwrap_or_else(cores),
-    );
-    let (ev, ts) = training::evaluate_simulated(&model, &set)?;
+    let workers = args.workers.unwrap_or_else(cores);
+    let input = match &args.recorded.telemetry {
+        Some(_) => args.recorded.input(settings, workers),
+        None => TrainingInput::Simulated(training_set(
+            settings,
+            args.vehicles,
+            args.days,
+            args.snapshots_per_day,
+            args.seed,
+            workers,
+        )),
+    };
+    let (ev, ts) = training::evaluate_on(&model, &input)?;
+    if let Some(telemetry) = &args.recorded.telemetry {
+        let out = args.out.unwrap_or_else(|| {
+            registry
+                .path_of(&version)
+                .join("evaluations")
+                .join("recorded")
+        });
+        write_evaluation(&out, &ev)?;
+        println!(
+            "evaluate: {version} on {}: {} rows, {} of them parked and not counted → {}",
+            telemetry.display(),
+            ts.dataset.len(),
+            ts.parked,
+            out.display()
+        );
+        return Ok(());
+    }
     let out = args.out.unwrap_or_else(|| {
         registry.path_of(&version).join("evaluations").join(format!(
             "seed{}-{}v-{}d",

@@ -601,21 +601,27 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
     })
 }
 
-/// `pmi evaluate` on the simulator: a fresh fleet (another seed: vehicles the model never
-/// saw) through the training-set graph, scored by a registry model, on the vectors of
-/// vehicles in service.
-pub fn evaluate_simulated(
+/// `pmi evaluate`: a model on a fresh simulated fleet (another seed: vehicles it never saw)
+/// or on recorded telemetry, through the training-set graph, on the vectors of vehicles in
+/// service.
+pub fn evaluate_on(
     model: &Ensemble,
-    set: &SimulatedTrainingSet,
+    input: &TrainingInput,
 ) -> Result<(Evaluation, TrainingSet), DataflowError> {
-    let schema = set.graph.window.schema()?;
-    model.check_schema(&schema).map_err(model_err)?;
-    let ts = simulated_training_set(set, |done, total| {
-        tracing::info!(
-            "evaluation set: {:.0}% simulated",
-            100.0 * done as f64 / total.max(1) as f64
-        )
-    })?;
+    let window = match input {
+        TrainingInput::Simulated(s) => &s.graph.window,
+        TrainingInput::Parquet(p) => &p.graph.window,
+    };
+    model.check_schema(&window.schema()?).map_err(model_err)?;
+    let ts = match input {
+        TrainingInput::Simulated(s) => simulated_training_set(s, |done, total| {
+            tracing::info!(
+                "evaluation set: {:.0}% simulated",
+                100.0 * done as f64 / total.max(1) as f64
+            )
+        })?,
+        TrainingInput::Parquet(p) => parquet_training_set(p)?,
+    };
     let rows: Vec<usize> = (0..ts.dataset.len())
         .filter(|r| ts.in_service[*r])
         .collect();
