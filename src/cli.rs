@@ -98,6 +98,42 @@ struct TrainArgs {
     test: Option<PathBuf>,
 }
 
+/// One process of a timely cluster (for `run` and `backfill`).
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Processes in the cluster (each runs `--workers` threads).
+    #[arg(long, default_value_t = 1, env = "PMI_PROCESSES")]
+    processes: usize,
+    /// This process's index, 0 ..processes.
+    #[arg(long, default_value_t = 0, env = "PMI_PROCESS")]
+    process: usize,
+    /// One `host:port` per process, in process order (needed with --processes > 1).
+    #[arg(long, env = "PMI_HOSTFILE")]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> anyhow::Result<Option<pmi_dataflows::Cluster>> {
+        if self.processes <= 1 {
+            anyhow::ensure!(
+                self.process == 0,
+                "--process {} without --processes",
+                self.process
+            );
+            return Ok(None);
+        }
+        let hostfile = self
+            .hostfile
+            .as_deref()
+            .context("--processes > 1 needs --hostfile (one host:port per process)")?;
+        Ok(Some(pmi_dataflows::Cluster::from_hostfile(
+            hostfile,
+            self.processes,
+            self.process,
+        )?))
+    }
+}
+
 /// An operator's labelled table (for `train` and `evaluate`).
 #[derive(Debug, Args)]
 struct TableArgs {
@@ -240,6 +276,8 @@ struct RunArgs {
     /// Output folder [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Model registry: its current model scores, and a newly published one takes over
     /// without a restart; the domain rules score while it has none [default:
     /// ./pmi-data/models].
@@ -270,6 +308,8 @@ struct BackfillArgs {
     /// Timely worker threads [default: 1].
     #[arg(long, env = "PMI_WORKERS")]
     workers: Option<usize>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Model registry: its current model scores, and a newly published one takes over
     /// without a restart; the domain rules score while it has none [default:
     /// ./pmi-data/models].
@@ -331,7 +371,10 @@ pub fn main() -> anyhow::Result<()> {
                 fleet: fleet_spec(&settings, start),
                 pace,
                 duration,
-                graph: graph_config(&settings),
+                graph: pmi_dataflows::GraphConfig {
+                    cluster: args.cluster.cluster()?,
+                    ..graph_config(&settings)
+                },
                 out_dir: settings.run.out_dir.clone(),
                 write_telemetry: settings.run.write_telemetry,
                 severity: settings.severity,
@@ -373,7 +416,10 @@ pub fn main() -> anyhow::Result<()> {
             let job = BackfillJob {
                 input: args.input.clone(),
                 out_dir: out.clone(),
-                graph: graph_config(&settings),
+                graph: pmi_dataflows::GraphConfig {
+                    cluster: args.cluster.cluster()?,
+                    ..graph_config(&settings)
+                },
                 severity: settings.severity,
                 model_registry: Some(
                     args.registry

@@ -42,6 +42,56 @@ pub struct GraphConfig {
     pub alert_floor: Severity,
     /// How far (ms of event time) a source may run ahead of the end of the graph.
     pub max_ahead_ms: u64,
+    /// Several `pmi` processes forming one timely cluster (timely's own networking); `None`:
+    /// this process alone.
+    pub cluster: Option<Cluster>,
+}
+
+/// This process's place in a cluster of `pmi` processes, each running `workers` threads.
+/// Sources and sinks use global worker indices, so the cluster's outputs are those of one
+/// process with as many workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Index of this process, `0 ..addresses.len()`.
+    pub process: usize,
+    /// `host:port` of every process, in process order (the hostfile's lines).
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// Reads a hostfile (one `host:port` per line; blank lines and `#` comments ignored)
+    /// and checks it names `processes` processes, of which this is `process`.
+    pub fn from_hostfile(
+        path: &std::path::Path,
+        processes: usize,
+        process: usize,
+    ) -> Result<Cluster, DataflowError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DataflowError::Input(format!("hostfile {}: {e}", path.display())))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        if addresses.len() != processes {
+            return Err(DataflowError::Config(pmi_core::ConfigError::new(
+                "hostfile",
+                format!(
+                    "{} names {} processes, --processes says {processes}",
+                    path.display(),
+                    addresses.len()
+                ),
+            )));
+        }
+        if process >= processes {
+            return Err(DataflowError::Config(pmi_core::ConfigError::new(
+                "process",
+                format!("--process {process} is not below --processes {processes}"),
+            )));
+        }
+        Ok(Cluster { process, addresses })
+    }
 }
 
 impl Default for GraphConfig {
@@ -51,6 +101,7 @@ impl Default for GraphConfig {
             workers: 1,
             alert_floor: Severity::Medium,
             max_ahead_ms: 20_000,
+            cluster: None,
         }
     }
 }
@@ -143,20 +194,30 @@ where
     let spec = Arc::new(WindowSpec::new(&config.window)?);
     let started = Instant::now();
     let config = config.clone();
-    let guards = timely::execute(
-        timely::Config::process(config.workers.max(1)),
-        move |worker| {
-            run_worker(
-                worker,
-                &config,
-                &spec,
-                &make_source,
-                &make_sinks,
-                &scorer,
-                measure_state,
-            )
+    let timely_config = match &config.cluster {
+        None => timely::Config::process(config.workers.max(1)),
+        Some(c) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: config.workers.max(1),
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
         },
-    )
+    };
+    let guards = timely::execute(timely_config, move |worker| {
+        run_worker(
+            worker,
+            &config,
+            &spec,
+            &make_source,
+            &make_sinks,
+            &scorer,
+            measure_state,
+        )
+    })
     .map_err(DataflowError::Timely)?;
     let mut report = RunReport::default();
     let (mut src_rejected, mut src_late) = (0, 0);

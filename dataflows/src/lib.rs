@@ -16,7 +16,7 @@ pub mod simulated;
 pub mod sink;
 pub mod training;
 
-pub use graph::{GraphConfig, RunReport, ScoreFn, WorkerSinks};
+pub use graph::{Cluster, GraphConfig, RunReport, ScoreFn, WorkerSinks};
 
 /// Errors of building or running a graph.
 #[derive(Debug, thiserror::Error)]
