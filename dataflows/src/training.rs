@@ -3,8 +3,9 @@
 //! that training and serving cannot disagree.
 //!
 //! The simulated fleet is read in bursts before sampled moments ([`FleetSnapshots`]); the
-//! graph turns each burst into feature vectors, and the vector at each moment is kept and
-//! labelled from the simulator's ground truth ([`pmi_models::dataset::label_at`]). The
+//! graph turns each burst into feature vectors, and the vector at each moment (a full
+//! window) plus one partial window around it (filling up, or emptying after the burst) are
+//! kept and labelled from the simulator's ground truth ([`pmi_models::dataset::label_at`]). The
 //! moments cover the whole day, so the models also learn what a parked vehicle looks like
 //! (and that its sensors say little about its engine, pumps or mounts). Evaluation reports
 //! two populations: vehicles in service (the engine ran in the longest window: the
@@ -110,6 +111,28 @@ impl TelemetrySource for SnapshotSource {
     }
 }
 
+/// The pane ends a simulated training set keeps: each snapshot moment (a full window), and
+/// for each moment one more, at random either while the burst is still filling the window
+/// (a vehicle that has just started reporting) or after it (a vehicle gone silent, its
+/// window emptying). The stream emits such vectors too, and a model that never saw them
+/// would read an emptying window as a fault.
+fn kept_pane_ends(moments: &[EventTime], plan: &SnapshotPlan, seed: u64) -> HashSet<i64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x9A27_1A1E_5EED);
+    let panes = (plan.window_ms / plan.pane_ms).max(2);
+    let mut keep = HashSet::with_capacity(moments.len() * 2);
+    for m in moments {
+        keep.insert(m.0);
+        let offset = rng.gen_range(1..panes) * plan.pane_ms;
+        keep.insert(if rng.gen_bool(0.5) {
+            m.0 - offset
+        } else {
+            m.0 + offset
+        });
+    }
+    keep
+}
+
 /// Index of the "engine ran" test in a schema: the longest window's rpm maximum.
 fn engine_ran_feature(schema: &FeatureSchema) -> Option<usize> {
     let longest = *schema.windows_s.last()?;
@@ -139,7 +162,7 @@ pub fn simulated_training_set(
     let vehicles: Vec<String> = whole.vehicles().map(|v| v.id.to_string()).collect();
     drop(whole);
 
-    let keep: Arc<HashSet<i64>> = Arc::new(moments.iter().map(|m| m.0).collect());
+    let keep: Arc<HashSet<i64>> = Arc::new(kept_pane_ends(&moments, &plan, config.seed));
     let rows = Arc::new(Mutex::new(Vec::<FeatureVector>::new()));
     let ticks = Arc::new(AtomicU64::new(0));
     let total_ticks = moments.len() as u64 * (plan.window_ms / config.interval_ms) as u64;
