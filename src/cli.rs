@@ -219,8 +219,32 @@ struct RecordedArgs {
     every: Duration,
 }
 
+/// The simulated fleet of a training or evaluation set.
+struct FleetSize {
+    vehicles: u32,
+    days: u32,
+    per_day: u32,
+    seed: u64,
+}
+
 impl RecordedArgs {
-    fn input(&self, settings: &Settings, workers: usize) -> TrainingInput {
+    /// The recorded telemetry when given, else the simulated fleet.
+    fn or_simulated(
+        &self,
+        settings: &Settings,
+        fleet: &FleetSize,
+        workers: usize,
+    ) -> TrainingInput {
+        if self.telemetry.is_none() {
+            return TrainingInput::Simulated(training_set(
+                settings,
+                fleet.vehicles,
+                fleet.days,
+                fleet.per_day,
+                fleet.seed,
+                workers,
+            ));
+        }
         TrainingInput::Parquet(ParquetTrainingSet {
             telemetry: self.telemetry.clone().unwrap_or_default(),
             ground_truth: self.ground_truth.clone().unwrap_or_default(),
@@ -551,17 +575,13 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let workers = args.workers.unwrap_or_else(cores);
-    let set = match &args.recorded.telemetry {
-        Some(_) => args.recorded.input(settings, workers),
-        None => TrainingInput::Simulated(training_set(
-            settings,
-            args.vehicles,
-            args.days,
-            args.snapshots_per_day,
-            seed,
-            workers,
-        )),
+    let fleet = FleetSize {
+        vehicles: args.vehicles,
+        days: args.days,
+        per_day: args.snapshots_per_day,
+        seed,
     };
+    let set = args.recorded.or_simulated(settings, &fleet, workers);
     let job = TrainJob {
         set,
         params: TrainParams {
@@ -640,17 +660,13 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let workers = args.workers.unwrap_or_else(cores);
-    let input = match &args.recorded.telemetry {
-        Some(_) => args.recorded.input(settings, workers),
-        None => TrainingInput::Simulated(training_set(
-            settings,
-            args.vehicles,
-            args.days,
-            args.snapshots_per_day,
-            args.seed,
-            workers,
-        )),
+    let fleet = FleetSize {
+        vehicles: args.vehicles,
+        days: args.days,
+        per_day: args.snapshots_per_day,
+        seed: args.seed,
     };
+    let input = args.recorded.or_simulated(settings, &fleet, workers);
     let (ev, ts) = training::evaluate_on(&model, &input)?;
     if let Some(telemetry) = &args.recorded.telemetry {
         let out = args.out.unwrap_or_else(|| {

@@ -1,58 +1,40 @@
 //! Two `pmi` processes forming one timely cluster on loopback give exactly the outputs of
 //! one process with as many workers.
 
-use std::fs::File;
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Every feature row under `dir/features`: (vehicle, pane end, value bits), sorted.
 fn features(dir: &Path) -> Vec<(String, i64, Vec<u64>)> {
     let mut rows = Vec::new();
-    let mut stack = vec![dir.join("features")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            if p.extension().is_none_or(|x| x != "parquet") {
-                continue;
-            }
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let ids = batch.column_by_name("vehicle_id").unwrap();
-                let ids = ids.as_string::<i32>();
-                let ends = batch.column_by_name("pane_end").unwrap();
-                let ends = ends.as_primitive::<TimestampMillisecondType>();
-                let values: Vec<_> = batch
-                    .columns()
-                    .iter()
-                    .filter(|c| *c.data_type() == DataType::Float64)
-                    .map(|c| c.as_primitive::<Float64Type>().clone())
-                    .collect();
-                for r in 0..batch.num_rows() {
-                    let bits = values
-                        .iter()
-                        .map(|c| {
-                            if c.is_null(r) {
-                                u64::MAX
-                            } else {
-                                c.value(r).to_bits()
-                            }
-                        })
-                        .collect();
-                    rows.push((ids.value(r).to_owned(), ends.value(r), bits));
-                }
-            }
+    for batch in common::parquet_batches(&dir.join("features")) {
+        let ids = batch.column_by_name("vehicle_id").unwrap();
+        let ids = ids.as_string::<i32>();
+        let ends = batch.column_by_name("pane_end").unwrap();
+        let ends = ends.as_primitive::<TimestampMillisecondType>();
+        let values: Vec<_> = batch
+            .columns()
+            .iter()
+            .filter(|c| *c.data_type() == DataType::Float64)
+            .map(|c| c.as_primitive::<Float64Type>().clone())
+            .collect();
+        for r in 0..batch.num_rows() {
+            let bits = values
+                .iter()
+                .map(|c| {
+                    if c.is_null(r) {
+                        u64::MAX
+                    } else {
+                        c.value(r).to_bits()
+                    }
+                })
+                .collect();
+            rows.push((ids.value(r).to_owned(), ends.value(r), bits));
         }
     }
     rows.sort();

@@ -3,13 +3,13 @@
 //! predictions are checked in under `tests/golden/`, so that any change in results shows
 //! in review. Regenerate deliberately with `PMI_UPDATE_GOLDEN=1 cargo test --test golden`.
 
-use std::fs::File;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, TimestampMillisecondType};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pmi_core::{Component, EventTime, SeverityThresholds};
 use pmi_dataflows::jobs::{self, FleetSpec, ForcedFailure, LiveJob};
 use pmi_dataflows::simulated::Pace;
@@ -37,21 +37,7 @@ fn columns() -> Vec<String> {
 }
 
 fn batches(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|p| {
-            ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap())
-                .unwrap()
-                .build()
-                .unwrap()
-        })
-        .map(|b| b.unwrap())
-        .collect()
+    common::parquet_batches(dir)
 }
 
 fn num(x: Option<f64>) -> String {

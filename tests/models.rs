@@ -2,12 +2,12 @@
 //! ensemble → the registry → the stream graph scoring with it, and a new version picked up
 //! by a running scorer without a restart.
 
-use std::fs::File;
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pmi_core::{EventTime, SeverityThresholds, WindowConfig};
 use pmi_dataflows::jobs::{self, FleetSpec, LiveJob};
 use pmi_dataflows::scoring::ModelScorer;
@@ -71,25 +71,10 @@ fn small_job(registry: &Path) -> TrainJob {
 
 fn prediction_models(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.join("predictions")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap())
-                    .unwrap()
-                    .build()
-                    .unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
-                    let col = batch.column_by_name("model").expect("model column");
-                    let col = col.as_string::<i32>();
-                    out.extend((0..col.len()).map(|i| col.value(i).to_owned()));
-                }
-            }
-        }
+    for batch in common::parquet_batches(&dir.join("predictions")) {
+        let col = batch.column_by_name("model").expect("model column");
+        let col = col.as_string::<i32>();
+        out.extend((0..col.len()).map(|i| col.value(i).to_owned()));
     }
     out
 }

@@ -431,6 +431,19 @@ pub enum TrainingInput {
 }
 
 impl TrainingInput {
+    /// Computes the set, logging progress as `what`.
+    pub fn compute(&self, what: &'static str) -> Result<TrainingSet, DataflowError> {
+        match self {
+            TrainingInput::Simulated(s) => simulated_training_set(s, move |done, total| {
+                tracing::info!(
+                    "{what}: {:.0}% of the snapshot bursts simulated and windowed",
+                    100.0 * done as f64 / total.max(1) as f64
+                )
+            }),
+            TrainingInput::Parquet(p) => parquet_training_set(p),
+        }
+    }
+
     fn horizon_ms(&self) -> i64 {
         match self {
             TrainingInput::Simulated(s) => s.horizon_ms,
@@ -504,15 +517,7 @@ fn model_err(e: pmi_models::ModelError) -> DataflowError {
 /// Runs a [`TrainJob`], logging progress.
 pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
     let started = Instant::now();
-    let set = match &job.set {
-        TrainingInput::Simulated(s) => simulated_training_set(s, |done, total| {
-            tracing::info!(
-                "training set: {:.0}% of the snapshot bursts simulated and windowed",
-                100.0 * done as f64 / total.max(1) as f64
-            )
-        })?,
-        TrainingInput::Parquet(p) => parquet_training_set(p)?,
-    };
+    let set = job.set.compute("training set")?;
     let t_set = started.elapsed().as_secs_f64();
     let ds = &set.dataset;
     tracing::info!(
@@ -636,15 +641,7 @@ pub fn evaluate_on(
         TrainingInput::Parquet(p) => &p.graph.window,
     };
     model.check_schema(&window.schema()?).map_err(model_err)?;
-    let ts = match input {
-        TrainingInput::Simulated(s) => simulated_training_set(s, |done, total| {
-            tracing::info!(
-                "evaluation set: {:.0}% simulated",
-                100.0 * done as f64 / total.max(1) as f64
-            )
-        })?,
-        TrainingInput::Parquet(p) => parquet_training_set(p)?,
-    };
+    let ts = input.compute("evaluation set")?;
     let rows: Vec<usize> = (0..ts.dataset.len())
         .filter(|r| ts.in_service[*r])
         .collect();
