@@ -551,6 +551,14 @@ fn read(path: &std::path::Path, cols: &TableColumns) -> anyhow::Result<Table> {
     Ok(t)
 }
 
+fn train_params(settings: &Settings, seed: u64) -> TrainParams {
+    TrainParams {
+        seed,
+        severity: settings.severity,
+        ..TrainParams::default()
+    }
+}
+
 fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or(settings.simulator.seed);
     if let Some(path) = &args.table.table {
@@ -561,11 +569,7 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
             table,
             test,
             trained_on: format!("table {} (label `{}`)", path.display(), cols.label),
-            params: TrainParams {
-                seed,
-                severity: settings.severity,
-                ..TrainParams::default()
-            },
+            params: train_params(settings, seed),
             shares: SplitShares::default(),
             registry: args.registry.unwrap_or(settings.model.registry.clone()),
             make_current: !args.no_current,
@@ -584,11 +588,7 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
     let set = args.recorded.or_simulated(settings, &fleet, workers);
     let job = TrainJob {
         set,
-        params: TrainParams {
-            seed,
-            severity: settings.severity,
-            ..TrainParams::default()
-        },
+        params: train_params(settings, seed),
         shares: SplitShares::default(),
         registry: args.registry.unwrap_or(settings.model.registry.clone()),
         make_current: !args.no_current,

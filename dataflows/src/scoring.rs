@@ -89,12 +89,8 @@ impl ModelScorer {
 
     /// The score function for the graph.
     pub fn score_fn(&self) -> ScoreFn {
-        let scorer = ModelScorer {
-            current: self.current.clone(),
-            stop: self.stop.clone(),
-            watcher: None,
-        };
-        Arc::new(move |v: &FeatureVector| -> Prediction { scorer.score(v) })
+        let current = self.current.clone();
+        Arc::new(move |v: &FeatureVector| -> Prediction { score(&current, v, false) })
     }
 
     /// The model scoring now (`None`: the rules).
@@ -107,22 +103,12 @@ impl ModelScorer {
 
     /// Scores one vector with whatever scores now.
     pub fn score(&self, v: &FeatureVector) -> Prediction {
-        self.score_with(v, false)
+        score(&self.current, v, false)
     }
 
     /// Scores one vector with the likeliest component and the reasons even when normal.
     pub fn score_explained(&self, v: &FeatureVector) -> Prediction {
-        self.score_with(v, true)
-    }
-
-    fn score_with(&self, v: &FeatureVector, explain: bool) -> Prediction {
-        let guard = self.current.read().expect("model lock");
-        let p = match &*guard {
-            Current::Model(m) if explain => m.predict_explained(v),
-            Current::Model(m) => m.predict(v),
-            Current::Rules(r) => return r.score(v),
-        };
-        p.expect("the model's schema was checked against the pipeline's")
+        score(&self.current, v, true)
     }
 
     /// The name predictions record now (`ensemble-v0003`, or the rules' model name).
@@ -144,13 +130,22 @@ impl ModelScorer {
 
 impl Drop for ModelScorer {
     fn drop(&mut self) {
-        // Only the owner (the one holding the watcher) stops it; the graph's score
-        // function shares the model without owning the watcher.
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(w) = self.watcher.take() {
-            self.stop.store(true, Ordering::Relaxed);
             let _ = w.join();
         }
     }
+}
+
+/// Scores `v` with whatever scores now; `explain`: the component and reasons even when
+/// normal.
+fn score(current: &RwLock<Current>, v: &FeatureVector, explain: bool) -> Prediction {
+    let p = match &*current.read().expect("model lock") {
+        Current::Model(m) if explain => m.predict_explained(v),
+        Current::Model(m) => m.predict(v),
+        Current::Rules(r) => return r.score(v),
+    };
+    p.expect("the model's schema was checked against the pipeline's")
 }
 
 fn watch(

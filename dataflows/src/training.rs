@@ -57,8 +57,6 @@ pub struct TrainingSet {
     pub dataset: Dataset,
     /// The graph's run.
     pub run: RunReport,
-    /// Snapshots taken (vehicles × moments).
-    pub snapshots: u64,
     /// Snapshots whose longest window saw no engine running.
     pub parked: u64,
     /// Per dataset row: the engine ran in the longest window (true when the schema has no
@@ -74,7 +72,6 @@ struct SnapshotSource {
     lateness_ms: i64,
     validator: Validator,
     raw: Vec<RawReading>,
-    last_tick: EventTime,
     ticks: Arc<AtomicU64>,
 }
 
@@ -89,7 +86,6 @@ impl TelemetrySource for SnapshotSource {
             let Some(tick) = self.snaps.tick(&mut self.raw) else {
                 return Ok(SourceStatus::Finished);
             };
-            self.last_tick = tick;
             for raw in self.raw.drain(..) {
                 match self.validator.validate(raw, tick) {
                     Ok(reading) => batch.readings.push(Sequenced { group: 0, reading }),
@@ -195,7 +191,6 @@ pub fn simulated_training_set(
                 lateness_ms,
                 validator: Validator::default(),
                 raw: Vec::new(),
-                last_tick: EventTime(0),
                 ticks: ticks.clone(),
             })
         }
@@ -281,7 +276,6 @@ fn labelled(
         }
     }
     Ok(TrainingSet {
-        snapshots: vectors.len() as u64,
         parked,
         in_service,
         dataset: ds,

@@ -374,6 +374,17 @@ impl Ensemble {
         p
     }
 
+    /// The class a prediction implicates, from [`Ensemble::class_probabilities`]: the most
+    /// probable one, if any has a probability.
+    pub fn likeliest_class(&self, probabilities: &[f64]) -> Option<usize> {
+        probabilities
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| **x > 0.0)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    }
+
     /// Scores a PMI feature vector: risk, severity, component, reasons. The component and
     /// the reasons are worked out when the severity is above normal (the stream's common
     /// case costs only the scores); [`Ensemble::predict_explained`] always gives them.
@@ -407,9 +418,9 @@ impl Ensemble {
         let s = self.score_row(row);
         let severity = self.severity.classify(s.risk);
         let (component, explanation) = if severity > Severity::Normal || always {
-            let probs = self.class_probabilities(row);
-            let best = argmax(&probs);
-            let component = best.and_then(|i| Component::from_name(&self.meta.classes[i]));
+            let component = self
+                .likeliest_class(&self.class_probabilities(row))
+                .and_then(|i| Component::from_name(&self.meta.classes[i]));
             let component = component.or_else(|| self.rule_evaluation(row)?.component);
             (component, self.explain(row, &s, component))
         } else {
@@ -530,12 +541,4 @@ impl Ensemble {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path.display(), e))?;
         Ensemble::from_json(&text, &path.display().to_string())
     }
-}
-
-fn argmax(p: &[f64]) -> Option<usize> {
-    p.iter()
-        .enumerate()
-        .filter(|(_, x)| **x > 0.0)
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
 }

@@ -209,7 +209,7 @@ pub fn evaluate(model: &Ensemble, ds: &Dataset, rows: &[usize]) -> Result<Evalua
                 lt.detected += 1;
                 lt.hours
                     .push((e.failure_ms - ds.times[rows[first]]) as f64 / 3_600_000.0);
-                if argmax(&probs[first]) == Some(e.class as usize) {
+                if model.likeliest_class(&probs[first]) == Some(e.class as usize) {
                     right += 1;
                 }
             }
@@ -253,13 +253,6 @@ pub fn evaluate(model: &Ensemble, ds: &Dataset, rows: &[usize]) -> Result<Evalua
         roc_curve: downsample_curve(&scored.roc_curve(), 200),
         pr_curve: downsample_curve(&scored.pr_curve(), 200),
     })
-}
-
-fn argmax(p: &[f64]) -> Option<usize> {
-    p.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
 }
 
 fn opt(x: Option<f64>) -> String {
