@@ -18,6 +18,7 @@ pub mod sensor;
 pub mod source;
 pub mod telemetry;
 pub mod time;
+pub mod wire;
 
 pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;

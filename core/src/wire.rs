@@ -1,0 +1,488 @@
+//! The JSON wire format of one reading, shared by HTTP ingest (`POST /ingest`), Kafka
+//! payloads and `pmi simulate --to`:
+//!
+//! ```json
+//! {"vehicle_id": "VEH_000042", "ts": 1764336000000, "coolant_temp_c": 91.5, "rpm": null}
+//! ```
+//!
+//! - `vehicle_id`: string.
+//! - `ts`: milliseconds since the Unix epoch (integer), or an RFC 3339 string
+//!   (`"2026-11-28T14:00:00.250Z"`).
+//! - one member per sensor of `DESIGN.md` ("Data"), named as there, a number or `null`;
+//!   absent members are absent sensors. The strings `"NaN"`, `"Infinity"` and
+//!   `"-Infinity"` stand for the non-finite numbers JSON cannot spell (validation then
+//!   rejects them, naming the field).
+//! - any other member is an error naming it (a misspelt sensor must not pass as absent).
+//!
+//! Decoding checks syntax only and yields a [`RawReading`]; the [`crate::Validator`] checks
+//! ranges and time. A payload that is not a reading at all becomes a [`Rejected`] whose
+//! field names the fault (`payload` when it is not a JSON object) and whose reason keeps the
+//! start of the payload, so that nothing is lost.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::sensor::{Sensor, SENSOR_COUNT};
+use crate::telemetry::{RawReading, RejectReason, Rejected, Telemetry};
+
+/// How much of a payload a rejection keeps in its reason (bytes, cut at a char boundary).
+pub const PAYLOAD_EXCERPT: usize = 256;
+
+/// Decodes one JSON reading. `origin` (where the payload came from: `topic/partition@offset`,
+/// `http`, …) is kept on the reading for diagnosis.
+pub fn decode(payload: &[u8], origin: Option<String>) -> Result<RawReading, Rejected> {
+    // Fast path: a well-formed payload deserialises straight into the reading.
+    match serde_json::from_slice::<Wire>(payload) {
+        Ok(Wire(mut raw)) => {
+            raw.origin = origin;
+            Ok(raw)
+        }
+        Err(_) => Err(diagnose(payload, origin)),
+    }
+}
+
+/// Decodes an already-parsed JSON value (HTTP batch bodies), with the same rules as
+/// [`decode`]. `path` prefixes the field in errors (e.g. `readings[3].`).
+pub fn decode_value(value: &Value, origin: Option<String>) -> Result<RawReading, Rejected> {
+    let mut raw = RawReading {
+        origin,
+        ..RawReading::default()
+    };
+    let Value::Object(members) = value else {
+        return Err(reject(
+            raw,
+            "payload",
+            format!("expected a JSON object, got {}", kind(value)),
+        ));
+    };
+    for (name, v) in members {
+        let fault = match name.as_str() {
+            "vehicle_id" => match v {
+                Value::String(s) => {
+                    raw.vehicle_id = Some(s.clone());
+                    None
+                }
+                Value::Null => None,
+                other => Some(format!("expected a string, got {}", kind(other))),
+            },
+            "ts" => match v {
+                Value::Number(n) => match n.as_i64() {
+                    Some(ms) => {
+                        raw.ts = Some(ms);
+                        None
+                    }
+                    None => Some(format!("expected integer milliseconds, got {n}")),
+                },
+                Value::String(s) => match parse_rfc3339(s) {
+                    Ok(ms) => {
+                        raw.ts = Some(ms);
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+                Value::Null => None,
+                other => Some(format!(
+                    "expected milliseconds since the epoch or an RFC 3339 string, got {}",
+                    kind(other)
+                )),
+            },
+            other => match Sensor::from_name(other) {
+                None => Some(format!(
+                    "unknown field (sensors are named as in DESIGN.md, e.g. coolant_temp_c); payload {}",
+                    excerpt(value.to_string().as_bytes())
+                )),
+                Some(sensor) => match v {
+                    Value::Null => None,
+                    Value::Number(n) => {
+                        raw.values[sensor.index()] = n.as_f64();
+                        None
+                    }
+                    Value::String(s) => match non_finite(s) {
+                        Some(x) => {
+                            raw.values[sensor.index()] = Some(x);
+                            None
+                        }
+                        None => Some(format!("expected a number or null, got string {s:?}")),
+                    },
+                    other => Some(format!("expected a number or null, got {}", kind(other))),
+                },
+            },
+        };
+        if let Some(detail) = fault {
+            return Err(reject(raw, name, detail));
+        }
+    }
+    Ok(raw)
+}
+
+/// Encodes a valid reading (absent sensors are left out).
+pub fn encode(reading: &Telemetry) -> String {
+    let mut out = String::with_capacity(320);
+    out.push_str("{\"vehicle_id\":");
+    push_json_string(&mut out, reading.vehicle_id.as_str());
+    out.push_str(",\"ts\":");
+    out.push_str(&reading.ts.0.to_string());
+    for (sensor, v) in reading.values.iter() {
+        push_member(&mut out, sensor, v);
+    }
+    out.push('}');
+    out
+}
+
+/// Encodes a raw reading, faults and all (the simulator's bad readings travel as such:
+/// a missing id or time is left out, non-finite values are spelt as strings).
+pub fn encode_raw(raw: &RawReading) -> String {
+    let mut out = String::with_capacity(320);
+    out.push('{');
+    let mut first = true;
+    let mut sep = |out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+    };
+    if let Some(id) = &raw.vehicle_id {
+        sep(&mut out);
+        out.push_str("\"vehicle_id\":");
+        push_json_string(&mut out, id);
+    }
+    if let Some(ts) = raw.ts {
+        sep(&mut out);
+        out.push_str("\"ts\":");
+        out.push_str(&ts.to_string());
+    }
+    for sensor in Sensor::ALL {
+        if let Some(v) = raw.values[sensor.index()] {
+            if first {
+                // push_member writes a leading comma
+                out.push_str(&format!("\"{}\":", sensor.name()));
+                push_number(&mut out, v);
+                first = false;
+            } else {
+                push_member(&mut out, sensor, v);
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn push_member(out: &mut String, sensor: Sensor, v: f64) {
+    out.push_str(",\"");
+    out.push_str(sensor.name());
+    out.push_str("\":");
+    push_number(out, v);
+}
+
+fn push_number(out: &mut String, v: f64) {
+    if v.is_finite() {
+        // `{}` of an f64 round-trips exactly and never uses exponent syntax JSON rejects.
+        out.push_str(&format!("{v}"));
+    } else if v.is_nan() {
+        out.push_str("\"NaN\"");
+    } else if v > 0.0 {
+        out.push_str("\"Infinity\"");
+    } else {
+        out.push_str("\"-Infinity\"");
+    }
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).expect("a string always serialises"));
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp.
+pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("not an RFC 3339 timestamp ({e}): {s:?}"))
+}
+
+fn non_finite(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn reject(raw: RawReading, field: &str, detail: String) -> Rejected {
+    Rejected {
+        reading: raw,
+        field: field.to_owned(),
+        reason: RejectReason::Malformed { detail },
+    }
+}
+
+/// The start of a payload, for a rejection's reason.
+pub fn excerpt(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    if text.len() <= PAYLOAD_EXCERPT {
+        return text.into_owned();
+    }
+    let mut end = PAYLOAD_EXCERPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The slow path: finds the field at fault in a payload the fast path refused.
+fn diagnose(payload: &[u8], origin: Option<String>) -> Rejected {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(value) => match decode_value(&value, origin.clone()) {
+            Err(rejected) => rejected,
+            // Both paths accept the same language; if they ever disagree, say so rather
+            // than pass a reading the fast path could not read.
+            Ok(raw) => reject(
+                raw,
+                "payload",
+                format!("could not be decoded: {}", excerpt(payload)),
+            ),
+        },
+        Err(e) => reject(
+            RawReading {
+                origin,
+                ..RawReading::default()
+            },
+            "payload",
+            format!("invalid JSON ({e}): {}", excerpt(payload)),
+        ),
+    }
+}
+
+/// Serde target of the fast path.
+struct Wire(RawReading);
+
+impl<'de> de::Deserialize<'de> for Wire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(WireVisitor)
+    }
+}
+
+struct WireVisitor;
+
+impl<'de> Visitor<'de> for WireVisitor {
+    type Value = Wire;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with vehicle_id, ts and sensor values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire, A::Error> {
+        let mut raw = RawReading::default();
+        let mut seen = [false; SENSOR_COUNT + 2];
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "vehicle_id" => {
+                    if std::mem::replace(&mut seen[SENSOR_COUNT], true) {
+                        return Err(de::Error::duplicate_field("vehicle_id"));
+                    }
+                    raw.vehicle_id = map.next_value::<Option<String>>()?;
+                }
+                "ts" => {
+                    if std::mem::replace(&mut seen[SENSOR_COUNT + 1], true) {
+                        return Err(de::Error::duplicate_field("ts"));
+                    }
+                    raw.ts = map.next_value::<Option<Ts>>()?.map(|t| t.0);
+                }
+                name => {
+                    let Some(sensor) = Sensor::from_name(name) else {
+                        return Err(de::Error::custom("unknown field"));
+                    };
+                    if std::mem::replace(&mut seen[sensor.index()], true) {
+                        return Err(de::Error::custom("duplicate field"));
+                    }
+                    raw.values[sensor.index()] = map.next_value::<Option<Num>>()?.map(|n| n.0);
+                }
+            }
+        }
+        Ok(Wire(raw))
+    }
+}
+
+/// `ts`: integer ms or an RFC 3339 string.
+struct Ts(i64);
+
+impl<'de> de::Deserialize<'de> for Ts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Ts;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("milliseconds since the epoch or an RFC 3339 string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts, E> {
+                Ok(Ts(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
+                i64::try_from(v).map(Ts).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Ts, E> {
+                parse_rfc3339(v).map(Ts).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A sensor value: a number, or one of the non-finite spellings.
+struct Num(f64);
+
+impl<'de> de::Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or null")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Num, E> {
+                non_finite(v)
+                    .map(Num)
+                    .ok_or_else(|| E::custom("not a number"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventTime, Validator};
+
+    fn all_sensors_json() -> String {
+        let members: Vec<String> = Sensor::ALL
+            .iter()
+            .map(|s| format!("\"{}\": {}", s.name(), s.index() as f64 + 0.5))
+            .collect();
+        format!(
+            "{{\"vehicle_id\": \"VEH_000001\", \"ts\": 1764336000000, {}}}",
+            members.join(", ")
+        )
+    }
+
+    #[test]
+    fn decodes_every_sensor_and_round_trips() {
+        let raw = decode(all_sensors_json().as_bytes(), Some("test".into())).unwrap();
+        assert_eq!(raw.vehicle_id.as_deref(), Some("VEH_000001"));
+        assert_eq!(raw.ts, Some(1_764_336_000_000));
+        for s in Sensor::ALL {
+            assert_eq!(raw.values[s.index()], Some(s.index() as f64 + 0.5), "{s:?}");
+        }
+        assert_eq!(raw.origin.as_deref(), Some("test"));
+        let reading = Validator::default()
+            .validate(raw.clone(), EventTime(1_764_336_000_000))
+            .unwrap();
+        let again = decode(encode(&reading).as_bytes(), Some("test".into())).unwrap();
+        assert_eq!(again, raw);
+    }
+
+    #[test]
+    fn rfc3339_and_nulls_and_absent_sensors() {
+        let raw = decode(
+            br#"{"ts": "2026-11-28T14:00:00.250Z", "vehicle_id": "V1", "rpm": null, "speed_kmh": 12}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(raw.ts, Some(1_795_874_400_250));
+        assert_eq!(raw.values[Sensor::Rpm.index()], None);
+        assert_eq!(raw.values[Sensor::SpeedKmh.index()], Some(12.0));
+        assert_eq!(raw.values[Sensor::CoolantTempC.index()], None);
+    }
+
+    #[test]
+    fn faults_name_the_field() {
+        let cases: [(&[u8], &str, &str); 7] = [
+            (b"not json", "payload", "invalid JSON"),
+            (b"[1, 2]", "payload", "expected a JSON object"),
+            (
+                br#"{"vehicle_id": 7, "ts": 1}"#,
+                "vehicle_id",
+                "expected a string",
+            ),
+            (
+                br#"{"vehicle_id": "V", "ts": "yesterday"}"#,
+                "ts",
+                "RFC 3339",
+            ),
+            (
+                br#"{"vehicle_id": "V", "ts": 1.5}"#,
+                "ts",
+                "integer milliseconds",
+            ),
+            (
+                br#"{"vehicle_id": "V", "ts": 1, "rpm": "fast"}"#,
+                "rpm",
+                "a number or null",
+            ),
+            (
+                br#"{"vehicle_id": "V", "ts": 1, "warp_drive": 9}"#,
+                "warp_drive",
+                "unknown field",
+            ),
+        ];
+        for (payload, field, detail) in cases {
+            let rejected = decode(payload, Some("t/0@5".into())).unwrap_err();
+            assert_eq!(
+                rejected.field,
+                field,
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
+            let RejectReason::Malformed { detail: d } = &rejected.reason else {
+                panic!("{rejected:?}")
+            };
+            assert!(d.contains(detail), "{d}");
+            assert_eq!(rejected.reading.origin.as_deref(), Some("t/0@5"));
+        }
+    }
+
+    #[test]
+    fn non_finite_values_travel_as_strings_and_are_rejected_by_validation() {
+        let mut raw = RawReading::new("VEH_1", 1_000, [None; SENSOR_COUNT]);
+        raw.values[Sensor::Rpm.index()] = Some(f64::NAN);
+        raw.values[Sensor::SpeedKmh.index()] = Some(f64::INFINITY);
+        let text = encode_raw(&raw);
+        let back = decode(text.as_bytes(), None).unwrap();
+        assert!(back.values[Sensor::Rpm.index()].unwrap().is_nan());
+        assert_eq!(back.values[Sensor::SpeedKmh.index()], Some(f64::INFINITY));
+        let rejected = Validator::default()
+            .validate(back, EventTime(1_000))
+            .unwrap_err();
+        assert_eq!(rejected.field, "rpm");
+        assert_eq!(rejected.reason, RejectReason::NonFinite);
+        // A raw reading without id or time encodes without them and decodes alike.
+        let bare = RawReading {
+            values: raw.values,
+            ..RawReading::default()
+        };
+        let back = decode(encode_raw(&bare).as_bytes(), None).unwrap();
+        assert_eq!(back.vehicle_id, None);
+        assert_eq!(back.ts, None);
+    }
+}
