@@ -307,6 +307,76 @@ struct RunArgs {
     /// ./pmi-data/models].
     #[arg(long, env = "PMI_REGISTRY")]
     registry: Option<PathBuf>,
+    /// Where telemetry comes from.
+    #[arg(long, value_enum, default_value = "simulator", env = "PMI_SOURCE")]
+    source: SourceKind,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceKind {
+    /// The built-in fleet simulator.
+    Simulator,
+    /// A Kafka topic of JSON readings ([kafka] settings and the --kafka-* flags).
+    Kafka,
+}
+
+/// Kafka settings of `pmi run --source kafka` (each also a `[kafka]` key).
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    /// Bootstrap servers [default: 127.0.0.1:19092].
+    #[arg(long = "kafka-brokers", env = "PMI_KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Telemetry topic [default: pmi.telemetry].
+    #[arg(long = "kafka-topic", env = "PMI_KAFKA_TOPIC")]
+    topic: Option<String>,
+    /// Consumer group [default: pmi].
+    #[arg(long = "kafka-group", env = "PMI_KAFKA_GROUP")]
+    group: Option<String>,
+    /// Read up to the topic's end as of the start, then finish (a backfill from Kafka).
+    #[arg(long = "kafka-bounded")]
+    bounded: bool,
+    /// Predictions topic ("" for none) [default: pmi.predictions].
+    #[arg(long = "kafka-predictions-topic", env = "PMI_KAFKA_PREDICTIONS_TOPIC")]
+    predictions_topic: Option<String>,
+    /// Alerts topic ("" for the console) [default: pmi.alerts].
+    #[arg(long = "kafka-alerts-topic", env = "PMI_KAFKA_ALERTS_TOPIC")]
+    alerts_topic: Option<String>,
+    /// Dead-letter topic ("" for none) [default: pmi.dead-letter].
+    #[arg(long = "kafka-dead-letter-topic", env = "PMI_KAFKA_DEAD_LETTER_TOPIC")]
+    dead_letter_topic: Option<String>,
+    /// Idle timeout of a partition (e.g. 10s) [default: 10s].
+    #[arg(long = "kafka-idle-timeout", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Sink checkpoint (and offset commit) interval, ms [default: 5000].
+    #[arg(long = "checkpoint-ms", env = "PMI_CHECKPOINT_MS")]
+    checkpoint_ms: Option<u64>,
+    /// Accept readings with timestamps in the future (replays of simulated spans).
+    #[arg(long = "kafka-any-time")]
+    any_time: bool,
+}
+
+impl KafkaArgs {
+    fn apply(&self, k: &mut crate::settings::KafkaSettings) {
+        let set = |dst: &mut String, src: &Option<String>| {
+            if let Some(v) = src {
+                *dst = v.clone();
+            }
+        };
+        set(&mut k.brokers, &self.brokers);
+        set(&mut k.telemetry_topic, &self.topic);
+        set(&mut k.group, &self.group);
+        set(&mut k.predictions_topic, &self.predictions_topic);
+        set(&mut k.alerts_topic, &self.alerts_topic);
+        set(&mut k.dead_letter_topic, &self.dead_letter_topic);
+        if let Some(t) = self.idle_timeout {
+            k.idle_timeout_s = t.as_secs();
+        }
+        if let Some(c) = self.checkpoint_ms {
+            k.checkpoint_ms = c;
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -319,6 +389,13 @@ struct SimulateArgs {
     /// Output folder (telemetry/ and ground_truth/ are written in it) [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
     out: Option<PathBuf>,
+    /// Send the telemetry instead of writing Parquet: `kafka://HOST:PORT[,…]/TOPIC`
+    /// (created with --partitions if missing). The ground truth still goes to --out.
+    #[arg(long, env = "PMI_SIMULATE_TO")]
+    to: Option<String>,
+    /// Partitions of a topic `--to kafka://…` creates.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
 }
 
 #[derive(Debug, Args)]
@@ -370,7 +447,7 @@ pub fn main() -> anyhow::Result<()> {
             if let Some(w) = args.workers {
                 settings.run.workers = w;
             }
-            if let Some(o) = args.out {
+            if let Some(o) = args.out.clone() {
                 settings.run.out_dir = o;
             }
             let pace = match args.speed {
@@ -391,6 +468,9 @@ pub fn main() -> anyhow::Result<()> {
                     (Pace::Max, Some(d)) => EventTime(now.0 - d.as_millis() as i64),
                     _ => now,
                 });
+            if args.source == SourceKind::Kafka {
+                return run_kafka(&mut settings, &args);
+            }
             let job = LiveJob {
                 fleet: fleet_spec(&settings, start),
                 pace,
@@ -422,7 +502,19 @@ pub fn main() -> anyhow::Result<()> {
                 duration: args.duration,
                 out_dir: out.clone(),
             };
-            let summary = jobs::simulate(&job)?;
+            let summary = match args.to.as_deref() {
+                None => jobs::simulate(&job)?,
+                Some(to) => {
+                    let Some(rest) = to.strip_prefix("kafka://") else {
+                        anyhow::bail!("--to `{to}`: expected kafka://HOST:PORT/TOPIC");
+                    };
+                    let Some((brokers, topic)) = rest.split_once('/') else {
+                        anyhow::bail!("--to `{to}`: expected kafka://HOST:PORT/TOPIC");
+                    };
+                    pmi_dataflows::kafka::produce_simulated(&job, brokers, topic, args.partitions)
+                        .with_context(|| format!("producing to {to}"))?
+                }
+            };
             println!(
                 "simulate: {} readings ({} rejected by validation downstream expected: {}), {} failures in ground truth → {}",
                 summary.readings,
@@ -704,6 +796,43 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `pmi run --source kafka`.
+fn run_kafka(settings: &mut Settings, args: &RunArgs) -> anyhow::Result<()> {
+    args.kafka.apply(&mut settings.kafka);
+    let k = &settings.kafka;
+    let topic = |t: &str| (!t.is_empty()).then(|| t.to_owned());
+    let mut source =
+        pmi_sources::kafka::KafkaSourceConfig::new(&k.brokers, &k.telemetry_topic, &k.group);
+    source.bounded = args.kafka.bounded;
+    source.idle_timeout = Duration::from_secs(k.idle_timeout_s);
+    source.wall_clock = !args.kafka.any_time;
+    let job = pmi_dataflows::kafka::KafkaJob {
+        source,
+        outputs: pmi_dataflows::kafka::KafkaOutputs {
+            predictions: topic(&k.predictions_topic),
+            alerts: topic(&k.alerts_topic),
+            dead_letter: topic(&k.dead_letter_topic),
+        },
+        graph: pmi_dataflows::GraphConfig {
+            cluster: args.cluster.cluster()?,
+            checkpoint_every: Some(Duration::from_millis(k.checkpoint_ms.max(1))),
+            ..graph_config(settings)
+        },
+        out_dir: settings.run.out_dir.clone(),
+        write_telemetry: settings.run.write_telemetry,
+        severity: settings.severity,
+        model_registry: Some(
+            args.registry
+                .clone()
+                .unwrap_or(settings.model.registry.clone()),
+        ),
+    };
+    let report = pmi_dataflows::kafka::kafka(&job)
+        .with_context(|| format!("kafka run on topic `{}`", k.telemetry_topic))?;
+    print_report("run", &report, &settings.run.out_dir);
+    Ok(())
+}
+
 fn apply_fleet(settings: &mut Settings, fleet: &FleetArgs) {
     if let Some(v) = fleet.vehicles {
         settings.simulator.vehicles = v;
@@ -749,4 +878,10 @@ fn print_report(what: &str, r: &RunReport, out: &std::path::Path) {
         out.display(),
         r.elapsed_ms as f64 / 1000.0
     );
+    if r.replayed > 0 {
+        println!(
+            "{what}: {} records of the replay were already durable from an earlier run and not written again",
+            r.replayed
+        );
+    }
 }

@@ -23,6 +23,48 @@ pub struct Settings {
     pub simulator: SimulatorSettings,
     /// Model settings (`[model]`).
     pub model: ModelSettings,
+    /// Kafka settings (`[kafka]`).
+    pub kafka: KafkaSettings,
+}
+
+/// `[kafka]`: the broker, topics and consumer group of `pmi run --source kafka` and
+/// `pmi simulate --to kafka://…`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,…]` (default `127.0.0.1:19092`, the port of
+    /// `scripts/services.sh`).
+    pub brokers: String,
+    /// Telemetry topic (default `pmi.telemetry`).
+    pub telemetry_topic: String,
+    /// Predictions topic; empty: none (default `pmi.predictions`).
+    pub predictions_topic: String,
+    /// Alerts topic; empty: alerts go to the console (default `pmi.alerts`).
+    pub alerts_topic: String,
+    /// Dead-letter topic for rejected readings; empty: none (default `pmi.dead-letter`).
+    pub dead_letter_topic: String,
+    /// Consumer group (default `pmi`).
+    pub group: String,
+    /// A partition at its end with nothing new for this long stops holding the watermark,
+    /// seconds (default 10).
+    pub idle_timeout_s: u64,
+    /// Sink checkpoint interval, and so offset commit interval, milliseconds (default 5000).
+    pub checkpoint_ms: u64,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:19092".into(),
+            telemetry_topic: "pmi.telemetry".into(),
+            predictions_topic: "pmi.predictions".into(),
+            alerts_topic: "pmi.alerts".into(),
+            dead_letter_topic: "pmi.dead-letter".into(),
+            group: "pmi".into(),
+            idle_timeout_s: 10,
+            checkpoint_ms: 5000,
+        }
+    }
 }
 
 /// `[model]`: the registry and what models predict.

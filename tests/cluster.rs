@@ -6,41 +6,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
-
-/// Every feature row under `dir/features`: (vehicle, pane end, value bits), sorted.
-fn features(dir: &Path) -> Vec<(String, i64, Vec<u64>)> {
-    let mut rows = Vec::new();
-    for batch in common::parquet_batches(&dir.join("features")) {
-        let ids = batch.column_by_name("vehicle_id").unwrap();
-        let ids = ids.as_string::<i32>();
-        let ends = batch.column_by_name("pane_end").unwrap();
-        let ends = ends.as_primitive::<TimestampMillisecondType>();
-        let values: Vec<_> = batch
-            .columns()
-            .iter()
-            .filter(|c| *c.data_type() == DataType::Float64)
-            .map(|c| c.as_primitive::<Float64Type>().clone())
-            .collect();
-        for r in 0..batch.num_rows() {
-            let bits = values
-                .iter()
-                .map(|c| {
-                    if c.is_null(r) {
-                        u64::MAX
-                    } else {
-                        c.value(r).to_bits()
-                    }
-                })
-                .collect();
-            rows.push((ids.value(r).to_owned(), ends.value(r), bits));
-        }
-    }
-    rows.sort();
-    rows
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -108,13 +73,13 @@ fn a_two_process_cluster_equals_one_process() {
     assert!(single.status.success(), "{single:?}");
 
     let (p0, p1) = (
-        features(&dir.path().join("p0")),
-        features(&dir.path().join("p1")),
+        common::feature_rows(&dir.path().join("p0")),
+        common::feature_rows(&dir.path().join("p1")),
     );
     assert!(!p0.is_empty() && !p1.is_empty(), "both processes did work");
     let mut cluster = [p0, p1].concat();
     cluster.sort();
-    let one = features(&dir.path().join("single"));
+    let one = common::feature_rows(&dir.path().join("single"));
     assert_eq!(cluster.len(), one.len());
     assert!(
         cluster == one,

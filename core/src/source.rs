@@ -73,4 +73,17 @@ pub trait TelemetrySource: 'static {
     fn watermark(&self) -> Option<EventKey> {
         None
     }
+
+    /// Every output of every reading with a key below `durable` is durable (the frontier
+    /// of the sinks' checkpoints): a replayable source may forget, or commit, what it no
+    /// longer needs to replay. Called on the worker; must not block.
+    fn acknowledge(&mut self, _durable: EventKey) -> Result<(), SourceFailure> {
+        Ok(())
+    }
+
+    /// The graph has finished and every output is durable (called once, after the sinks
+    /// are closed). May block briefly (a final offset commit).
+    fn finish(&mut self) -> Result<(), SourceFailure> {
+        Ok(())
+    }
 }

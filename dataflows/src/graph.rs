@@ -11,21 +11,26 @@
 //!            └─ rejected ───────┴ duplicates ────► [dead-letter sink]
 //! ```
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::vec::{Filter, Map};
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::ProbeHandle;
 
 use pmi_core::{
-    FeatureVector, Prediction, Rejected, Severity, Telemetry, TelemetrySource, WindowConfig,
+    EventKey, FeatureVector, Prediction, Rejected, Severity, Telemetry, TelemetrySource,
+    WindowConfig,
 };
 use pmi_operators::source::{telemetry_source, SourceCounters, SourceOptions, Throttle};
 use pmi_operators::windows::{pane_windows_with_gauges, WindowGauges, WindowSpec};
 
-use crate::sink::{close, shared, write_to, ChunkSink, SinkStats};
+use crate::sink::{
+    at_time, close, shared, write_to, ChunkSink, SinkStats, Stamp, Suppressed, WriteOptions,
+};
 use crate::DataflowError;
 
 /// A scorer usable on every worker: turns a feature vector into a prediction.
@@ -45,6 +50,9 @@ pub struct GraphConfig {
     /// Several `pmi` processes forming one timely cluster (timely's own networking); `None`:
     /// this process alone.
     pub cluster: Option<Cluster>,
+    /// Checkpoint the sinks this often, so a replayable source can commit behind them
+    /// (`crate::sink`); `None`: outputs are durable when the run ends.
+    pub checkpoint_every: Option<Duration>,
 }
 
 /// This process's place in a cluster of `pmi` processes, each running `workers` threads.
@@ -102,6 +110,7 @@ impl Default for GraphConfig {
             alert_floor: Severity::Medium,
             max_ahead_ms: 20_000,
             cluster: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -120,6 +129,23 @@ pub struct WorkerSinks {
     pub dead_letter: Box<dyn ChunkSink<Rejected>>,
     /// Late readings.
     pub late: Box<dyn ChunkSink<Telemetry>>,
+    /// Where an earlier run's durable output ends, per exactly-once output (a resumed run
+    /// drops its replay of what is already written; `crate::sink`).
+    pub resume: Resume,
+}
+
+/// The last durable checkpoint of each output whose records are stamped deterministically
+/// (features, predictions and alerts by pane end, telemetry by the pane of its reading).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// Raw telemetry archive.
+    pub telemetry: Option<u64>,
+    /// Feature vectors.
+    pub features: Option<u64>,
+    /// Predictions.
+    pub predictions: Option<u64>,
+    /// Alerts.
+    pub alerts: Option<u64>,
 }
 
 /// What a run did, summed over workers. Every reading read is accounted for:
@@ -150,6 +176,8 @@ pub struct RunReport {
     pub peak_state_bytes: u64,
     /// Vehicles with window state at that moment.
     pub peak_state_vehicles: u64,
+    /// Records of a replay dropped because an earlier run had made them durable.
+    pub replayed: u64,
 }
 
 impl RunReport {
@@ -165,6 +193,7 @@ impl RunReport {
         self.files += o.files;
         self.peak_state_bytes = self.peak_state_bytes.max(o.peak_state_bytes);
         self.peak_state_vehicles = self.peak_state_vehicles.max(o.peak_state_vehicles);
+        self.replayed += o.replayed;
     }
 
     /// Mean window state per vehicle at the peak, bytes.
@@ -234,6 +263,29 @@ where
     Ok(report)
 }
 
+/// A source shared between the driver and the worker, which finishes it after the sinks
+/// are closed.
+struct SharedSource<S>(Rc<RefCell<S>>);
+
+impl<S: TelemetrySource> TelemetrySource for SharedSource<S> {
+    fn name(&self) -> &str {
+        // The name is fixed at creation; leak-free: copy it once.
+        "shared"
+    }
+    fn poll(
+        &mut self,
+        batch: &mut pmi_core::SourceBatch,
+    ) -> Result<pmi_core::SourceStatus, pmi_core::SourceFailure> {
+        self.0.borrow_mut().poll(batch)
+    }
+    fn watermark(&self) -> Option<EventKey> {
+        self.0.borrow().watermark()
+    }
+    fn acknowledge(&mut self, durable: EventKey) -> Result<(), pmi_core::SourceFailure> {
+        self.0.borrow_mut().acknowledge(durable)
+    }
+}
+
 fn run_worker<S, FS, FK>(
     worker: &mut timely::worker::Worker,
     config: &GraphConfig,
@@ -249,8 +301,12 @@ where
     FK: Fn(usize) -> Result<WorkerSinks, DataflowError>,
 {
     let (index, peers) = (worker.index(), worker.peers());
-    let source = make_source(index, peers)?;
+    let source = Rc::new(RefCell::new(make_source(index, peers)?));
     let sinks = make_sinks(index)?;
+    let resume = sinks.resume;
+    let suppressed: Suppressed = Rc::new(RefCell::new(0));
+    let durable = ProbeHandle::new();
+    let pane_ms = config.window.pane_ms().max(1) as u64;
     let counters = Arc::new(SourceCounters::default());
     let errors = Arc::new(Mutex::new(Vec::new()));
     let gauges = measure_state.then(|| Arc::new(Mutex::new(WindowGauges::default())));
@@ -271,46 +327,82 @@ where
                 max_ahead_ms: config.max_ahead_ms,
             }),
             counters: counters.clone(),
+            durable: Some(durable.clone()),
         };
-        let src = telemetry_source(scope, source, options);
+        let src = telemetry_source(scope, SharedSource(source.clone()), options);
+        let write = |resume: Option<u64>| WriteOptions {
+            checkpoint_every: config.checkpoint_every,
+            resume,
+        };
+        let mut acks = Vec::new();
         if let Some(t) = &telemetry {
-            write_to(
+            // Stamped by the pane of the reading's own key, which does not depend on when it
+            // arrived, so a replay stamps it alike.
+            let stamp: Stamp<Telemetry> = Rc::new(move |r: &Telemetry, time: u64| {
+                let key = EventKey::new(0, r.ts).0;
+                (key - key % pane_ms + pane_ms).max(time)
+            });
+            acks.push(write_to(
                 src.readings.clone().map(|s| s.reading),
                 "telemetry",
                 t.clone(),
                 errors.clone(),
-            );
+                stamp,
+                write(resume.telemetry),
+                suppressed.clone(),
+            ));
         }
         let windows = pane_windows_with_gauges(src.readings, spec.clone(), gauges.clone());
         let score = scorer.clone();
         let predictions = windows.features.clone().map(move |v| score(&v));
         let floor = config.alert_floor;
         let alerts = predictions.clone().filter(move |p| p.severity >= floor);
-        write_to(
+        acks.push(write_to(
             windows.features.probe_with(&probe),
             "features",
             features_sink.clone(),
             errors.clone(),
-        );
-        write_to(
+            at_time(),
+            write(resume.features),
+            suppressed.clone(),
+        ));
+        acks.push(write_to(
             predictions.probe_with(&probe),
             "predictions",
             predictions_sink.clone(),
             errors.clone(),
-        );
-        write_to(alerts, "alerts", alerts_sink.clone(), errors.clone());
-        write_to(
+            at_time(),
+            write(resume.predictions),
+            suppressed.clone(),
+        ));
+        acks.push(write_to(
+            alerts,
+            "alerts",
+            alerts_sink.clone(),
+            errors.clone(),
+            at_time(),
+            write(resume.alerts),
+            suppressed.clone(),
+        ));
+        acks.push(write_to(
             src.rejected.concat(windows.rejected),
             "dead_letter",
             dead_sink.clone(),
             errors.clone(),
-        );
-        write_to(
+            at_time(),
+            write(None),
+            suppressed.clone(),
+        ));
+        acks.push(write_to(
             src.late.concat(windows.late),
             "late",
             late_sink.clone(),
             errors.clone(),
-        );
+            at_time(),
+            write(None),
+            suppressed.clone(),
+        ));
+        scope.concatenate(acks).probe_with(&durable);
     });
 
     let mut peak = (0u64, 0u64);
@@ -344,6 +436,11 @@ where
     let alerts = stat(close(&alerts_sink))?;
     let dead = stat(close(&dead_sink))?;
     let late = stat(close(&late_sink))?;
+    // Everything is durable: the source may commit its final position.
+    source
+        .borrow_mut()
+        .finish()
+        .map_err(DataflowError::Source)?;
 
     let accepted = counters.accepted.load(Ordering::Relaxed);
     let src_rejected = counters.rejected.load(Ordering::Relaxed);
@@ -363,6 +460,7 @@ where
         elapsed_ms: 0,
         peak_state_bytes: peak.0,
         peak_state_vehicles: peak.1,
+        replayed: *suppressed.borrow(),
     };
     Ok((report, src_rejected, src_late))
 }

@@ -99,7 +99,7 @@ pub const MODEL_RELOAD_POLL: Duration = Duration::from_secs(2);
 /// The graph's scorer: the registry's current model with hot reload (the rules until one
 /// is published), or the rules alone without a registry. Keep the [`ModelScorer`] alive for
 /// the run: dropping it stops the reloads.
-fn scorer(
+pub(crate) fn scorer(
     schema: &FeatureSchema,
     severity: SeverityThresholds,
     registry: Option<&Path>,
@@ -119,11 +119,11 @@ fn scorer(
 
 /// A unique prefix for this run's files, so that runs into the same folder never overwrite
 /// each other's files.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     format!("{}", EventTime::now().0)
 }
 
-/// Parquet outputs of one worker under `out`.
+/// Parquet outputs of one worker under `out`; see [`parquet_sinks_checkpointed`].
 fn parquet_sinks(
     out: &Path,
     writer: &str,
@@ -131,12 +131,47 @@ fn parquet_sinks(
     telemetry: bool,
     alerts_to_console: bool,
 ) -> Result<WorkerSinks, DataflowError> {
-    let o = DatasetOptions::default();
+    parquet_sinks_checkpointed(out, writer, schema, telemetry, alerts_to_console, None)
+}
+
+/// Parquet outputs of one worker under `out`. With `checkpoints` (a folder for this
+/// worker's markers), the datasets are transactional: files appear at checkpoints, each
+/// dataset's marker records its last one, and the sinks' `resume` is read from them.
+pub(crate) fn parquet_sinks_checkpointed(
+    out: &Path,
+    writer: &str,
+    schema: &FeatureSchema,
+    telemetry: bool,
+    alerts_to_console: bool,
+    checkpoints: Option<&Path>,
+) -> Result<WorkerSinks, DataflowError> {
+    let opts = |dataset: &str| DatasetOptions {
+        checkpoint_marker: checkpoints.map(|c| c.join(dataset)),
+        ..DatasetOptions::default()
+    };
+    let marker = |dataset: &str| -> Result<Option<u64>, DataflowError> {
+        match checkpoints {
+            Some(c) => pmi_sinks::parquet_out::read_marker(&c.join(dataset)).map_err(sink_err),
+            None => Ok(None),
+        }
+    };
+    let resume = crate::graph::Resume {
+        telemetry: marker("telemetry")?,
+        features: marker("features")?,
+        predictions: marker("predictions")?,
+        alerts: None,
+    };
     Ok(WorkerSinks {
         telemetry: if telemetry {
             Some(Box::new(
-                BackgroundWriter::start(out, "telemetry", writer, TelemetryLayout, o.clone())
-                    .map_err(sink_err)?,
+                BackgroundWriter::start(
+                    out,
+                    "telemetry",
+                    writer,
+                    TelemetryLayout,
+                    opts("telemetry"),
+                )
+                .map_err(sink_err)?,
             ))
         } else {
             None
@@ -147,13 +182,19 @@ fn parquet_sinks(
                 "features",
                 writer,
                 FeatureLayout::new(schema),
-                o.clone(),
+                opts("features"),
             )
             .map_err(sink_err)?,
         ),
         predictions: Box::new(
-            BackgroundWriter::start(out, "predictions", writer, PredictionLayout, o.clone())
-                .map_err(sink_err)?,
+            BackgroundWriter::start(
+                out,
+                "predictions",
+                writer,
+                PredictionLayout,
+                opts("predictions"),
+            )
+            .map_err(sink_err)?,
         ),
         alerts: if alerts_to_console {
             Box::new(ConsoleAlerts::default())
@@ -161,12 +202,20 @@ fn parquet_sinks(
             Box::new(CountingSink::default())
         },
         dead_letter: Box::new(
-            BackgroundWriter::start(out, "dead_letter", writer, RejectedLayout, o.clone())
-                .map_err(sink_err)?,
+            BackgroundWriter::start(
+                out,
+                "dead_letter",
+                writer,
+                RejectedLayout,
+                opts("dead_letter"),
+            )
+            .map_err(sink_err)?,
         ),
         late: Box::new(
-            BackgroundWriter::start(out, "late", writer, TelemetryLayout, o).map_err(sink_err)?,
+            BackgroundWriter::start(out, "late", writer, TelemetryLayout, opts("late"))
+                .map_err(sink_err)?,
         ),
+        resume,
     })
 }
 
@@ -287,16 +336,25 @@ pub fn simulate(job: &SimulateJob) -> Result<SimulateSummary, DataflowError> {
         .cloned()
         .collect();
     summary.failures = truth.len() as u64;
+    write_ground_truth(&job.out_dir, truth)?;
+    Ok(summary)
+}
+
+/// Writes a fleet's ground truth under `out/ground_truth/`.
+pub(crate) fn write_ground_truth(
+    out: &Path,
+    truth: Vec<pmi_core::FailureEvent>,
+) -> Result<(), DataflowError> {
     let mut gt = ParquetDataset::new(
-        &job.out_dir.join("ground_truth"),
-        &id,
+        &out.join("ground_truth"),
+        &run_id(),
         GroundTruthLayout,
         DatasetOptions::default(),
     )
     .map_err(sink_err)?;
     gt.push(truth).map_err(sink_err)?;
     gt.close().map_err(sink_err)?;
-    Ok(summary)
+    Ok(())
 }
 
 /// `pmi backfill`.

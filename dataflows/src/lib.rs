@@ -4,12 +4,14 @@
 //! - [`sink`]: the timely operator that feeds the sinks.
 //! - [`simulated`], [`backfill`]: the simulator and Parquet as graph sources; [`layout`]:
 //!   how a backfill's input is ordered.
-//! - [`jobs`]: `live`, `simulate`, `backfill`, `bench`, as the CLI runs them.
+//! - [`jobs`]: `live`, `simulate`, `backfill`, `bench`, as the CLI runs them; [`kafka`]:
+//!   the graph over a Kafka topic, at least once.
 #![forbid(unsafe_code)]
 
 pub mod backfill;
 pub mod graph;
 pub mod jobs;
+pub mod kafka;
 pub mod layout;
 pub mod scoring;
 pub mod simulated;

@@ -385,6 +385,7 @@ fn collecting_sinks(
         alerts: Box::new(CountingSink::default()),
         dead_letter: Box::new(CountingSink::default()),
         late: Box::new(CountingSink::default()),
+        resume: Default::default(),
     }
 }
 

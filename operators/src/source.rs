@@ -69,6 +69,9 @@ pub struct SourceOptions {
     pub throttle: Option<Throttle>,
     /// Counters to update.
     pub counters: Arc<SourceCounters>,
+    /// Probe whose frontier is the time below which every output is durable; the driver
+    /// passes it on to [`TelemetrySource::acknowledge`].
+    pub durable: Option<ProbeHandle<u64>>,
 }
 
 /// The three streams of a source.
@@ -109,10 +112,28 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
             lateness_ms,
             throttle,
             counters,
+            durable,
         } = options;
+        let mut acknowledged = 0u64;
 
         move |_frontiers| {
             let Some(held) = caps.as_mut() else { return };
+            if let Some(probe) = &durable {
+                let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+                if frontier > acknowledged {
+                    acknowledged = frontier;
+                    if let Err(failure) = source.acknowledge(EventKey(frontier)) {
+                        tracing::error!(source = source.name(), error = %failure, "source failed");
+                        counters
+                            .failure
+                            .lock()
+                            .expect("counters lock")
+                            .get_or_insert(failure);
+                        caps = None;
+                        return;
+                    }
+                }
+            }
             if let Some(t) = &throttle {
                 let limit = watermark.0.saturating_sub(t.max_ahead_ms);
                 if t.probe.less_than(&limit) {

@@ -6,9 +6,11 @@
 //!   late, raw readings, ground truth) in bounded batches and files written atomically, on
 //!   a background thread behind a bounded channel.
 //! - [`console`]: alerts printed for a person to read.
+//! - [`kafka`]: records to Kafka topics (predictions, alerts, dead letters, telemetry).
 #![forbid(unsafe_code)]
 
 pub mod console;
+pub mod kafka;
 pub mod parquet_out;
 pub mod table;
 
@@ -34,6 +36,67 @@ pub trait ChunkSink<T> {
     fn send(&mut self, chunk: Vec<T>) -> Result<(), SinkError>;
     /// Makes everything durable and reports what was written.
     fn close(self: Box<Self>) -> Result<SinkStats, SinkError>;
+
+    /// Starts making everything sent so far durable, as checkpoint `token` (tokens grow).
+    /// Must not block for long: [`ChunkSink::durable`] tells when it is done. The default
+    /// suits sinks whose sends are durable at once.
+    fn checkpoint(&mut self, _token: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The last checkpoint token that is durable; `None`: every checkpoint is durable as
+    /// soon as it is taken. An error (a write or delivery failed) is final for the sink.
+    fn durable(&self) -> Result<Option<u64>, SinkError> {
+        Ok(None)
+    }
+}
+
+/// Sends every chunk to two sinks (e.g. predictions to Parquet and to Kafka). Durable when
+/// both are.
+pub struct Tee<T> {
+    /// The first sink.
+    pub a: Box<dyn ChunkSink<T>>,
+    /// The second sink.
+    pub b: Box<dyn ChunkSink<T>>,
+    /// Last checkpoint taken.
+    taken: Option<u64>,
+}
+
+impl<T> Tee<T> {
+    /// Both `a` and `b`.
+    pub fn new(a: Box<dyn ChunkSink<T>>, b: Box<dyn ChunkSink<T>>) -> Self {
+        Tee { a, b, taken: None }
+    }
+}
+
+impl<T: Clone> ChunkSink<T> for Tee<T> {
+    fn send(&mut self, chunk: Vec<T>) -> Result<(), SinkError> {
+        self.a.send(chunk.clone())?;
+        self.b.send(chunk)
+    }
+    fn close(self: Box<Self>) -> Result<SinkStats, SinkError> {
+        let b = self.b.close()?;
+        let a = self.a.close()?;
+        Ok(SinkStats {
+            rows: a.rows,
+            files: a.files + b.files,
+            bytes: a.bytes + b.bytes,
+        })
+    }
+    fn checkpoint(&mut self, token: u64) -> Result<(), SinkError> {
+        self.a.checkpoint(token)?;
+        self.b.checkpoint(token)?;
+        self.taken = Some(token);
+        Ok(())
+    }
+    fn durable(&self) -> Result<Option<u64>, SinkError> {
+        let Some(taken) = self.taken else {
+            return Ok(None);
+        };
+        let a = self.a.durable()?.unwrap_or(taken);
+        let b = self.b.durable()?.unwrap_or(taken);
+        Ok(Some(a.min(b)))
+    }
 }
 
 /// Errors of the sinks.
@@ -53,6 +116,9 @@ pub enum SinkError {
     /// Parquet encoding.
     #[error(transparent)]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// Kafka: a producer could not be made or a delivery failed after its retries.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// The writer thread stopped (after an earlier error, or it panicked).
     #[error("writer thread for `{0}` stopped")]
     Stopped(String),
@@ -62,7 +128,7 @@ impl SinkError {
     /// Whose fault: the file system or a service is external; the rest is internal.
     pub fn class(&self) -> pmi_core::ErrorClass {
         match self {
-            SinkError::Io { .. } => pmi_core::ErrorClass::External,
+            SinkError::Io { .. } | SinkError::Kafka(_) => pmi_core::ErrorClass::External,
             _ => pmi_core::ErrorClass::Internal,
         }
     }

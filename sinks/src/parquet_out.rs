@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -257,6 +258,11 @@ pub struct DatasetOptions {
     pub batch_rows: usize,
     /// Rows per file before a new one is started (default 1,000,000).
     pub max_rows_per_file: usize,
+    /// Transactional: completed files stay hidden (temporary names) until the next
+    /// checkpoint publishes them and records the checkpoint's token in this marker file, so
+    /// that what is visible is exactly what was sent before a checkpoint (see
+    /// `dataflows::sink`). `None`: files appear as they are completed.
+    pub checkpoint_marker: Option<PathBuf>,
 }
 
 impl Default for DatasetOptions {
@@ -264,6 +270,7 @@ impl Default for DatasetOptions {
         DatasetOptions {
             batch_rows: 8192,
             max_rows_per_file: 1_000_000,
+            checkpoint_marker: None,
         }
     }
 }
@@ -284,6 +291,8 @@ pub struct ParquetDataset<R, L: RowLayout<R>> {
     options: DatasetOptions,
     buffer: Vec<R>,
     file: Option<OpenFile>,
+    /// Completed files awaiting a checkpoint (transactional mode): temporary and final paths.
+    pending: Vec<(PathBuf, PathBuf)>,
     seq: u32,
     stats: SinkStats,
 }
@@ -308,6 +317,7 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
             options,
             buffer: Vec::new(),
             file: None,
+            pending: Vec::new(),
             seq: 0,
             stats: SinkStats::default(),
         })
@@ -382,30 +392,110 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
                 source,
             })?;
             let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-            std::fs::rename(&f.tmp, &f.path).map_err(|source| SinkError::Io {
-                path: f.path.display().to_string(),
-                source,
-            })?;
             self.stats.files += 1;
             self.stats.bytes += bytes;
+            if self.options.checkpoint_marker.is_some() {
+                self.pending.push((f.tmp, f.path));
+            } else {
+                publish(&f.tmp, &f.path)?;
+            }
         }
         Ok(())
     }
 
-    /// Writes what is buffered, completes the file and reports.
-    pub fn close(mut self) -> Result<SinkStats, SinkError> {
+    /// Writes everything pushed so far into completed, visible files and records `token`
+    /// in the checkpoint marker (transactional mode; otherwise only completes the file).
+    pub fn checkpoint(&mut self, token: u64) -> Result<(), SinkError> {
         let rest = std::mem::take(&mut self.buffer);
         self.write(&rest)?;
         self.finish_file()?;
+        for (tmp, path) in std::mem::take(&mut self.pending) {
+            publish(&tmp, &path)?;
+        }
+        if let Some(marker) = &self.options.checkpoint_marker {
+            write_marker(marker, token)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered, completes the file and reports. In transactional mode what
+    /// came after the last checkpoint is discarded (a replay writes it again; the graph
+    /// takes a last checkpoint at the end of its input, so normally there is none).
+    pub fn close(mut self) -> Result<SinkStats, SinkError> {
+        if self.options.checkpoint_marker.is_none() {
+            self.checkpoint(u64::MAX)?;
+            return Ok(self.stats);
+        }
+        let unsaved = self.buffer.len() + self.file.as_ref().map_or(0, |f| f.rows);
+        if unsaved > 0 || !self.pending.is_empty() {
+            tracing::warn!(
+                dataset = %self.dir.display(),
+                rows = unsaved,
+                "closing without a checkpoint: discarding rows a replay writes again"
+            );
+        }
+        if let Some(f) = self.file.take() {
+            drop(f.writer);
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+        for (tmp, _) in self.pending.drain(..) {
+            let _ = std::fs::remove_file(&tmp);
+        }
         Ok(self.stats)
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Makes a completed temporary file visible under its final name (atomic rename).
+fn publish(tmp: &Path, path: &Path) -> Result<(), SinkError> {
+    std::fs::rename(tmp, path).map_err(io_err(path))
+}
+
+/// Records a checkpoint token, atomically (temporary file, fsync, rename).
+pub fn write_marker(marker: &Path, token: u64) -> Result<(), SinkError> {
+    if let Some(dir) = marker.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let tmp = marker.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, marker).map_err(io_err(marker))
+}
+
+/// The token a checkpoint marker holds; `None` when there is no marker yet.
+pub fn read_marker(marker: &Path) -> Result<Option<u64>, SinkError> {
+    match std::fs::read_to_string(marker) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|e| SinkError::Io {
+            path: marker.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}")),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(marker)(e)),
     }
 }
 
 /// A [`ParquetDataset`] on its own thread, fed through a bounded channel.
 pub struct BackgroundWriter<R: Send + 'static> {
     name: String,
-    tx: Option<SyncSender<Vec<R>>>,
+    tx: Option<SyncSender<Message<R>>>,
     thread: Option<JoinHandle<Result<SinkStats, SinkError>>>,
+    /// Last checkpoint token made durable by the thread (0: none yet).
+    durable: Arc<AtomicU64>,
+    checkpoints: bool,
+}
+
+enum Message<R> {
+    Rows(Vec<R>),
+    Checkpoint(u64),
 }
 
 impl<R: Send + 'static> BackgroundWriter<R> {
@@ -417,13 +507,22 @@ impl<R: Send + 'static> BackgroundWriter<R> {
         layout: L,
         options: DatasetOptions,
     ) -> Result<Self, SinkError> {
+        let checkpoints = options.checkpoint_marker.is_some();
         let mut ds = ParquetDataset::new(&root.join(dataset), writer_id, layout, options)?;
-        let (tx, rx) = sync_channel::<Vec<R>>(4);
+        let (tx, rx) = sync_channel::<Message<R>>(4);
+        let durable = Arc::new(AtomicU64::new(0));
+        let done = durable.clone();
         let thread = std::thread::Builder::new()
             .name(format!("pmi-parquet-{dataset}-{writer_id}"))
             .spawn(move || {
-                for chunk in rx {
-                    ds.push(chunk)?;
+                for message in rx {
+                    match message {
+                        Message::Rows(chunk) => ds.push(chunk)?,
+                        Message::Checkpoint(token) => {
+                            ds.checkpoint(token)?;
+                            done.store(token, Ordering::Release);
+                        }
+                    }
                 }
                 ds.close()
             })
@@ -435,7 +534,16 @@ impl<R: Send + 'static> BackgroundWriter<R> {
             name: dataset.to_owned(),
             tx: Some(tx),
             thread: Some(thread),
+            durable,
+            checkpoints,
         })
+    }
+
+    /// The thread ended early: its error.
+    fn failure(&mut self) -> SinkError {
+        self.join()
+            .err()
+            .unwrap_or_else(|| SinkError::Stopped(self.name.clone()))
     }
 
     fn join(&mut self) -> Result<SinkStats, SinkError> {
@@ -455,17 +563,36 @@ impl<R: Send + 'static> ChunkSink<R> for BackgroundWriter<R> {
             .tx
             .as_ref()
             .ok_or_else(|| SinkError::Stopped(self.name.clone()))?;
-        if tx.send(chunk).is_err() {
-            // The thread ended early: report its error.
-            return Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| SinkError::Stopped(self.name.clone())));
+        if tx.send(Message::Rows(chunk)).is_err() {
+            return Err(self.failure());
         }
         Ok(())
     }
     fn close(mut self: Box<Self>) -> Result<SinkStats, SinkError> {
         self.join()
+    }
+    fn checkpoint(&mut self, token: u64) -> Result<(), SinkError> {
+        if !self.checkpoints {
+            return Ok(());
+        }
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| SinkError::Stopped(self.name.clone()))?;
+        if tx.send(Message::Checkpoint(token)).is_err() {
+            return Err(self.failure());
+        }
+        Ok(())
+    }
+    fn durable(&self) -> Result<Option<u64>, SinkError> {
+        if !self.checkpoints {
+            return Ok(None);
+        }
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            // The thread ended early (an error): the next send reports it.
+            return Err(SinkError::Stopped(self.name.clone()));
+        }
+        Ok(Some(self.durable.load(Ordering::Acquire)))
     }
 }
 
@@ -504,12 +631,61 @@ mod tests {
             .collect()
     }
 
+    fn visible(dir: &Path) -> usize {
+        read_all(dir).iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[test]
+    fn transactional_files_appear_only_at_checkpoints() {
+        let root = tempfile::tempdir().unwrap();
+        let marker = root.path().join("_checkpoints/telemetry");
+        let options = DatasetOptions {
+            batch_rows: 100,
+            max_rows_per_file: 250,
+            checkpoint_marker: Some(marker.clone()),
+        };
+        let dir = root.path().join("telemetry");
+        let mut w = Box::new(
+            BackgroundWriter::start(root.path(), "telemetry", "0", TelemetryLayout, options)
+                .unwrap(),
+        );
+        assert_eq!(w.durable().unwrap(), Some(0));
+        // Files are completed at 250 rows, but nothing is visible before a checkpoint.
+        w.send((0..600).map(reading).collect()).unwrap();
+        w.checkpoint(7).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while w.durable().unwrap() != Some(7) {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(visible(&dir), 600);
+        assert_eq!(read_marker(&marker).unwrap(), Some(7));
+        // Rows after the last checkpoint are not published by a close (a replay rewrites
+        // them), and no temporary file is left behind.
+        w.send((600..700).map(reading).collect()).unwrap();
+        w.close().unwrap();
+        assert_eq!(visible(&dir), 600);
+        assert_eq!(read_marker(&marker).unwrap(), Some(7));
+        let leftovers = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+
     #[test]
     fn telemetry_round_trips_with_nulls_in_bounded_files_atomically() {
         let root = tempfile::tempdir().unwrap();
         let options = DatasetOptions {
             batch_rows: 100,
             max_rows_per_file: 250,
+            checkpoint_marker: None,
         };
         let mut w = Box::new(
             BackgroundWriter::start(root.path(), "telemetry", "0", TelemetryLayout, options)

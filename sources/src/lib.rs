@@ -5,9 +5,11 @@
 //!   readings), deterministic from a seed.
 //! - [`parquet_in`]: telemetry Parquet from PMI or any other tool, decoded and validated
 //!   column-wise, one row group at a time.
+//! - [`kafka`]: JSON readings from a Kafka topic, partitions divided among all workers.
 
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod kafka;
 pub mod parquet_in;
 pub mod table;

@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses only some of the helpers
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Every record batch of every Parquet file under `dir` (recursively), files in name order.
@@ -31,4 +33,36 @@ pub fn parquet_batches(dir: &Path) -> Vec<RecordBatch> {
         })
         .map(|b| b.unwrap())
         .collect()
+}
+
+/// Every feature row under `dir/features`: (vehicle, pane end, value bits), sorted.
+pub fn feature_rows(dir: &Path) -> Vec<(String, i64, Vec<u64>)> {
+    let mut rows = Vec::new();
+    for batch in parquet_batches(&dir.join("features")) {
+        let ids = batch.column_by_name("vehicle_id").unwrap();
+        let ids = ids.as_string::<i32>();
+        let ends = batch.column_by_name("pane_end").unwrap();
+        let ends = ends.as_primitive::<TimestampMillisecondType>();
+        let values: Vec<_> = batch
+            .columns()
+            .iter()
+            .filter(|c| *c.data_type() == DataType::Float64)
+            .map(|c| c.as_primitive::<Float64Type>().clone())
+            .collect();
+        for r in 0..batch.num_rows() {
+            let bits = values
+                .iter()
+                .map(|c| {
+                    if c.is_null(r) {
+                        u64::MAX
+                    } else {
+                        c.value(r).to_bits()
+                    }
+                })
+                .collect();
+            rows.push((ids.value(r).to_owned(), ends.value(r), bits));
+        }
+    }
+    rows.sort();
+    rows
 }

@@ -1,0 +1,315 @@
+//! Records to a Kafka topic (rdkafka's threaded producer: librdkafka batches and retries on
+//! its own thread, so the worker only enqueues).
+//!
+//! - Keys are the vehicle id, so one vehicle's records stay in order on one partition.
+//! - Values are JSON: predictions and alerts as [`Prediction`] serialises; telemetry in the
+//!   wire format of [`pmi_core::wire`]; rejected readings as [`Rejected`] serialises.
+//! - Delivery is acknowledged by all in-sync replicas (`acks=all`) with librdkafka's
+//!   idempotent producer (no duplicates from its own retries). A message that still fails
+//!   after librdkafka's retries (`delivery.timeout.ms`) is a sink error: the run fails
+//!   rather than going on without it.
+//! - A full local queue is backpressure: `send` waits for room (polling delivery reports),
+//!   up to the delivery timeout.
+//! - [`KafkaSink::flush`] waits until everything sent so far is acknowledged: what the
+//!   graph's durability protocol calls "durable" for this sink.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+
+use pmi_core::{Prediction, RawReading, Rejected, Telemetry};
+
+use crate::{ChunkSink, SinkError, SinkStats};
+
+/// How a Kafka sink connects.
+#[derive(Clone, Debug)]
+pub struct KafkaSinkConfig {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// How long librdkafka keeps retrying one message before it is a failure.
+    pub delivery_timeout: Duration,
+    /// Extra librdkafka settings.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaSinkConfig {
+    /// Settings for `topic` on `brokers` (delivery timeout 2 minutes).
+    pub fn new(brokers: &str, topic: &str) -> Self {
+        KafkaSinkConfig {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            delivery_timeout: Duration::from_secs(120),
+            extra: Vec::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "none")
+            .set(
+                "delivery.timeout.ms",
+                self.delivery_timeout.as_millis().to_string(),
+            );
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// The producer's context: counts delivery reports, keeps the first failure.
+#[derive(Clone, Default)]
+pub struct DeliveryContext(Arc<Deliveries>);
+
+/// Delivery counts of a producer.
+#[derive(Default)]
+pub struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, m)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                use rdkafka::message::Message;
+                let what = format!("delivery to `{}` failed after retries: {e}", m.topic());
+                tracing::error!("{what}");
+                self.0
+                    .first_failure
+                    .lock()
+                    .expect("deliveries lock")
+                    .get_or_insert(what);
+            }
+        }
+    }
+}
+
+/// How records of one kind become Kafka messages.
+pub trait KafkaRecord {
+    /// The message key.
+    fn key(&self) -> &str;
+    /// The message value.
+    fn value(&self) -> Vec<u8>;
+}
+
+impl KafkaRecord for Prediction {
+    fn key(&self) -> &str {
+        self.vehicle_id.as_str()
+    }
+    fn value(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a prediction always serialises")
+    }
+}
+
+impl KafkaRecord for Telemetry {
+    fn key(&self) -> &str {
+        self.vehicle_id.as_str()
+    }
+    fn value(&self) -> Vec<u8> {
+        pmi_core::wire::encode(self).into_bytes()
+    }
+}
+
+impl KafkaRecord for RawReading {
+    fn key(&self) -> &str {
+        self.vehicle_id.as_deref().unwrap_or("")
+    }
+    fn value(&self) -> Vec<u8> {
+        pmi_core::wire::encode_raw(self).into_bytes()
+    }
+}
+
+impl KafkaRecord for Rejected {
+    fn key(&self) -> &str {
+        self.reading.vehicle_id.as_deref().unwrap_or("")
+    }
+    fn value(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a rejected reading always serialises")
+    }
+}
+
+/// A producer to one topic.
+pub struct KafkaSink<T> {
+    producer: ThreadedProducer<DeliveryContext, NoCustomPartitioner>,
+    deliveries: Arc<Deliveries>,
+    config: KafkaSinkConfig,
+    sent: u64,
+    bytes: u64,
+    /// `(token, records sent before it)` of the checkpoint in flight, and the last durable.
+    checkpoint: Option<(u64, u64)>,
+    _records: std::marker::PhantomData<fn(T)>,
+}
+
+fn kafka_err(topic: &str, e: KafkaError) -> SinkError {
+    SinkError::Kafka(format!("topic `{topic}`: {e}"))
+}
+
+impl<T: KafkaRecord> KafkaSink<T> {
+    /// Connects (lazily: librdkafka connects in the background).
+    pub fn new(config: KafkaSinkConfig) -> Result<Self, SinkError> {
+        let deliveries = Arc::new(Deliveries::default());
+        let producer = config
+            .client_config()
+            .create_with_context(DeliveryContext(deliveries.clone()))
+            .map_err(|e| kafka_err(&config.topic, e))?;
+        Ok(KafkaSink {
+            producer,
+            deliveries,
+            config,
+            sent: 0,
+            bytes: 0,
+            checkpoint: None,
+            _records: std::marker::PhantomData,
+        })
+    }
+
+    fn check(&self) -> Result<(), SinkError> {
+        match self
+            .deliveries
+            .first_failure
+            .lock()
+            .expect("deliveries lock")
+            .clone()
+        {
+            Some(failure) => Err(SinkError::Kafka(failure)),
+            None => Ok(()),
+        }
+    }
+
+    /// Enqueues one record, waiting for room while librdkafka's queue is full.
+    pub fn send_one(&mut self, record: &T) -> Result<(), SinkError> {
+        let value = record.value();
+        let key = record.key();
+        let deadline = Instant::now() + self.config.delivery_timeout;
+        let mut message = BaseRecord::to(&self.config.topic).key(key).payload(&value);
+        loop {
+            match self.producer.send(message) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
+                    if Instant::now() > deadline {
+                        return Err(SinkError::Kafka(format!(
+                            "topic `{}`: local queue full for {:?} (broker away?)",
+                            self.config.topic, self.config.delivery_timeout
+                        )));
+                    }
+                    self.check()?;
+                    std::thread::sleep(Duration::from_millis(5));
+                    message = m;
+                }
+                Err((e, _)) => return Err(kafka_err(&self.config.topic, e)),
+            }
+        }
+        self.sent += 1;
+        self.bytes += value.len() as u64;
+        Ok(())
+    }
+
+    /// Waits until every record sent so far is acknowledged by the broker.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.producer
+            .flush(self.config.delivery_timeout)
+            .map_err(|e| kafka_err(&self.config.topic, e))?;
+        self.check()
+    }
+
+    /// Records acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.deliveries.delivered.load(Ordering::Relaxed)
+    }
+}
+
+impl<T: KafkaRecord> ChunkSink<T> for KafkaSink<T> {
+    fn send(&mut self, chunk: Vec<T>) -> Result<(), SinkError> {
+        self.check()?;
+        for record in &chunk {
+            self.send_one(record)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, token: u64) -> Result<(), SinkError> {
+        self.check()?;
+        self.checkpoint = Some((token, self.sent));
+        Ok(())
+    }
+
+    fn durable(&self) -> Result<Option<u64>, SinkError> {
+        // Durable when every record sent before the checkpoint is acknowledged; a failed
+        // delivery fails the sink.
+        self.check()?;
+        Ok(match self.checkpoint {
+            Some((token, sent)) if self.delivered() >= sent => Some(token),
+            _ => Some(0),
+        })
+    }
+
+    fn close(mut self: Box<Self>) -> Result<SinkStats, SinkError> {
+        self.flush()?;
+        Ok(SinkStats {
+            rows: self.sent,
+            files: 0,
+            bytes: self.bytes,
+        })
+    }
+}
+
+/// Creates `topic` with `partitions` partitions if it does not exist (tests, `pmi simulate
+/// --to kafka://…`; production topics are usually made by their owners).
+pub fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(), SinkError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| kafka_err(topic, e))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| SinkError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    let results = runtime
+        .block_on(admin.create_topics([&new], &options))
+        .map_err(|e| kafka_err(topic, e))?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(SinkError::Kafka(format!("creating topic `{t}`: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
