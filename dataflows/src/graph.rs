@@ -26,6 +26,7 @@ use pmi_operators::source::{telemetry_source, SourceCounters, SourceOptions, Thr
 use pmi_operators::windows::{pane_windows_with_gauges, WindowGauges, WindowSpec};
 
 use crate::sink::{close, shared, write_to, ChunkSink, SinkStats};
+use crate::stats::GraphStats;
 use crate::DataflowError;
 
 /// A scorer usable on every worker: turns a feature vector into a prediction.
@@ -45,6 +46,8 @@ pub struct GraphConfig {
     /// Several `pmi` processes forming one timely cluster (timely's own networking); `None`:
     /// this process alone.
     pub cluster: Option<Cluster>,
+    /// Live counters the workers update while the graph runs (for `/stats`); `None`: none.
+    pub stats: Option<Arc<GraphStats>>,
 }
 
 /// This process's place in a cluster of `pmi` processes, each running `workers` threads.
@@ -102,6 +105,7 @@ impl Default for GraphConfig {
             alert_floor: Severity::Medium,
             max_ahead_ms: 20_000,
             cluster: None,
+            stats: None,
         }
     }
 }
@@ -252,6 +256,14 @@ where
     let source = make_source(index, peers)?;
     let sinks = make_sinks(index)?;
     let counters = Arc::new(SourceCounters::default());
+    let _running = config.stats.as_ref().map(|stats| {
+        stats.register_source(source.name(), index, counters.clone());
+        stats.worker_started()
+    });
+    let sinks = match &config.stats {
+        Some(stats) => stats.count_sinks(sinks),
+        None => sinks,
+    };
     let errors = Arc::new(Mutex::new(Vec::new()));
     let gauges = measure_state.then(|| Arc::new(Mutex::new(WindowGauges::default())));
     let probe = ProbeHandle::new();

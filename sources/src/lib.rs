@@ -5,9 +5,11 @@
 //!   readings), deterministic from a seed.
 //! - [`parquet_in`]: telemetry Parquet from PMI or any other tool, decoded and validated
 //!   column-wise, one row group at a time.
+//! - [`ingest`]: the HTTP ingest queue and the graph source over it.
 
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod ingest;
 pub mod parquet_in;
 pub mod table;
