@@ -47,8 +47,9 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a registry model on a fresh simulated fleet (vehicles it never saw).
     Evaluate(EvaluateArgs),
-    /// The prediction API: POST /predict (a feature vector or a window of raw readings),
-    /// GET /model/info; the registry's current model, reloaded when it changes.
+    /// The HTTP API with the live graph behind it: POST /ingest and /ingest/batch feed the
+    /// graph (same outputs as `run`), GET /stats, /health, /metrics, /openapi.json, and
+    /// POST /predict, GET /model/info with the registry's current model (hot reload).
     Serve(ServeArgs),
 }
 
@@ -60,6 +61,25 @@ struct ServeArgs {
     /// Model registry [default: ./pmi-data/models].
     #[arg(long, env = "PMI_REGISTRY")]
     registry: Option<PathBuf>,
+    /// Timely worker threads of the graph [default: 1].
+    #[arg(long, env = "PMI_WORKERS")]
+    workers: Option<usize>,
+    /// Output folder of the graph [default: ./pmi-data].
+    #[arg(long, env = "PMI_OUT")]
+    out: Option<PathBuf>,
+    /// Readings the ingest queue holds before POSTs get 429 (at least --max-batch).
+    #[arg(long, default_value_t = 100_000, env = "PMI_INGEST_QUEUE")]
+    queue_capacity: usize,
+    /// Most readings in one POST /ingest/batch (more: 413).
+    #[arg(long, default_value_t = 10_000, env = "PMI_INGEST_MAX_BATCH")]
+    max_batch: usize,
+    /// Largest request body in bytes (more: 413).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, env = "PMI_INGEST_BODY_LIMIT")]
+    body_limit: usize,
+    /// With no reading for this long, the watermark follows the wall clock less the allowed
+    /// lateness, so the last panes close.
+    #[arg(long, default_value = "10s", env = "PMI_INGEST_IDLE_TIMEOUT", value_parser = parse_duration)]
+    idle_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -484,13 +504,43 @@ pub fn main() -> anyhow::Result<()> {
                 },
                 &settings.window.schema()?,
             )?;
-            let api = crate::serve::Api::new(
-                args.registry.unwrap_or(settings.model.registry.clone()),
-                &settings.window,
-                rules,
-            )?;
-            tokio::runtime::Runtime::new()?
-                .block_on(crate::serve::serve(std::sync::Arc::new(api), args.listen))?;
+            anyhow::ensure!(
+                args.max_batch >= 1 && args.queue_capacity >= args.max_batch,
+                "--queue-capacity ({}) must be at least --max-batch ({}), and both at least 1",
+                args.queue_capacity,
+                args.max_batch
+            );
+            if let Some(w) = args.workers {
+                settings.run.workers = w;
+            }
+            if let Some(o) = args.out {
+                settings.run.out_dir = o;
+            }
+            let registry = args.registry.unwrap_or(settings.model.registry.clone());
+            let api = crate::serve::Api::new(registry.clone(), &settings.window, rules)?;
+            let config = crate::serve::ServeConfig {
+                addr: args.listen,
+                job: jobs::IngestJob {
+                    graph: graph_config(&settings),
+                    out_dir: settings.run.out_dir.clone(),
+                    write_telemetry: settings.run.write_telemetry,
+                    severity: settings.severity,
+                    model_registry: Some(registry),
+                },
+                queue: pmi_sources::ingest::IngestOptions {
+                    capacity: args.queue_capacity,
+                    idle_timeout: args.idle_timeout,
+                    ..Default::default()
+                },
+                limits: crate::ingest::IngestLimits {
+                    max_batch: args.max_batch,
+                    body_limit: args.body_limit,
+                    ..Default::default()
+                },
+            };
+            let report = tokio::runtime::Runtime::new()?
+                .block_on(crate::serve::serve(std::sync::Arc::new(api), config))?;
+            print_report("serve", &report, &settings.run.out_dir);
         }
     }
     Ok(())

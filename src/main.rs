@@ -5,6 +5,7 @@
 //! flags.
 
 mod cli;
+mod ingest;
 mod serve;
 mod settings;
 
