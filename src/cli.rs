@@ -36,7 +36,8 @@ struct Cli {
 enum Command {
     /// Live run: simulated fleet → window features → scoring → Parquet and console alerts.
     Run(RunArgs),
-    /// Write a simulated fleet's telemetry and its ground truth (failures) as Parquet.
+    /// Write a simulated fleet's telemetry and its ground truth (failures) as Parquet, or
+    /// post the telemetry to a running `pmi serve` (`--to http://HOST:PORT`).
     Simulate(SimulateArgs),
     /// The same graph in batch over telemetry Parquet (a file or a folder), any row order.
     Backfill(BackfillArgs),
@@ -333,9 +334,21 @@ struct RunArgs {
 struct SimulateArgs {
     #[command(flatten)]
     fleet: FleetArgs,
-    /// Span of event time to simulate.
-    #[arg(long, default_value = "1h", env = "PMI_DURATION", value_parser = parse_duration)]
-    duration: Duration,
+    /// Span of event time to simulate [default: 1h; with `--to` at realtime speed, until
+    /// stopped].
+    #[arg(long, env = "PMI_DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Post the readings to `pmi serve` at this base URL (`POST /ingest/batch`) instead of
+    /// writing Parquet; a full queue (429) is retried until the readings are taken.
+    #[arg(long, env = "PMI_SIMULATE_TO")]
+    to: Option<String>,
+    /// Pace with `--to`: realtime (one tick per second, from now) or max (a past span as fast
+    /// as the server takes it) [default: realtime].
+    #[arg(long, value_enum, requires = "to")]
+    speed: Option<Speed>,
+    /// Most readings per request with `--to`.
+    #[arg(long, default_value_t = 1000, requires = "to")]
+    batch: usize,
     /// Output folder (telemetry/ and ground_truth/ are written in it) [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
     out: Option<PathBuf>,
@@ -433,13 +446,20 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             apply_fleet(&mut settings, &args.fleet);
+            if let Some(to) = &args.to {
+                simulate_to(&settings, &args, to)?;
+                return Ok(());
+            }
+            let duration = args.duration.unwrap_or(Duration::from_secs(3600));
             let out = args.out.unwrap_or(settings.run.out_dir.clone());
-            let start = args.fleet.start_ms.map(EventTime).unwrap_or(EventTime(
-                EventTime::now().0 - args.duration.as_millis() as i64,
-            ));
+            let start = args
+                .fleet
+                .start_ms
+                .map(EventTime)
+                .unwrap_or(EventTime(EventTime::now().0 - duration.as_millis() as i64));
             let job = SimulateJob {
                 fleet: fleet_spec(&settings, start),
-                duration: args.duration,
+                duration,
                 out_dir: out.clone(),
             };
             let summary = jobs::simulate(&job)?;
@@ -543,6 +563,50 @@ pub fn main() -> anyhow::Result<()> {
             print_report("serve", &report, &settings.run.out_dir);
         }
     }
+    Ok(())
+}
+
+/// `pmi simulate --to URL`.
+fn simulate_to(settings: &Settings, args: &SimulateArgs, to: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        to.starts_with("http://"),
+        "--to {to}: give the base URL of `pmi serve`, e.g. http://127.0.0.1:8080"
+    );
+    let realtime = !matches!(args.speed, Some(Speed::Max));
+    let duration = match (realtime, args.duration) {
+        (_, Some(d)) => Some(d),
+        (false, None) => Some(Duration::from_secs(3600)),
+        (true, None) => None,
+    };
+    let now = EventTime::now();
+    let start = args
+        .fleet
+        .start_ms
+        .map(EventTime)
+        .unwrap_or(match (realtime, duration) {
+            (false, Some(d)) => EventTime(now.0 - d.as_millis() as i64),
+            _ => now,
+        });
+    // The same fleet as `pmi simulate` writes to Parquet for the same span and seed.
+    let span = duration.unwrap_or(Duration::from_secs(30 * 86_400));
+    let job = crate::post::PostJob {
+        to: to.to_owned(),
+        fleet: fleet_spec(settings, start).simulator_config(span),
+        end: duration.map(|d| EventTime(start.0 + d.as_millis() as i64)),
+        realtime,
+        batch: args.batch,
+    };
+    let started = std::time::Instant::now();
+    let s = tokio::runtime::Runtime::new()?.block_on(crate::post::post(&job))?;
+    println!(
+        "simulate: sent {} readings to {to} in {} requests ({} retried after 429): {} accepted, {} rejected (dead-letter) in {:.1} s",
+        s.sent,
+        s.requests,
+        s.retries,
+        s.accepted,
+        s.rejected,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

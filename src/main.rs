@@ -6,6 +6,7 @@
 
 mod cli;
 mod ingest;
+mod post;
 mod serve;
 mod settings;
 
