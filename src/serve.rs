@@ -21,7 +21,9 @@
 //! folder, console alerts, the registry's model) runs on its own worker threads beside the
 //! server, with the ingest queue as its source. On Ctrl-C or SIGTERM the API stops
 //! accepting readings (`503`), the queue drains, the graph closes its last panes and its
-//! sinks flush; then the server stops.
+//! sinks flush; then the server stops. If the graph stops on an error first, ingest answers
+//! `503` and `/health` reports the error until the process is stopped, which then exits
+//! with that error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
