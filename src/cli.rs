@@ -36,7 +36,8 @@ struct Cli {
 enum Command {
     /// Live run: simulated fleet → window features → scoring → Parquet and console alerts.
     Run(RunArgs),
-    /// Write a simulated fleet's telemetry and its ground truth (failures) as Parquet.
+    /// Write a simulated fleet's telemetry and its ground truth (failures) as Parquet, or
+    /// post the telemetry to a running `pmi serve` (`--to http://HOST:PORT`).
     Simulate(SimulateArgs),
     /// The same graph in batch over telemetry Parquet (a file or a folder), any row order.
     Backfill(BackfillArgs),
@@ -47,8 +48,9 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a registry model on a fresh simulated fleet (vehicles it never saw).
     Evaluate(EvaluateArgs),
-    /// The prediction API: POST /predict (a feature vector or a window of raw readings),
-    /// GET /model/info; the registry's current model, reloaded when it changes.
+    /// The HTTP API with the live graph behind it: POST /ingest and /ingest/batch feed the
+    /// graph (same outputs as `run`), GET /stats, /health, /metrics, /openapi.json, and
+    /// POST /predict, GET /model/info with the registry's current model (hot reload).
     Serve(ServeArgs),
 }
 
@@ -60,6 +62,25 @@ struct ServeArgs {
     /// Model registry [default: ./pmi-data/models].
     #[arg(long, env = "PMI_REGISTRY")]
     registry: Option<PathBuf>,
+    /// Timely worker threads of the graph [default: 1].
+    #[arg(long, env = "PMI_WORKERS")]
+    workers: Option<usize>,
+    /// Output folder of the graph [default: ./pmi-data].
+    #[arg(long, env = "PMI_OUT")]
+    out: Option<PathBuf>,
+    /// Readings the ingest queue holds before POSTs get 429 (at least --max-batch).
+    #[arg(long, default_value_t = 100_000, env = "PMI_INGEST_QUEUE")]
+    queue_capacity: usize,
+    /// Most readings in one POST /ingest/batch (more: 413).
+    #[arg(long, default_value_t = 10_000, env = "PMI_INGEST_MAX_BATCH")]
+    max_batch: usize,
+    /// Largest request body in bytes (more: 413).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, env = "PMI_INGEST_BODY_LIMIT")]
+    body_limit: usize,
+    /// With no reading for this long, the watermark follows the wall clock less the allowed
+    /// lateness, so the last panes close.
+    #[arg(long, default_value = "10s", env = "PMI_INGEST_IDLE_TIMEOUT", value_parser = parse_duration)]
+    idle_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -383,16 +404,26 @@ impl KafkaArgs {
 struct SimulateArgs {
     #[command(flatten)]
     fleet: FleetArgs,
-    /// Span of event time to simulate.
-    #[arg(long, default_value = "1h", env = "PMI_DURATION", value_parser = parse_duration)]
-    duration: Duration,
+    /// Span of event time to simulate [default: 1h; with `--to` at realtime speed, until
+    /// stopped].
+    #[arg(long, env = "PMI_DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Send the readings instead of writing Parquet: `http://HOST:PORT` posts them to
+    /// `pmi serve` (`POST /ingest/batch`; a full queue, 429, is retried until they are
+    /// taken); `kafka://HOST:PORT[,…]/TOPIC` produces them (JSON, key = vehicle id) to a
+    /// topic, created with --partitions if missing, and writes the ground truth to --out.
+    #[arg(long, env = "PMI_SIMULATE_TO")]
+    to: Option<String>,
+    /// Pace with `--to`: realtime (one tick per second, from now) or max (a past span as fast
+    /// as the server takes it) [default: realtime].
+    #[arg(long, value_enum, requires = "to")]
+    speed: Option<Speed>,
+    /// Most readings per request with `--to`.
+    #[arg(long, default_value_t = 1000, requires = "to")]
+    batch: usize,
     /// Output folder (telemetry/ and ground_truth/ are written in it) [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
     out: Option<PathBuf>,
-    /// Send the telemetry instead of writing Parquet: `kafka://HOST:PORT[,…]/TOPIC`
-    /// (created with --partitions if missing). The ground truth still goes to --out.
-    #[arg(long, env = "PMI_SIMULATE_TO")]
-    to: Option<String>,
     /// Partitions of a topic `--to kafka://…` creates.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -493,18 +524,29 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             apply_fleet(&mut settings, &args.fleet);
+            if let Some(to) = args.to.as_deref().filter(|t| !t.starts_with("kafka://")) {
+                simulate_to(&settings, &args, to)?;
+                return Ok(());
+            }
+            let duration = args.duration.unwrap_or(Duration::from_secs(3600));
             let out = args.out.unwrap_or(settings.run.out_dir.clone());
-            let start = args.fleet.start_ms.map(EventTime).unwrap_or(EventTime(
-                EventTime::now().0 - args.duration.as_millis() as i64,
-            ));
+            let start = args
+                .fleet
+                .start_ms
+                .map(EventTime)
+                .unwrap_or(EventTime(EventTime::now().0 - duration.as_millis() as i64));
             let job = SimulateJob {
                 fleet: fleet_spec(&settings, start),
-                duration: args.duration,
+                duration,
                 out_dir: out.clone(),
             };
             let summary = match args.to.as_deref() {
                 None => jobs::simulate(&job)?,
                 Some(to) => {
+                    anyhow::ensure!(
+                        !matches!(args.speed, Some(Speed::Realtime)),
+                        "--to kafka://… produces a past span as fast as the broker takes it: use --speed max"
+                    );
                     let Some(rest) = to.strip_prefix("kafka://") else {
                         anyhow::bail!("--to `{to}`: expected kafka://HOST:PORT/TOPIC");
                     };
@@ -576,15 +618,89 @@ pub fn main() -> anyhow::Result<()> {
                 },
                 &settings.window.schema()?,
             )?;
-            let api = crate::serve::Api::new(
-                args.registry.unwrap_or(settings.model.registry.clone()),
-                &settings.window,
-                rules,
-            )?;
-            tokio::runtime::Runtime::new()?
-                .block_on(crate::serve::serve(std::sync::Arc::new(api), args.listen))?;
+            anyhow::ensure!(
+                args.max_batch >= 1 && args.queue_capacity >= args.max_batch,
+                "--queue-capacity ({}) must be at least --max-batch ({}), and both at least 1",
+                args.queue_capacity,
+                args.max_batch
+            );
+            if let Some(w) = args.workers {
+                settings.run.workers = w;
+            }
+            if let Some(o) = args.out {
+                settings.run.out_dir = o;
+            }
+            let registry = args.registry.unwrap_or(settings.model.registry.clone());
+            let api = crate::serve::Api::new(registry.clone(), &settings.window, rules)?;
+            let config = crate::serve::ServeConfig {
+                addr: args.listen,
+                job: jobs::IngestJob {
+                    graph: graph_config(&settings),
+                    out_dir: settings.run.out_dir.clone(),
+                    write_telemetry: settings.run.write_telemetry,
+                    severity: settings.severity,
+                    model_registry: Some(registry),
+                },
+                queue: pmi_sources::ingest::IngestOptions {
+                    capacity: args.queue_capacity,
+                    idle_timeout: args.idle_timeout,
+                    ..Default::default()
+                },
+                limits: crate::ingest::IngestLimits {
+                    max_batch: args.max_batch,
+                    body_limit: args.body_limit,
+                    ..Default::default()
+                },
+            };
+            let report = tokio::runtime::Runtime::new()?
+                .block_on(crate::serve::serve(std::sync::Arc::new(api), config))?;
+            print_report("serve", &report, &settings.run.out_dir);
         }
     }
+    Ok(())
+}
+
+/// `pmi simulate --to URL`.
+fn simulate_to(settings: &Settings, args: &SimulateArgs, to: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        to.starts_with("http://"),
+        "--to {to}: give the base URL of `pmi serve`, e.g. http://127.0.0.1:8080"
+    );
+    let realtime = !matches!(args.speed, Some(Speed::Max));
+    let duration = match (realtime, args.duration) {
+        (_, Some(d)) => Some(d),
+        (false, None) => Some(Duration::from_secs(3600)),
+        (true, None) => None,
+    };
+    let now = EventTime::now();
+    let start = args
+        .fleet
+        .start_ms
+        .map(EventTime)
+        .unwrap_or(match (realtime, duration) {
+            (false, Some(d)) => EventTime(now.0 - d.as_millis() as i64),
+            _ => now,
+        });
+    // The same fleet as `pmi simulate` writes to Parquet for the same span and seed.
+    let span = duration.unwrap_or(Duration::from_secs(30 * 86_400));
+    let job = crate::post::PostJob {
+        to: to.to_owned(),
+        fleet: fleet_spec(settings, start).simulator_config(span),
+        end: duration.map(|d| EventTime(start.0 + d.as_millis() as i64)),
+        realtime,
+        batch: args.batch,
+    };
+    let started = std::time::Instant::now();
+    let s = tokio::runtime::Runtime::new()?.block_on(crate::post::post(&job))?;
+    println!(
+        "simulate: sent {} readings to {to} in {} requests ({} retried after 429): {} accepted, {} rejected (dead-letter) in {:.1} s",
+        s.sent,
+        s.requests,
+        s.retries,
+        s.accepted,
+        s.rejected,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -5,6 +5,8 @@
 //! flags.
 
 mod cli;
+mod ingest;
+mod post;
 mod serve;
 mod settings;
 

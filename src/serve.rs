@@ -1,4 +1,4 @@
-//! `pmi serve`: the prediction API (axum).
+//! `pmi serve`: the HTTP API (axum) and, in embedded mode, the live graph it feeds.
 //!
 //! - `POST /predict`: one vehicle's feature vector by name (`{"vehicle_id", "features":
 //!   {name: value|null}, "pane_end"?}`; absent features are missing) or a window of its raw
@@ -9,30 +9,48 @@
 //!   component and the reasons even when the severity is normal).
 //! - `GET /model/info`: the model scoring now (version, training data, horizon, schema,
 //!   classes, severity thresholds, stacker weights) and its held-out metrics.
+//! - `POST /ingest`, `POST /ingest/batch`, `GET /stats`, `GET /health`, `GET /metrics`: see
+//!   [`crate::ingest`].
+//! - `GET /openapi.json`: the OpenAPI 3 document of all of these.
 //!
-//! Bad requests get `422` with `{"error", "field"}` naming the field at fault (malformed
-//! JSON: `400`). The model is the registry's current one, reloaded when `CURRENT` changes.
+//! Bad prediction requests get `422` with `{"error", "field"}` naming the field at fault
+//! (malformed JSON: `400`). The model is the registry's current one, reloaded when `CURRENT`
+//! changes.
+//!
+//! Embedded mode ([`serve`]): the graph of `pmi run` (same sinks: Parquet under the output
+//! folder, console alerts, the registry's model) runs on its own worker threads beside the
+//! server, with the ingest queue as its source. On Ctrl-C or SIGTERM the API stops
+//! accepting readings (`503`), the queue drains, the graph closes its last panes and its
+//! sinks flush; then the server stops. If the graph stops on an error first, ingest answers
+//! `503` and `/health` reports the error until the process is stopped, which then exits
+//! with that error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::{OpenApi, ToSchema};
 
 use pmi_core::{
     EventTime, FeatureSchema, FeatureVector, RawReading, Sensor, Validator, VehicleId,
     WindowConfig, SENSOR_COUNT,
 };
+use pmi_dataflows::jobs::IngestJob;
 use pmi_dataflows::scoring::ModelScorer;
+use pmi_dataflows::{GraphStats, RunReport};
 use pmi_models::registry::Registry;
 use pmi_operators::windows::{vector_from_readings, WindowSpec};
+use pmi_sources::ingest::{IngestOptions, IngestQueue};
+
+use crate::ingest::{GraphState, Ingest, IngestLimits};
 
 /// What the handlers share.
 pub struct Api {
@@ -66,24 +84,140 @@ impl Api {
     }
 }
 
-/// The routes.
-pub fn router(api: Arc<Api>) -> Router {
+/// The OpenAPI document of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "PMI",
+        description = "ProActive Mobility Intelligence: telemetry ingest, graph statistics and predictions."
+    ),
+    paths(
+        crate::ingest::ingest_one,
+        crate::ingest::ingest_batch,
+        crate::ingest::stats,
+        crate::ingest::health,
+        crate::ingest::metrics,
+        predict,
+        model_info
+    ),
+    tags(
+        (name = "ingest", description = "Readings into the live graph"),
+        (name = "operations", description = "Counters, health, Prometheus metrics"),
+        (name = "prediction", description = "Scoring with the registry's current model")
+    )
+)]
+pub struct ApiDoc;
+
+/// Every route: prediction, ingest, operations and the OpenAPI document, with the body
+/// size limit of `ingest`'s limits (`413` beyond it).
+pub fn router(api: Arc<Api>, ingest: Arc<Ingest>) -> Router {
+    let body_limit = ingest.limits().body_limit;
     Router::new()
         .route("/predict", post(predict))
         .route("/model/info", get(model_info))
         .with_state(api)
+        .merge(crate::ingest::router(ingest))
+        .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(body_limit))
 }
 
-/// Serves until interrupted.
-pub async fn serve(api: Arc<Api>, addr: SocketAddr) -> anyhow::Result<()> {
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// What `pmi serve` runs.
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// The graph (its `stats` are set here).
+    pub job: IngestJob,
+    /// The ingest queue.
+    pub queue: IngestOptions,
+    /// Request limits.
+    pub limits: IngestLimits,
+}
+
+/// Serves the API with the graph running beside it until Ctrl-C or SIGTERM, then drains
+/// and flushes (see the module docs). Returns the graph's report.
+pub async fn serve(api: Arc<Api>, config: ServeConfig) -> anyhow::Result<RunReport> {
+    let ServeConfig {
+        addr,
+        mut job,
+        queue,
+        limits,
+    } = config;
+    let stats = Arc::new(GraphStats::default());
+    job.graph.stats = Some(stats.clone());
+    let queue = IngestQueue::with_options(queue);
+    let ingest = Arc::new(Ingest::new(queue.producer.clone(), stats, limits));
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "prediction API listening");
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+
+    let sources = queue.sources;
+    let ing = ingest.clone();
+    let graph = tokio::task::spawn_blocking(move || {
+        let result = pmi_dataflows::jobs::ingest(&job, sources);
+        // From now on every ingest request gets 503.
+        ing.close();
+        match &result {
+            Ok(_) => ing.set_state(GraphState::Stopped),
+            Err(e) => {
+                tracing::error!(error = %e, "graph stopped on an error; ingest closed");
+                ing.set_state(GraphState::Failed(e.to_string()));
+            }
+        }
+        result
+    });
+    let ing = ingest.clone();
+    let sampler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            ing.sample_rates(std::time::Instant::now());
+        }
+    });
+
+    tracing::info!(addr = %listener.local_addr()?, "API listening (ingest, stats, health, metrics, predict)");
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let (ing, out) = (ingest.clone(), outcome.clone());
+    axum::serve(listener, router(api, ingest))
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            tracing::info!("stopping: ingest closed, draining the queue and flushing the sinks");
+            if ing.state() == GraphState::Running {
+                ing.set_state(GraphState::Stopping);
+            }
+            ing.close();
+            // The server keeps answering (503 to ingest) while the graph drains.
+            let result = graph.await;
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
         })
         .await?;
-    Ok(())
+    sampler.abort();
+    let result = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match result {
+        Some(Ok(report)) => Ok(report?),
+        Some(Err(join)) => anyhow::bail!("graph thread: {join}"),
+        None => anyhow::bail!("server stopped before the graph"),
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// A request error: status, message, the field at fault.
@@ -105,13 +239,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// A prediction request: a feature vector by name, or a window of raw readings.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PredictRequest {
+pub(crate) struct PredictRequest {
+    /// The vehicle.
     vehicle_id: String,
+    /// Feature values by name (`coolant_temp_c_mean_300s`), a number or null; absent
+    /// features are missing.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     features: Option<Map<String, Value>>,
+    /// Raw readings (`{"ts": ms, sensor: value, …}`) of the vehicle's latest window.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     readings: Option<Vec<Map<String, Value>>>,
     /// Pane end to score at, ms since the epoch (default: the latest reading's pane; with
     /// features, now).
@@ -119,6 +260,18 @@ struct PredictRequest {
     pane_end: Option<i64>,
 }
 
+/// Score one vehicle.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    tag = "prediction",
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "`{\"prediction\": {vehicle_id, risk, severity, component, model_version, explanation, …}, \"pane_end\", \"features\": {\"count\", \"missing\"}}`", content_type = "application/json"),
+        (status = 400, description = "Malformed JSON", content_type = "application/json"),
+        (status = 422, description = "`{\"error\", \"field\"}` naming the field at fault", content_type = "application/json"),
+    )
+)]
 async fn predict(
     State(api): State<Arc<Api>>,
     body: Result<Json<PredictRequest>, JsonRejection>,
@@ -234,6 +387,13 @@ fn vector_from_raw(
     })
 }
 
+/// The model scoring now and its held-out metrics.
+#[utoipa::path(
+    get,
+    path = "/model/info",
+    tag = "prediction",
+    responses((status = 200, description = "Version, training data, horizon, schema, classes, severity thresholds, stacker weights, metrics; `version: null` while the domain rules score", content_type = "application/json"))
+)]
 async fn model_info(State(api): State<Arc<Api>>) -> Json<Value> {
     let Some(model) = api.scorer.model() else {
         return Json(json!({
@@ -304,7 +464,13 @@ mod tests {
                 Body::from(body.to_string())
             })
             .unwrap();
-        let res = router(api.clone()).oneshot(req).await.unwrap();
+        let queue = IngestQueue::new(10);
+        let ingest = Arc::new(Ingest::new(
+            queue.producer,
+            Arc::new(GraphStats::default()),
+            IngestLimits::default(),
+        ));
+        let res = router(api.clone(), ingest).oneshot(req).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let value = serde_json::from_slice(&bytes)

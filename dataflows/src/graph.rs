@@ -31,6 +31,7 @@ use pmi_operators::windows::{pane_windows_with_gauges, WindowGauges, WindowSpec}
 use crate::sink::{
     at_time, close, shared, write_to, ChunkSink, SinkStats, Stamp, Suppressed, WriteOptions,
 };
+use crate::stats::GraphStats;
 use crate::DataflowError;
 
 /// A scorer usable on every worker: turns a feature vector into a prediction.
@@ -53,6 +54,8 @@ pub struct GraphConfig {
     /// Checkpoint the sinks this often, so a replayable source can commit behind them
     /// (`crate::sink`); `None`: outputs are durable when the run ends.
     pub checkpoint_every: Option<Duration>,
+    /// Live counters the workers update while the graph runs (for `/stats`); `None`: none.
+    pub stats: Option<Arc<GraphStats>>,
 }
 
 /// This process's place in a cluster of `pmi` processes, each running `workers` threads.
@@ -111,6 +114,7 @@ impl Default for GraphConfig {
             max_ahead_ms: 20_000,
             cluster: None,
             checkpoint_every: None,
+            stats: None,
         }
     }
 }
@@ -264,13 +268,12 @@ where
 }
 
 /// A source shared between the driver and the worker, which finishes it after the sinks
-/// are closed.
-struct SharedSource<S>(Rc<RefCell<S>>);
+/// are closed (with the source's name, copied once).
+struct SharedSource<S>(Rc<RefCell<S>>, String);
 
 impl<S: TelemetrySource> TelemetrySource for SharedSource<S> {
     fn name(&self) -> &str {
-        // The name is fixed at creation; leak-free: copy it once.
-        "shared"
+        &self.1
     }
     fn poll(
         &mut self,
@@ -301,13 +304,23 @@ where
     FK: Fn(usize) -> Result<WorkerSinks, DataflowError>,
 {
     let (index, peers) = (worker.index(), worker.peers());
-    let source = Rc::new(RefCell::new(make_source(index, peers)?));
+    let source = make_source(index, peers)?;
+    let source_name = source.name().to_owned();
+    let source = Rc::new(RefCell::new(source));
     let sinks = make_sinks(index)?;
     let resume = sinks.resume;
     let suppressed: Suppressed = Rc::new(RefCell::new(0));
     let durable = ProbeHandle::new();
     let pane_ms = config.window.pane_ms().max(1) as u64;
     let counters = Arc::new(SourceCounters::default());
+    let _running = config.stats.as_ref().map(|stats| {
+        stats.register_source(&source_name, index, counters.clone());
+        stats.worker_started()
+    });
+    let sinks = match &config.stats {
+        Some(stats) => stats.count_sinks(sinks),
+        None => sinks,
+    };
     let errors = Arc::new(Mutex::new(Vec::new()));
     let gauges = measure_state.then(|| Arc::new(Mutex::new(WindowGauges::default())));
     let probe = ProbeHandle::new();
@@ -329,7 +342,11 @@ where
             counters: counters.clone(),
             durable: Some(durable.clone()),
         };
-        let src = telemetry_source(scope, SharedSource(source.clone()), options);
+        let src = telemetry_source(
+            scope,
+            SharedSource(source.clone(), source_name.clone()),
+            options,
+        );
         let write = |resume: Option<u64>| WriteOptions {
             checkpoint_every: config.checkpoint_every,
             resume,

@@ -1,5 +1,6 @@
-//! The named jobs behind the CLI: `live` (simulator → graph), `simulate` (Parquet of raw
-//! telemetry and ground truth), `backfill` (Parquet → the same graph) and `bench`.
+//! The named jobs behind the CLI: `live` (simulator → graph), `ingest` (HTTP ingest queue →
+//! the same graph, for `pmi serve`), `simulate` (Parquet of raw telemetry and ground truth),
+//! `backfill` (Parquet → the same graph) and `bench`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use pmi_sinks::parquet_out::{
 use pmi_sinks::CountingSink;
 pub use pmi_sources::fleet::ForcedFailure;
 use pmi_sources::fleet::{BadReadings, Fleet, SimulatorConfig};
+use pmi_sources::ingest::IngestSources;
 use pmi_sources::parquet_in::{TelemetryFiles, VehicleInterner};
 
 use crate::backfill::{plan, ParquetSource};
@@ -264,6 +266,40 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
                 s
             })
         },
+        move |w| parquet_sinks(&out, &format!("{id}-{w}"), &schema, telemetry, true),
+        scorer,
+        false,
+    )
+}
+
+/// `pmi serve`'s graph: readings posted over HTTP, through an ingest queue, into the live
+/// graph with the sinks of [`live`].
+#[derive(Clone, Debug)]
+pub struct IngestJob {
+    /// Graph settings (give it [`GraphConfig::stats`] to watch it run).
+    pub graph: GraphConfig,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Archive accepted telemetry.
+    pub write_telemetry: bool,
+    /// Severity thresholds.
+    pub severity: SeverityThresholds,
+    /// Model registry whose current model scores (hot reload); `None`: the rules.
+    pub model_registry: Option<PathBuf>,
+}
+
+/// Runs an [`IngestJob`] over `queue` until the queue is closed (or every producer is
+/// dropped) and drained; the last panes are then closed and every sink flushed.
+pub fn ingest(job: &IngestJob, queue: IngestSources) -> Result<RunReport, DataflowError> {
+    let schema = job.graph.window.schema()?;
+    let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
+    let lateness = job.graph.window.lateness_ms();
+    let out = job.out_dir.clone();
+    let telemetry = job.write_telemetry;
+    let id = run_id();
+    run(
+        &job.graph,
+        move |_w, _peers| Ok(queue.source(lateness)),
         move |w| parquet_sinks(&out, &format!("{id}-{w}"), &schema, telemetry, true),
         scorer,
         false,

@@ -2,6 +2,7 @@
 //!
 //! - [`graph`]: the PMI graph, generic over its source and its sinks, on `workers` threads.
 //! - [`sink`]: the timely operator that feeds the sinks.
+//! - [`stats`]: optional live counters of a running graph (for `pmi serve`'s `/stats`).
 //! - [`simulated`], [`backfill`]: the simulator and Parquet as graph sources; [`layout`]:
 //!   how a backfill's input is ordered.
 //! - [`jobs`]: `live`, `simulate`, `backfill`, `bench`, as the CLI runs them; [`kafka`]:
@@ -16,9 +17,11 @@ pub mod layout;
 pub mod scoring;
 pub mod simulated;
 pub mod sink;
+pub mod stats;
 pub mod training;
 
 pub use graph::{Cluster, GraphConfig, RunReport, ScoreFn, WorkerSinks};
+pub use stats::{GraphStats, StatsSnapshot};
 
 /// Errors of building or running a graph.
 #[derive(Debug, thiserror::Error)]
