@@ -261,6 +261,7 @@ mod tests {
             alerts: Box::new(CountingSink::default()),
             dead_letter: Box::new(MemorySink { rows: dead.clone() }),
             late: Box::new(CountingSink::default()),
+            resume: Default::default(),
         });
         let v = Validator::default();
         let bad = |id: &str, rpm: f64| {
