@@ -309,6 +309,9 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
             path: dir.display().to_string(),
             source,
         })?;
+        if let Some(marker) = &options.checkpoint_marker {
+            Self::recover(marker)?;
+        }
         Ok(ParquetDataset {
             dir: dir.to_owned(),
             writer_id: writer_id.to_owned(),
@@ -409,11 +412,36 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
         let rest = std::mem::take(&mut self.buffer);
         self.write(&rest)?;
         self.finish_file()?;
-        for (tmp, path) in std::mem::take(&mut self.pending) {
+        let pending = std::mem::take(&mut self.pending);
+        if let Some(marker) = &self.options.checkpoint_marker {
+            // Intent first: the marker names the files this checkpoint publishes, so a crash
+            // between the marker and the renames is rolled forward at the next start
+            // (`recover`), and one before the marker leaves only hidden files.
+            write_marker(marker, token, &pending)?;
+        }
+        for (tmp, path) in pending {
             publish(&tmp, &path)?;
         }
-        if let Some(marker) = &self.options.checkpoint_marker {
-            write_marker(marker, token)?;
+        Ok(())
+    }
+
+    /// Completes the publication of the last checkpoint recorded in the marker, if a crash
+    /// interrupted it.
+    fn recover(marker: &Path) -> Result<(), SinkError> {
+        let text = match std::fs::read_to_string(marker) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(marker)(e)),
+        };
+        for line in text.lines().skip(1) {
+            let Some((tmp, path)) = line.split_once('\t') else {
+                continue;
+            };
+            let (tmp, path) = (Path::new(tmp), Path::new(path));
+            if tmp.exists() && !path.exists() {
+                tracing::info!(file = %path.display(), "publishing a file of an interrupted checkpoint");
+                publish(tmp, path)?;
+            }
         }
         Ok(())
     }
@@ -457,15 +485,24 @@ fn publish(tmp: &Path, path: &Path) -> Result<(), SinkError> {
     std::fs::rename(tmp, path).map_err(io_err(path))
 }
 
-/// Records a checkpoint token, atomically (temporary file, fsync, rename).
-pub fn write_marker(marker: &Path, token: u64) -> Result<(), SinkError> {
+/// Records a checkpoint token and the files it publishes (`temporary\tfinal` per line),
+/// atomically (temporary file, fsync, rename).
+pub fn write_marker(
+    marker: &Path,
+    token: u64,
+    files: &[(PathBuf, PathBuf)],
+) -> Result<(), SinkError> {
     if let Some(dir) = marker.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
     let tmp = marker.with_extension("tmp");
     {
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).map_err(io_err(&tmp))?;
+        let mut text = format!("{token}\n");
+        for (t, p) in files {
+            text.push_str(&format!("{}\t{}\n", t.display(), p.display()));
+        }
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
     }
     std::fs::rename(&tmp, marker).map_err(io_err(marker))
@@ -474,10 +511,17 @@ pub fn write_marker(marker: &Path, token: u64) -> Result<(), SinkError> {
 /// The token a checkpoint marker holds; `None` when there is no marker yet.
 pub fn read_marker(marker: &Path) -> Result<Option<u64>, SinkError> {
     match std::fs::read_to_string(marker) {
-        Ok(text) => text.trim().parse().map(Some).map_err(|e| SinkError::Io {
-            path: marker.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}")),
-        }),
+        Ok(text) => text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| SinkError::Io {
+                path: marker.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}")),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(marker)(e)),
     }
@@ -677,6 +721,29 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+
+        // A crash after the marker named a checkpoint's files but before they were renamed:
+        // the next start publishes them.
+        let tmp = dir.join(".part-x-00000.parquet.tmp");
+        let fin = dir.join("part-x-00000.parquet");
+        std::fs::copy(
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+            &tmp,
+        )
+        .unwrap();
+        write_marker(&marker, 9, &[(tmp.clone(), fin.clone())]).unwrap();
+        let options = DatasetOptions {
+            checkpoint_marker: Some(marker.clone()),
+            ..DatasetOptions::default()
+        };
+        ParquetDataset::new(&dir, "1", TelemetryLayout, options).unwrap();
+        assert!(fin.exists() && !tmp.exists());
+        assert_eq!(read_marker(&marker).unwrap(), Some(9));
     }
 
     #[test]
