@@ -6,14 +6,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn pmi(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pmi"));
     c.current_dir(dir).env("PMI_LOG", "warn").args([
@@ -39,7 +31,11 @@ fn a_two_process_cluster_equals_one_process() {
     let hosts = dir.path().join("hosts");
     std::fs::write(
         &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            common::free_port(),
+            common::free_port()
+        ),
     )
     .unwrap();
     let hostfile = hosts.to_str().unwrap();

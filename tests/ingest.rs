@@ -10,43 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
 
 /// 2026-01-01T08:00Z: vehicles drive.
 const START_MS: &str = "1767254400000";
-
-/// Every feature row under `dir/features`: (vehicle, pane end, value bits), sorted.
-fn features(dir: &Path) -> Vec<(String, i64, Vec<u64>)> {
-    let mut rows = Vec::new();
-    for batch in common::parquet_batches(&dir.join("features")) {
-        let ids = batch.column_by_name("vehicle_id").unwrap();
-        let ids = ids.as_string::<i32>();
-        let ends = batch.column_by_name("pane_end").unwrap();
-        let ends = ends.as_primitive::<TimestampMillisecondType>();
-        let values: Vec<_> = batch
-            .columns()
-            .iter()
-            .filter(|c| *c.data_type() == DataType::Float64)
-            .map(|c| c.as_primitive::<Float64Type>().clone())
-            .collect();
-        for r in 0..batch.num_rows() {
-            let bits = values
-                .iter()
-                .map(|c| {
-                    if c.is_null(r) {
-                        u64::MAX
-                    } else {
-                        c.value(r).to_bits()
-                    }
-                })
-                .collect();
-            rows.push((ids.value(r).to_owned(), ends.value(r), bits));
-        }
-    }
-    rows.sort();
-    rows
-}
 
 fn rows(dir: &Path) -> u64 {
     if !dir.exists() {
@@ -56,14 +22,6 @@ fn rows(dir: &Path) -> u64 {
         .iter()
         .map(|b| b.num_rows() as u64)
         .sum()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn pmi(dir: &Path, args: &[&str]) -> Command {
@@ -105,7 +63,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// `pmi serve` on a free port, healthy.
 fn serve(dir: &Path, out: &str, extra: &[&str]) -> (Child, u16) {
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "serve",
@@ -199,7 +157,10 @@ fn served_features_equal_the_backfill_of_the_same_readings() {
     // what the backfill sees.
     assert_eq!(count(&report, "late"), 0, "{report}");
     assert_eq!(count(&report, "readings"), 4 * 20 * 60, "{report}");
-    let (served, backfilled) = (features(&d.join("served")), features(&d.join("backfilled")));
+    let (served, backfilled) = (
+        common::feature_rows(&d.join("served")),
+        common::feature_rows(&d.join("backfilled")),
+    );
     assert!(!served.is_empty());
     assert_eq!(
         served.len() as u64,

@@ -43,6 +43,15 @@ pub struct SourceCounters {
 }
 
 impl SourceCounters {
+    /// Records the source's first failure (the run then stops and reports it).
+    pub fn fail(&self, source: &str, failure: SourceFailure) {
+        tracing::error!(source, error = %failure, "source failed");
+        self.failure
+            .lock()
+            .expect("counters lock")
+            .get_or_insert(failure);
+    }
+
     /// Total readings read (accepted + rejected + late).
     pub fn read(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
@@ -123,12 +132,7 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
                 if frontier > acknowledged {
                     acknowledged = frontier;
                     if let Err(failure) = source.acknowledge(EventKey(frontier)) {
-                        tracing::error!(source = source.name(), error = %failure, "source failed");
-                        counters
-                            .failure
-                            .lock()
-                            .expect("counters lock")
-                            .get_or_insert(failure);
+                        counters.fail(source.name(), failure);
                         caps = None;
                         return;
                     }
@@ -151,12 +155,7 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
                 status = match source.poll(&mut batch) {
                     Ok(s) => s,
                     Err(failure) => {
-                        tracing::error!(source = source.name(), error = %failure, "source failed");
-                        counters
-                            .failure
-                            .lock()
-                            .expect("counters lock")
-                            .get_or_insert(failure);
+                        counters.fail(source.name(), failure);
                         SourceStatus::Finished
                     }
                 };

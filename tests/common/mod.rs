@@ -66,3 +66,12 @@ pub fn feature_rows(dir: &Path) -> Vec<(String, i64, Vec<u64>)> {
     rows.sort();
     rows
 }
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
