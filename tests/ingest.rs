@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-
 /// 2026-01-01T08:00Z: vehicles drive.
 const START_MS: &str = "1767254400000";
 
