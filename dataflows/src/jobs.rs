@@ -331,40 +331,49 @@ pub struct SimulateSummary {
 /// Writes the fleet's raw telemetry (time order, as vehicles send it, bad readings
 /// included) and its ground truth as Parquet.
 pub fn simulate(job: &SimulateJob) -> Result<SimulateSummary, DataflowError> {
-    let mut fleet = Fleet::new(job.fleet.simulator_config(job.duration))
-        .map_err(|e| DataflowError::Input(e.to_string()))?;
-    let end = EventTime(job.fleet.start.0 + job.duration.as_millis() as i64);
-    let id = run_id();
     let mut raw = ParquetDataset::new(
         &job.out_dir.join("telemetry"),
-        &id,
+        &run_id(),
         RawLayout,
         DatasetOptions::default(),
     )
     .map_err(sink_err)?;
+    let summary = simulate_with(job, 64 * 1024, |chunk| raw.push(chunk).map_err(sink_err))?;
+    raw.close().map_err(sink_err)?;
+    Ok(summary)
+}
+
+/// Runs the fleet of `job` over its span, handing its raw readings (time order, bad ones
+/// included) to `send` in chunks of at least `chunk_rows` (the last may be smaller), and
+/// writes its ground truth under `job.out_dir`.
+pub(crate) fn simulate_with(
+    job: &SimulateJob,
+    chunk_rows: usize,
+    mut send: impl FnMut(Vec<RawReading>) -> Result<(), DataflowError>,
+) -> Result<SimulateSummary, DataflowError> {
+    let mut fleet = Fleet::new(job.fleet.simulator_config(job.duration))
+        .map_err(|e| DataflowError::Input(e.to_string()))?;
+    let end = EventTime(job.fleet.start.0 + job.duration.as_millis() as i64);
     let mut summary = SimulateSummary::default();
     let validator = Validator {
         max_future_ms: i64::MAX / 4,
     };
     let mut chunk: Vec<RawReading> = Vec::new();
+    let mut flush = |chunk: Vec<RawReading>, summary: &mut SimulateSummary| {
+        summary.readings += chunk.len() as u64;
+        summary.bad_readings += chunk
+            .iter()
+            .filter(|r| validator.validate((*r).clone(), EventTime(0)).is_err())
+            .count() as u64;
+        send(chunk)
+    };
     while fleet.next_tick() < end {
         fleet.tick(&mut chunk);
-        if chunk.len() >= 64 * 1024 {
-            summary.readings += chunk.len() as u64;
-            summary.bad_readings += chunk
-                .iter()
-                .filter(|r| validator.validate((*r).clone(), EventTime(0)).is_err())
-                .count() as u64;
-            raw.push(std::mem::take(&mut chunk)).map_err(sink_err)?;
+        if chunk.len() >= chunk_rows {
+            flush(std::mem::take(&mut chunk), &mut summary)?;
         }
     }
-    summary.readings += chunk.len() as u64;
-    summary.bad_readings += chunk
-        .iter()
-        .filter(|r| validator.validate((*r).clone(), EventTime(0)).is_err())
-        .count() as u64;
-    raw.push(chunk).map_err(sink_err)?;
-    raw.close().map_err(sink_err)?;
+    flush(chunk, &mut summary)?;
     let truth: Vec<_> = fleet
         .ground_truth()
         .iter()
@@ -377,10 +386,7 @@ pub fn simulate(job: &SimulateJob) -> Result<SimulateSummary, DataflowError> {
 }
 
 /// Writes a fleet's ground truth under `out/ground_truth/`.
-pub(crate) fn write_ground_truth(
-    out: &Path,
-    truth: Vec<pmi_core::FailureEvent>,
-) -> Result<(), DataflowError> {
+fn write_ground_truth(out: &Path, truth: Vec<pmi_core::FailureEvent>) -> Result<(), DataflowError> {
     let mut gt = ParquetDataset::new(
         &out.join("ground_truth"),
         &run_id(),

@@ -130,39 +130,18 @@ pub fn produce_simulated(
     topic: &str,
     partitions: i32,
 ) -> Result<crate::jobs::SimulateSummary, DataflowError> {
-    use pmi_core::{EventTime, RawReading};
-    use pmi_sources::fleet::Fleet;
+    use pmi_core::RawReading;
     let sink_err = |e: pmi_sinks::SinkError| DataflowError::Sink(e.to_string());
     pmi_sinks::kafka::ensure_topic(brokers, topic, partitions, Duration::from_secs(30))
         .map_err(sink_err)?;
-    let mut fleet = Fleet::new(job.fleet.simulator_config(job.duration))
-        .map_err(|e| DataflowError::Input(e.to_string()))?;
-    let end = EventTime(job.fleet.start.0 + job.duration.as_millis() as i64);
     let mut producer: KafkaSink<RawReading> =
         KafkaSink::new(KafkaSinkConfig::new(brokers, topic)).map_err(sink_err)?;
-    let validator = pmi_core::Validator {
-        max_future_ms: i64::MAX / 4,
-    };
-    let mut summary = crate::jobs::SimulateSummary::default();
-    let mut chunk: Vec<RawReading> = Vec::new();
-    while fleet.next_tick() < end {
-        fleet.tick(&mut chunk);
-        for r in chunk.drain(..) {
-            summary.readings += 1;
-            if validator.validate(r.clone(), EventTime(0)).is_err() {
-                summary.bad_readings += 1;
-            }
-            producer.send_one(&r).map_err(sink_err)?;
-        }
-    }
+    let summary = crate::jobs::simulate_with(job, 1, |chunk| {
+        chunk
+            .iter()
+            .try_for_each(|r| producer.send_one(r))
+            .map_err(sink_err)
+    })?;
     producer.flush().map_err(sink_err)?;
-    let truth: Vec<_> = fleet
-        .ground_truth()
-        .iter()
-        .filter(|f| f.onset < end)
-        .cloned()
-        .collect();
-    summary.failures = truth.len() as u64;
-    crate::jobs::write_ground_truth(&job.out_dir, truth)?;
     Ok(summary)
 }
