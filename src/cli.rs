@@ -65,9 +65,9 @@ struct ServeArgs {
     /// Timely worker threads of the graph [default: 1].
     #[arg(long, env = "PMI_WORKERS")]
     workers: Option<usize>,
-    /// Output folder of the graph [default: ./pmi-data].
+    /// Where the graph's Parquet goes: a folder or s3://bucket/prefix [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
-    out: Option<PathBuf>,
+    out: Option<String>,
     /// Readings the ingest queue holds before POSTs get 429 (at least --max-batch).
     #[arg(long, default_value_t = 100_000, env = "PMI_INGEST_QUEUE")]
     queue_capacity: usize,
@@ -318,9 +318,9 @@ struct RunArgs {
     /// Timely worker threads [default: 1].
     #[arg(long, env = "PMI_WORKERS")]
     workers: Option<usize>,
-    /// Output folder [default: ./pmi-data].
+    /// Where the Parquet goes: a folder or s3://bucket/prefix [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
-    out: Option<PathBuf>,
+    out: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Model registry: its current model scores, and a newly published one takes over
@@ -423,7 +423,7 @@ struct SimulateArgs {
     batch: usize,
     /// Output folder (telemetry/ and ground_truth/ are written in it) [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
-    out: Option<PathBuf>,
+    out: Option<String>,
     /// Partitions of a topic `--to kafka://…` creates.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -431,12 +431,19 @@ struct SimulateArgs {
 
 #[derive(Debug, Args)]
 struct BackfillArgs {
-    /// Telemetry Parquet: a file or a folder.
+    /// Telemetry Parquet: a file, a folder, or s3://bucket/prefix (Hive `date=` folders
+    /// outside --from/--to are not read).
     #[arg(long, env = "PMI_INPUT")]
-    input: PathBuf,
-    /// Output folder [default: ./pmi-data].
+    input: String,
+    /// First UTC date (YYYY-MM-DD) of readings to read.
+    #[arg(long, value_parser = parse_date)]
+    from: Option<i64>,
+    /// Last UTC date (YYYY-MM-DD, included) of readings to read.
+    #[arg(long, value_parser = parse_date)]
+    to: Option<i64>,
+    /// Where the Parquet goes: a folder or s3://bucket/prefix [default: ./pmi-data].
     #[arg(long, env = "PMI_OUT")]
-    out: Option<PathBuf>,
+    out: Option<String>,
     /// Timely worker threads [default: 1].
     #[arg(long, env = "PMI_WORKERS")]
     workers: Option<usize>,
@@ -510,7 +517,7 @@ pub fn main() -> anyhow::Result<()> {
                     cluster: args.cluster.cluster()?,
                     ..graph_config(&settings)
                 },
-                out_dir: settings.run.out_dir.clone(),
+                out: open_out(&settings.run.out_dir)?,
                 write_telemetry: settings.run.write_telemetry,
                 severity: settings.severity,
                 model_registry: Some(
@@ -538,7 +545,7 @@ pub fn main() -> anyhow::Result<()> {
             let job = SimulateJob {
                 fleet: fleet_spec(&settings, start),
                 duration,
-                out_dir: out.clone(),
+                out: open_out(&out)?,
             };
             let summary = match args.to.as_deref() {
                 None => jobs::simulate(&job)?,
@@ -563,7 +570,7 @@ pub fn main() -> anyhow::Result<()> {
                 summary.bad_readings,
                 settings.simulator.bad_readings,
                 summary.failures,
-                out.display()
+                out
             );
         }
         Command::Backfill(args) => {
@@ -571,9 +578,16 @@ pub fn main() -> anyhow::Result<()> {
                 settings.run.workers = w;
             }
             let out = args.out.unwrap_or(settings.run.out_dir.clone());
+            if let (Some(from), Some(to)) = (args.from, args.to) {
+                anyhow::ensure!(from <= to, "--from is after --to");
+            }
             let job = BackfillJob {
                 input: args.input.clone(),
-                out_dir: out.clone(),
+                range: pmi_sources::parquet_in::TimeRange {
+                    from_ms: args.from,
+                    to_ms: args.to.map(|d| d + 86_400_000),
+                },
+                out: open_out(&out)?,
                 graph: pmi_dataflows::GraphConfig {
                     cluster: args.cluster.cluster()?,
                     ..graph_config(&settings)
@@ -585,8 +599,8 @@ pub fn main() -> anyhow::Result<()> {
                         .unwrap_or(settings.model.registry.clone()),
                 ),
             };
-            let report = jobs::backfill(&job)
-                .with_context(|| format!("backfill of {}", args.input.display()))?;
+            let report =
+                jobs::backfill(&job).with_context(|| format!("backfill of {}", args.input))?;
             print_report("backfill", &report, &out);
         }
         Command::Bench(args) => {
@@ -636,7 +650,7 @@ pub fn main() -> anyhow::Result<()> {
                 addr: args.listen,
                 job: jobs::IngestJob {
                     graph: graph_config(&settings),
-                    out_dir: settings.run.out_dir.clone(),
+                    out: open_out(&settings.run.out_dir)?,
                     write_telemetry: settings.run.write_telemetry,
                     severity: settings.severity,
                     model_registry: Some(registry),
@@ -934,7 +948,7 @@ fn run_kafka(settings: &mut Settings, args: &RunArgs) -> anyhow::Result<()> {
             checkpoint_every: Some(Duration::from_millis(k.checkpoint_ms.max(1))),
             ..graph_config(settings)
         },
-        out_dir: settings.run.out_dir.clone(),
+        out: open_out(&settings.run.out_dir)?,
         write_telemetry: settings.run.write_telemetry,
         severity: settings.severity,
         model_registry: Some(
@@ -979,7 +993,25 @@ fn graph_config(settings: &Settings) -> pmi_dataflows::GraphConfig {
     }
 }
 
-fn print_report(what: &str, r: &RunReport, out: &std::path::Path) {
+/// The output store a `--out` / `out_dir` names (a folder, or `s3://bucket/prefix` with
+/// the endpoint and credentials from the `AWS_*` environment).
+fn open_out(url: &str) -> anyhow::Result<pmi_sources::store::Store> {
+    Ok(pmi_sources::store::Store::open(url)?)
+}
+
+/// `YYYY-MM-DD` as the UTC midnight that starts it, in ms.
+fn parse_date(text: &str) -> Result<i64, String> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| {
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc()
+                .timestamp_millis()
+        })
+        .map_err(|e| format!("`{text}`: expected a date YYYY-MM-DD ({e})"))
+}
+
+fn print_report(what: &str, r: &RunReport, out: &str) {
     println!(
         "{what}: read {} readings: {} into windows, {} rejected (dead-letter), {} late; \
          {} feature vectors, {} predictions, {} alerts; {} files under {} in {:.1} s",
@@ -991,7 +1023,7 @@ fn print_report(what: &str, r: &RunReport, out: &std::path::Path) {
         r.predictions,
         r.alerts,
         r.files,
-        out.display(),
+        out,
         r.elapsed_ms as f64 / 1000.0
     );
     if r.replayed > 0 {

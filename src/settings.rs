@@ -90,8 +90,9 @@ impl Default for ModelSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunSettings {
-    /// Output folder for the Parquet datasets (default `./pmi-data`).
-    pub out_dir: PathBuf,
+    /// Where the Parquet datasets go: a folder or `s3://bucket/prefix` (default
+    /// `./pmi-data`; S3 endpoint and credentials from the `AWS_*` environment).
+    pub out_dir: String,
     /// Timely worker threads (default 1).
     pub workers: usize,
     /// Lowest severity printed as an alert (default `medium`).
@@ -103,7 +104,7 @@ pub struct RunSettings {
 impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
-            out_dir: PathBuf::from("pmi-data"),
+            out_dir: "pmi-data".into(),
             workers: 1,
             alert_floor: Severity::Medium,
             write_telemetry: true,

@@ -19,6 +19,7 @@ use pmi_dataflows::jobs::{self, BackfillJob, FleetSpec, LiveJob};
 use pmi_dataflows::layout::Layout;
 use pmi_dataflows::simulated::Pace;
 use pmi_dataflows::{GraphConfig, RunReport};
+use pmi_sources::store::Store;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +57,7 @@ fn live(out: &Path, workers: usize, bad: bool) -> RunReport {
             window: WindowConfig::default(),
             ..Default::default()
         },
-        out_dir: out.to_owned(),
+        out: Store::local(out).unwrap(),
         write_telemetry: true,
         severity: SeverityThresholds::default(),
         model_registry: None,
@@ -65,15 +66,10 @@ fn live(out: &Path, workers: usize, bad: bool) -> RunReport {
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    if !dir.exists() {
+        return Vec::new();
+    }
+    pmi_sources::parquet_in::parquet_files(dir).unwrap()
 }
 
 fn rows(dir: &Path) -> usize {
@@ -133,8 +129,8 @@ fn live_run_accounts_for_every_reading_and_equals_duckdb() {
     assert_eq!(rows(&dir.path().join("late")), r.late as usize);
     assert_eq!(rows(&dir.path().join("features")), r.features as usize);
     assert_eq!(rows(&dir.path().join("predictions")), r.features as usize);
-    let tel = dir.path().join("telemetry/*.parquet");
-    let feat = dir.path().join("features/*.parquet");
+    let tel = dir.path().join("telemetry/**/*.parquet");
+    let feat = dir.path().join("features/**/*.parquet");
     let out = python(&[
         "scripts/check_features_duckdb.py",
         tel.to_str().unwrap(),
@@ -169,8 +165,9 @@ fn backfill_equals_the_live_run_in_every_layout() {
 
     let backfill = |input: &Path, out: &Path, workers: usize| {
         let job = BackfillJob {
-            input: input.to_owned(),
-            out_dir: out.to_owned(),
+            input: input.display().to_string(),
+            range: Default::default(),
+            out: Store::local(out).unwrap(),
             graph: GraphConfig {
                 workers,
                 ..Default::default()
@@ -192,7 +189,7 @@ fn backfill_equals_the_live_run_in_every_layout() {
     let variants = dir.path().join("variants");
     python(&[
         "scripts/make_layout_variants.py",
-        live_out.join("telemetry/*.parquet").to_str().unwrap(),
+        live_out.join("telemetry/**/*.parquet").to_str().unwrap(),
         variants.to_str().unwrap(),
     ]);
     let expect = [
@@ -202,7 +199,13 @@ fn backfill_equals_the_live_run_in_every_layout() {
     ];
     for (name, layout) in expect {
         let input = variants.join(name);
-        assert_eq!(plan(&input, 30_000).unwrap().layout, layout, "{name}");
+        assert_eq!(
+            plan(&input.display().to_string(), Default::default(), 30_000)
+                .unwrap()
+                .layout,
+            layout,
+            "{name}"
+        );
         let out = dir.path().join(format!("out-{name}"));
         backfill(&input, &out, 2);
         if name == "grouped_duckdb" {
@@ -212,7 +215,7 @@ fn backfill_equals_the_live_run_in_every_layout() {
         let report = python(&[
             "scripts/check_features_duckdb.py",
             input.join("part.parquet").to_str().unwrap(),
-            out.join("features/*.parquet").to_str().unwrap(),
+            out.join("features/**/*.parquet").to_str().unwrap(),
         ]);
         assert!(report.contains(" 0 failed"), "{name}: {report}");
     }

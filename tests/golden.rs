@@ -162,7 +162,7 @@ fn stream_graph_matches_golden_outputs() {
             workers: 2,
             ..Default::default()
         },
-        out_dir: dir.path().to_owned(),
+        out: pmi_sources::store::Store::local(dir.path()).unwrap(),
         write_telemetry: false,
         severity: SeverityThresholds::default(),
         model_registry: None,

@@ -128,7 +128,7 @@ fn a_run_killed_mid_stream_resumes_from_its_offsets_without_loss_or_duplicates()
     let at_kill = loop {
         let token: u64 = std::fs::read_to_string(&marker)
             .ok()
-            .and_then(|t| t.trim().parse().ok())
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
             .unwrap_or(0);
         if token > 0 {
             break token;

@@ -138,7 +138,7 @@ fn trains_publishes_and_scores_the_stream_with_the_registry_model() {
         pace: Pace::Max,
         duration: Some(Duration::from_secs(20 * 60)),
         graph: GraphConfig::default(),
-        out_dir: out.clone(),
+        out: pmi_sources::store::Store::local(&out).unwrap(),
         write_telemetry: false,
         severity: SeverityThresholds::default(),
         model_registry: Some(registry.clone()),
@@ -366,7 +366,7 @@ fn recorded_telemetry_becomes_a_labelled_training_set_through_the_backfill_graph
             }],
         },
         duration: Duration::from_secs(6 * 3600),
-        out_dir: dir.path().to_owned(),
+        out: pmi_sources::store::Store::local(dir.path()).unwrap(),
     })
     .unwrap();
     let set = training::parquet_training_set(&ParquetTrainingSet {

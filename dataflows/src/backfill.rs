@@ -20,7 +20,6 @@
 //! stays small. The timely worker never waits on a file.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
@@ -29,7 +28,7 @@ use pmi_core::{
     EventKey, EventTime, Rejected, Sequenced, SourceBatch, SourceFailure, SourceStatus, Telemetry,
     TelemetrySource, Validator,
 };
-use pmi_sources::parquet_in::{TelemetryFiles, VehicleInterner};
+use pmi_sources::parquet_in::{TelemetryFiles, TimeRange, VehicleInterner};
 
 use crate::layout::{Layout, LayoutDetector};
 use crate::DataflowError;
@@ -56,9 +55,15 @@ fn now() -> EventTime {
     EventTime::now()
 }
 
-/// Reads the key columns of `input` and decides how to read it.
-pub fn plan(input: &Path, lateness_ms: i64) -> Result<BackfillPlan, DataflowError> {
-    let files = TelemetryFiles::open(input).map_err(|e| DataflowError::Input(e.to_string()))?;
+/// Reads the key columns of `input` (a path, or an `s3://` URL: see
+/// [`pmi_sources::store`]) within `range` and decides how to read it.
+pub fn plan(
+    input: &str,
+    range: TimeRange,
+    lateness_ms: i64,
+) -> Result<BackfillPlan, DataflowError> {
+    let files =
+        TelemetryFiles::open_url(input, range).map_err(|e| DataflowError::Input(e.to_string()))?;
     let mut detector = LayoutDetector::new(lateness_ms);
     for unit in files.units() {
         files

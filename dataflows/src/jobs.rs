@@ -17,7 +17,8 @@ use pmi_sinks::CountingSink;
 pub use pmi_sources::fleet::ForcedFailure;
 use pmi_sources::fleet::{BadReadings, Fleet, SimulatorConfig};
 use pmi_sources::ingest::IngestSources;
-use pmi_sources::parquet_in::{TelemetryFiles, VehicleInterner};
+use pmi_sources::parquet_in::{TelemetryFiles, TimeRange, VehicleInterner};
+use pmi_sources::store::Store;
 
 use crate::backfill::{plan, ParquetSource};
 use crate::graph::{run, GraphConfig, RunReport, ScoreFn, WorkerSinks};
@@ -62,6 +63,11 @@ impl FleetSpec {
 }
 
 fn sink_err(e: pmi_sinks::SinkError) -> DataflowError {
+    DataflowError::Sink(e.to_string())
+}
+
+/// An output store that cannot be opened or used.
+pub(crate) fn store_err(e: pmi_sources::store::StoreError) -> DataflowError {
     DataflowError::Sink(e.to_string())
 }
 
@@ -127,7 +133,7 @@ pub(crate) fn run_id() -> String {
 
 /// Parquet outputs of one worker under `out`; see [`parquet_sinks_checkpointed`].
 fn parquet_sinks(
-    out: &Path,
+    out: &Store,
     writer: &str,
     schema: &FeatureSchema,
     telemetry: bool,
@@ -136,24 +142,25 @@ fn parquet_sinks(
     parquet_sinks_checkpointed(out, writer, schema, telemetry, alerts_to_console, None)
 }
 
-/// Parquet outputs of one worker under `out`. With `checkpoints` (a folder for this
-/// worker's markers), the datasets are transactional: files appear at checkpoints, each
-/// dataset's marker records its last one, and the sinks' `resume` is read from them.
+/// Parquet outputs of one worker under `out`. With `checkpoints` (a folder of `out` for
+/// this worker's markers), the datasets are transactional: files appear at checkpoints,
+/// each dataset's marker records its last one, and the sinks' `resume` is read from them.
 pub(crate) fn parquet_sinks_checkpointed(
-    out: &Path,
+    out: &Store,
     writer: &str,
     schema: &FeatureSchema,
     telemetry: bool,
     alerts_to_console: bool,
-    checkpoints: Option<&Path>,
+    checkpoints: Option<&str>,
 ) -> Result<WorkerSinks, DataflowError> {
     let opts = |dataset: &str| DatasetOptions {
-        checkpoint_marker: checkpoints.map(|c| c.join(dataset)),
+        checkpoint_marker: checkpoints.map(|c| format!("{c}/{dataset}")),
         ..DatasetOptions::default()
     };
     let marker = |dataset: &str| -> Result<Option<u64>, DataflowError> {
         match checkpoints {
-            Some(c) => pmi_sinks::parquet_out::read_marker(&c.join(dataset)).map_err(sink_err),
+            Some(c) => pmi_sinks::parquet_out::read_marker(out, &format!("{c}/{dataset}"))
+                .map_err(sink_err),
             None => Ok(None),
         }
     };
@@ -232,8 +239,8 @@ pub struct LiveJob {
     pub duration: Option<Duration>,
     /// Graph settings.
     pub graph: GraphConfig,
-    /// Output folder.
-    pub out_dir: PathBuf,
+    /// Where outputs go (local folder or object store).
+    pub out: Store,
     /// Archive accepted telemetry.
     pub write_telemetry: bool,
     /// Severity thresholds.
@@ -253,7 +260,7 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
     };
     let config = job.fleet.simulator_config(span);
     let (pace, lateness) = (job.pace, job.graph.window.lateness_ms());
-    let out = job.out_dir.clone();
+    let out = job.out.clone();
     let telemetry = job.write_telemetry;
     let id = run_id();
     run(
@@ -278,8 +285,8 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
 pub struct IngestJob {
     /// Graph settings (give it [`GraphConfig::stats`] to watch it run).
     pub graph: GraphConfig,
-    /// Output folder.
-    pub out_dir: PathBuf,
+    /// Where outputs go (local folder or object store).
+    pub out: Store,
     /// Archive accepted telemetry.
     pub write_telemetry: bool,
     /// Severity thresholds.
@@ -294,7 +301,7 @@ pub fn ingest(job: &IngestJob, queue: IngestSources) -> Result<RunReport, Datafl
     let schema = job.graph.window.schema()?;
     let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
     let lateness = job.graph.window.lateness_ms();
-    let out = job.out_dir.clone();
+    let out = job.out.clone();
     let telemetry = job.write_telemetry;
     let id = run_id();
     run(
@@ -313,8 +320,8 @@ pub struct SimulateJob {
     pub fleet: FleetSpec,
     /// Span of event time.
     pub duration: Duration,
-    /// Output folder (`telemetry/`, `ground_truth/`).
-    pub out_dir: PathBuf,
+    /// Where outputs go (`telemetry/`, `ground_truth/`; local folder or object store).
+    pub out: Store,
 }
 
 /// What [`simulate`] wrote.
@@ -332,7 +339,8 @@ pub struct SimulateSummary {
 /// included) and its ground truth as Parquet.
 pub fn simulate(job: &SimulateJob) -> Result<SimulateSummary, DataflowError> {
     let mut raw = ParquetDataset::new(
-        &job.out_dir.join("telemetry"),
+        &job.out,
+        "telemetry",
         &run_id(),
         RawLayout,
         DatasetOptions::default(),
@@ -381,14 +389,18 @@ pub(crate) fn simulate_with(
         .cloned()
         .collect();
     summary.failures = truth.len() as u64;
-    write_ground_truth(&job.out_dir, truth)?;
+    write_ground_truth(&job.out, truth)?;
     Ok(summary)
 }
 
 /// Writes a fleet's ground truth under `out/ground_truth/`.
-fn write_ground_truth(out: &Path, truth: Vec<pmi_core::FailureEvent>) -> Result<(), DataflowError> {
+fn write_ground_truth(
+    out: &Store,
+    truth: Vec<pmi_core::FailureEvent>,
+) -> Result<(), DataflowError> {
     let mut gt = ParquetDataset::new(
-        &out.join("ground_truth"),
+        out,
+        "ground_truth",
         &run_id(),
         GroundTruthLayout,
         DatasetOptions::default(),
@@ -402,10 +414,12 @@ fn write_ground_truth(out: &Path, truth: Vec<pmi_core::FailureEvent>) -> Result<
 /// `pmi backfill`.
 #[derive(Clone, Debug)]
 pub struct BackfillJob {
-    /// Telemetry Parquet (file or folder).
-    pub input: PathBuf,
-    /// Output folder.
-    pub out_dir: PathBuf,
+    /// Telemetry Parquet: a file or folder, or an `s3://bucket/prefix` URL.
+    pub input: String,
+    /// Only readings in this span of event time (`pmi backfill --from/--to`).
+    pub range: TimeRange,
+    /// Where outputs go (local folder or object store).
+    pub out: Store,
     /// Graph settings.
     pub graph: GraphConfig,
     /// Severity thresholds.
@@ -426,8 +440,8 @@ fn backfill_with(
 ) -> Result<RunReport, DataflowError> {
     let schema = job.graph.window.schema()?;
     let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
-    let plan = Arc::new(plan(&job.input, job.graph.window.lateness_ms())?);
-    let out = job.out_dir.clone();
+    let plan = Arc::new(plan(&job.input, job.range, job.graph.window.lateness_ms())?);
+    let out = job.out.clone();
     let id = run_id();
     let p = plan.clone();
     run(
@@ -529,7 +543,7 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
     let sim = simulate(&SimulateJob {
         fleet,
         duration: job.duration,
-        out_dir: input.clone(),
+        out: Store::local(&input).map_err(store_err)?,
     })?;
 
     // Decoding alone, one thread per worker, same split of row groups.
@@ -573,8 +587,9 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         ..Default::default()
     };
     let backfill_job = BackfillJob {
-        input: input.join("telemetry"),
-        out_dir: dir.join("output"),
+        input: input.join("telemetry").display().to_string(),
+        range: TimeRange::default(),
+        out: Store::local(&dir.join("output")).map_err(store_err)?,
         graph,
         severity: SeverityThresholds::default(),
         model_registry: None,

@@ -2,9 +2,9 @@
 //!
 //! - Source: [`KafkaSource`] on every worker of every process (partition `p` on global
 //!   worker `p % peers`), starting from the consumer group's committed offsets.
-//! - Sinks: the Parquet datasets under `out_dir`, transactional (files appear at
+//! - Sinks: the Parquet datasets under `out`, transactional (files appear at
 //!   checkpoints; one marker per dataset and worker under
-//!   `out_dir/_checkpoints/<group>/w<worker>of<peers>/`); predictions, alerts and rejected
+//!   `out/_checkpoints/<group>/w<worker>of<peers>/`); predictions, alerts and rejected
 //!   readings also to Kafka topics when named.
 //! - Every [`GraphConfig::checkpoint_every`] the sinks checkpoint; once every sink of every
 //!   worker is durable up to a time, the sources commit offsets that replay the longest
@@ -24,6 +24,7 @@ use pmi_sinks::console::ConsoleAlerts;
 use pmi_sinks::kafka::{KafkaSink, KafkaSinkConfig};
 use pmi_sinks::{ChunkSink, Tee};
 use pmi_sources::kafka::{KafkaSource, KafkaSourceConfig};
+use pmi_sources::store::Store;
 
 use crate::graph::{run, GraphConfig, RunReport};
 use crate::jobs::{parquet_sinks_checkpointed, run_id, scorer};
@@ -49,8 +50,8 @@ pub struct KafkaJob {
     pub outputs: KafkaOutputs,
     /// Graph settings (set `checkpoint_every`: default 5 s).
     pub graph: GraphConfig,
-    /// Parquet output folder.
-    pub out_dir: PathBuf,
+    /// Where the Parquet outputs go (local folder or object store).
+    pub out: Store,
     /// Archive accepted telemetry.
     pub write_telemetry: bool,
     /// Severity thresholds.
@@ -75,7 +76,7 @@ pub fn kafka(job: &KafkaJob) -> Result<RunReport, DataflowError> {
     source.lateness_ms = graph.window.lateness_ms();
     source.replay_ms = graph.window.windows_s.iter().copied().max().unwrap_or(0) as i64 * 1000
         + graph.window.pane_ms();
-    let out = job.out_dir.clone();
+    let out = job.out.clone();
     let (telemetry, schema_for_sinks) = (job.write_telemetry, schema.clone());
     let outputs = job.outputs.clone();
     let brokers = job.source.brokers.clone();
@@ -85,10 +86,7 @@ pub fn kafka(job: &KafkaJob) -> Result<RunReport, DataflowError> {
         &graph,
         move |w, peers| Ok(KafkaSource::new(source.clone(), w, peers)?),
         move |w| {
-            let checkpoints = out
-                .join("_checkpoints")
-                .join(&group)
-                .join(format!("w{w}of{peers}"));
+            let checkpoints = format!("_checkpoints/{group}/w{w}of{peers}");
             let mut sinks = parquet_sinks_checkpointed(
                 &out,
                 &format!("{id}-{w}"),
@@ -123,7 +121,7 @@ pub fn kafka(job: &KafkaJob) -> Result<RunReport, DataflowError> {
 /// `pmi simulate --to kafka://…`: produces the fleet's raw telemetry (time order, bad
 /// readings included, JSON wire format, key = vehicle id) to `topic`, creating it with
 /// `partitions` partitions if needed, and waits until every message is acknowledged. The
-/// ground truth goes to `job.out_dir` as Parquet, as for a plain `pmi simulate`.
+/// ground truth goes to `job.out` as Parquet, as for a plain `pmi simulate`.
 pub fn produce_simulated(
     job: &crate::jobs::SimulateJob,
     brokers: &str,

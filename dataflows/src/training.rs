@@ -313,7 +313,8 @@ pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, Dat
     let ground_truth = pmi_sources::table::read_ground_truth(&job.ground_truth)
         .map_err(|e| DataflowError::Input(e.to_string()))?;
     let plan = Arc::new(crate::backfill::plan(
-        &job.telemetry,
+        &job.telemetry.to_string_lossy(),
+        Default::default(),
         job.graph.window.lateness_ms(),
     )?);
     let rows = Arc::new(Mutex::new(Vec::<FeatureVector>::new()));

@@ -3,8 +3,9 @@
 //! - [`ChunkSink`]: the seam every sink implements: chunks of records from one worker in,
 //!   durable output and [`SinkStats`] out at `close`.
 //! - [`parquet_out`]: Parquet datasets (telemetry, features, predictions, dead-letter,
-//!   late, raw readings, ground truth) in bounded batches and files written atomically, on
-//!   a background thread behind a bounded channel.
+//!   late, raw readings, ground truth) in a local folder or an S3-compatible store,
+//!   partitioned by date, in bounded batches and files written atomically, on a background
+//!   thread behind a bounded channel.
 //! - [`console`]: alerts printed for a person to read.
 //! - [`kafka`]: records to Kafka topics (predictions, alerts, dead letters, telemetry).
 #![forbid(unsafe_code)]
@@ -116,6 +117,9 @@ pub enum SinkError {
     /// Parquet encoding.
     #[error(transparent)]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// The object store (local folder or S3) refused a call.
+    #[error("object store: {0}")]
+    Store(String),
     /// Kafka: a producer could not be made or a delivery failed after its retries.
     #[error("kafka: {0}")]
     Kafka(String),
@@ -128,7 +132,9 @@ impl SinkError {
     /// Whose fault: the file system or a service is external; the rest is internal.
     pub fn class(&self) -> pmi_core::ErrorClass {
         match self {
-            SinkError::Io { .. } | SinkError::Kafka(_) => pmi_core::ErrorClass::External,
+            SinkError::Io { .. } | SinkError::Kafka(_) | SinkError::Store(_) => {
+                pmi_core::ErrorClass::External
+            }
             _ => pmi_core::ErrorClass::Internal,
         }
     }

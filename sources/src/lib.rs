@@ -14,4 +14,5 @@ pub mod fleet;
 pub mod ingest;
 pub mod kafka;
 pub mod parquet_in;
+pub mod store;
 pub mod table;

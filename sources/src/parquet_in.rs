@@ -19,8 +19,18 @@ use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::async_reader::{
+    AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStreamBuilder,
+};
 use parquet::arrow::ProjectionMask;
+use parquet::file::statistics::Statistics;
+
+use crate::store::{Store, StoreError};
 
 use pmi_core::{
     EventTime, RawReading, Rejected, Sensor, SensorValues, Telemetry, Validator, VehicleId,
@@ -59,13 +69,16 @@ pub enum ReadError {
     /// No Parquet files at the path.
     #[error("{0}: no .parquet files found")]
     Empty(String),
+    /// The object store failed or its URL is wrong.
+    #[error("{0}")]
+    Store(String),
 }
 
 impl ReadError {
     /// Bad input files are the user's to fix; I/O may be transient.
     pub fn class(&self) -> pmi_core::ErrorClass {
         match self {
-            ReadError::Io { .. } => pmi_core::ErrorClass::External,
+            ReadError::Io { .. } | ReadError::Store(_) => pmi_core::ErrorClass::External,
             _ => pmi_core::ErrorClass::User,
         }
     }
@@ -84,11 +97,64 @@ pub struct Unit {
     pub first_row: usize,
 }
 
+/// Where a file is.
+#[derive(Clone, Debug)]
+enum FileSource {
+    Local(PathBuf),
+    Object { store: Store, path: ObjectPath },
+}
+
 #[derive(Clone, Debug)]
 struct FileInfo {
-    path: PathBuf,
+    source: FileSource,
+    /// For messages: the path or URL.
+    name: String,
+    /// The footer, read once.
+    metadata: ArrowReaderMetadata,
     /// Root column indices: vehicle_id, ts, then present sensors.
     projection: Vec<usize>,
+}
+
+/// A span of event time to read: `from_ms ≤ ts < to_ms` (either end open). Files in Hive
+/// `date=YYYY-MM-DD` folders outside it are not opened, row groups whose `ts` statistics
+/// lie outside it are not read, and rows outside it are skipped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// First ms included.
+    pub from_ms: Option<i64>,
+    /// First ms excluded.
+    pub to_ms: Option<i64>,
+}
+
+impl TimeRange {
+    /// Whether `ts` lies in the range.
+    pub fn contains(&self, ts: i64) -> bool {
+        self.from_ms.is_none_or(|f| ts >= f) && self.to_ms.is_none_or(|t| ts < t)
+    }
+    /// Whether `[min, max]` (ms) may hold a time in the range.
+    fn overlaps(&self, min: i64, max: i64) -> bool {
+        self.from_ms.is_none_or(|f| max >= f) && self.to_ms.is_none_or(|t| min < t)
+    }
+    fn is_all(&self) -> bool {
+        self.from_ms.is_none() && self.to_ms.is_none()
+    }
+    /// Whether a path with a `date=YYYY-MM-DD` segment may hold rows in the range
+    /// (a path without one may).
+    fn admits_path(&self, path: &str) -> bool {
+        for segment in path.split('/') {
+            if let Some(date) = segment.strip_prefix("date=") {
+                if let Ok(d) = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+                    let start = d
+                        .and_hms_opt(0, 0, 0)
+                        .expect("midnight exists")
+                        .and_utc()
+                        .timestamp_millis();
+                    return self.overlaps(start, start + 86_400_000 - 1);
+                }
+            }
+        }
+        true
+    }
 }
 
 /// The files of a telemetry dataset and their row groups.
@@ -96,6 +162,15 @@ struct FileInfo {
 pub struct TelemetryFiles {
     files: Vec<FileInfo>,
     units: Vec<Unit>,
+    range: TimeRange,
+}
+
+/// The `*.parquet` files at `path`: the file itself, or every one under the folder
+/// (recursively, in path order; names starting with `.` or `_` are skipped).
+pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>, ReadError> {
+    let mut out = Vec::new();
+    list(path, &mut out)?;
+    Ok(out)
 }
 
 fn list(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
@@ -120,7 +195,7 @@ fn list(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
         }
         if p.is_dir() {
             list(&p, out)?;
-        } else if name.ends_with(".parquet") {
+        } else if name.ends_with(".parquet") && !p.to_string_lossy().contains('#') {
             out.push(p);
         }
     }
@@ -131,29 +206,219 @@ fn readable(dt: &DataType) -> bool {
     dt.is_numeric() || matches!(dt, DataType::Boolean)
 }
 
+/// Parquet's async reader over one object: ranged GETs (the footer by a suffix request).
+/// Written here, as parquet's own example does, since its `ParquetObjectReader` is
+/// deprecated in favour of exactly this.
+struct ObjectReader {
+    store: Arc<dyn object_store::ObjectStore>,
+    path: ObjectPath,
+}
+
+impl ObjectReader {
+    fn new(store: &Store, path: &ObjectPath) -> Self {
+        ObjectReader {
+            store: store.inner().clone(),
+            path: path.clone(),
+        }
+    }
+}
+
+fn object_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        use futures::FutureExt;
+        use object_store::ObjectStoreExt;
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(object_err)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        use futures::FutureExt;
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(object_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        use futures::FutureExt;
+        async move {
+            let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_via_suffix_and_finish(self)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+impl MetadataSuffixFetch for &mut ObjectReader {
+    fn fetch_suffix(
+        &mut self,
+        suffix: usize,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        use futures::FutureExt;
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Suffix(suffix as u64)),
+            ..Default::default()
+        };
+        async move {
+            let got = self
+                .store
+                .get_opts(&self.path, options)
+                .await
+                .map_err(object_err)?;
+            got.bytes().await.map_err(object_err)
+        }
+        .boxed()
+    }
+}
+
+/// Milliseconds of a `ts` column's statistics value in the column's unit.
+fn to_ms(value: i64, unit: Option<TimeUnit>) -> i64 {
+    match unit {
+        Some(TimeUnit::Second) => value.saturating_mul(1000),
+        Some(TimeUnit::Microsecond) => value.div_euclid(1000),
+        Some(TimeUnit::Nanosecond) => value.div_euclid(1_000_000),
+        Some(TimeUnit::Millisecond) | None => value,
+    }
+}
+
 impl TelemetryFiles {
-    /// Lists the files under `path` and checks their columns.
+    /// Lists the files under `path` (a file or a folder) and checks their columns.
     pub fn open(path: &Path) -> Result<TelemetryFiles, ReadError> {
+        Self::open_local(path, TimeRange::default())
+    }
+
+    /// Opens telemetry at a path or URL (`s3://bucket/prefix/`, see [`Store`]), only what
+    /// lies in `range`.
+    pub fn open_url(url: &str, range: TimeRange) -> Result<TelemetryFiles, ReadError> {
+        if !Store::is_remote(url) {
+            return Self::open_local(Path::new(url.strip_prefix("file://").unwrap_or(url)), range);
+        }
+        let store_err = |e: StoreError| ReadError::Store(e.to_string());
+        let store = Store::open(url).map_err(store_err)?;
+        let mut objects = Vec::new();
+        for meta in store.list().map_err(store_err)? {
+            let rel = meta.location.as_ref();
+            let skipped = rel
+                .split('/')
+                .any(|part| part.starts_with('.') || part.starts_with('_'));
+            if !skipped && rel.ends_with(".parquet") && range.admits_path(rel) {
+                objects.push(meta);
+            }
+        }
+        if objects.is_empty() {
+            // Perhaps the URL names one object rather than a prefix.
+            if url.ends_with(".parquet") {
+                let root = Store::open(&url[..url.rfind('/').unwrap_or(0)]).map_err(store_err)?;
+                let name = &url[url.rfind('/').map_or(0, |i| i + 1)..];
+                let meta = root.head(&root.object(name)).map_err(store_err)?;
+                return Self::build(
+                    vec![(
+                        FileSource::Object {
+                            store: root.clone(),
+                            path: meta.location.clone(),
+                        },
+                        root.describe(&meta.location),
+                    )],
+                    range,
+                    url,
+                );
+            }
+            return Err(ReadError::Empty(url.to_owned()));
+        }
+        let sources = objects
+            .into_iter()
+            .map(|meta| {
+                let name = store.describe(&meta.location);
+                (
+                    FileSource::Object {
+                        store: store.clone(),
+                        path: meta.location,
+                    },
+                    name,
+                )
+            })
+            .collect();
+        Self::build(sources, range, url)
+    }
+
+    fn open_local(path: &Path, range: TimeRange) -> Result<TelemetryFiles, ReadError> {
         let mut paths = Vec::new();
         list(path, &mut paths)?;
-        if paths.is_empty() {
-            return Err(ReadError::Empty(path.display().to_string()));
+        let sources = paths
+            .into_iter()
+            .filter(|p| range.admits_path(&p.to_string_lossy()))
+            .map(|p| {
+                let name = p.display().to_string();
+                (FileSource::Local(p), name)
+            })
+            .collect();
+        Self::build(sources, range, &path.display().to_string())
+    }
+
+    fn footer(source: &FileSource, name: &str) -> Result<ArrowReaderMetadata, ReadError> {
+        let perr = |source| ReadError::Parquet {
+            path: name.to_owned(),
+            source,
+        };
+        match source {
+            FileSource::Local(p) => {
+                let f = File::open(p).map_err(|source| ReadError::Io {
+                    path: name.to_owned(),
+                    source,
+                })?;
+                ArrowReaderMetadata::load(&f, ArrowReaderOptions::default()).map_err(perr)
+            }
+            FileSource::Object { store, path } => {
+                let mut reader = ObjectReader::new(store, path);
+                Store::block_on(ArrowReaderMetadata::load_async(
+                    &mut reader,
+                    ArrowReaderOptions::default(),
+                ))
+                .map_err(perr)
+            }
+        }
+    }
+
+    fn build(
+        sources: Vec<(FileSource, String)>,
+        range: TimeRange,
+        what: &str,
+    ) -> Result<TelemetryFiles, ReadError> {
+        if sources.is_empty() {
+            return Err(ReadError::Empty(what.to_owned()));
         }
         let mut files = Vec::new();
         let mut units = Vec::new();
-        for p in paths {
-            let name = p.display().to_string();
-            let f = File::open(&p).map_err(|source| ReadError::Io {
-                path: name.clone(),
-                source,
-            })?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|source| {
-                ReadError::Parquet {
-                    path: name.clone(),
-                    source,
-                }
-            })?;
-            let schema = builder.schema().clone();
+        for (source, name) in sources {
+            let metadata = Self::footer(&source, &name)?;
+            let schema = metadata.schema().clone();
             let col = |column: &str| -> Result<(usize, DataType), ReadError> {
                 schema
                     .index_of(column)
@@ -181,13 +446,17 @@ impl TelemetryFiles {
                 });
             }
             let (ti, tt) = col("ts")?;
-            if !matches!(tt, DataType::Timestamp(_, _) | DataType::Int64) {
-                return Err(ReadError::Column {
-                    path: name,
-                    column: "ts".into(),
-                    message: format!("type {tt}: expected a timestamp or int64 milliseconds"),
-                });
-            }
+            let ts_unit = match &tt {
+                DataType::Timestamp(unit, _) => Some(*unit),
+                DataType::Int64 => None,
+                _ => {
+                    return Err(ReadError::Column {
+                        path: name,
+                        column: "ts".into(),
+                        message: format!("type {tt}: expected a timestamp or int64 milliseconds"),
+                    })
+                }
+            };
             let mut projection = vec![vi, ti];
             for s in Sensor::ALL {
                 if let Ok(i) = schema.index_of(s.name()) {
@@ -202,24 +471,50 @@ impl TelemetryFiles {
                     projection.push(i);
                 }
             }
-            let meta = builder.metadata();
+            // The leaf column of `ts` (a flat schema: its root index, but look it up).
+            let ts_leaf = metadata
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .columns()
+                .iter()
+                .position(|c| c.path().parts() == ["ts"]);
             let mut first_row = 0;
-            for (rg, g) in meta.row_groups().iter().enumerate() {
+            for (rg, g) in metadata.metadata().row_groups().iter().enumerate() {
                 let rows = g.num_rows() as usize;
-                units.push(Unit {
-                    file: files.len(),
-                    row_group: rg,
-                    rows,
-                    first_row,
-                });
+                // Row-group pruning on the `ts` statistics, where the writer kept them.
+                let keep = range.is_all()
+                    || match ts_leaf.and_then(|i| g.column(i).statistics()) {
+                        Some(Statistics::Int64(v)) => match (v.min_opt(), v.max_opt()) {
+                            (Some(min), Some(max)) => {
+                                range.overlaps(to_ms(*min, ts_unit), to_ms(*max, ts_unit))
+                            }
+                            _ => true,
+                        },
+                        _ => true,
+                    };
+                if keep {
+                    units.push(Unit {
+                        file: files.len(),
+                        row_group: rg,
+                        rows,
+                        first_row,
+                    });
+                }
                 first_row += rows;
             }
             files.push(FileInfo {
-                path: p,
+                source,
+                name,
+                metadata,
                 projection,
             });
         }
-        Ok(TelemetryFiles { files, units })
+        Ok(TelemetryFiles {
+            files,
+            units,
+            range,
+        })
     }
 
     /// All row groups, in file and row order.
@@ -232,9 +527,14 @@ impl TelemetryFiles {
         self.units.iter().map(|u| u.rows).sum()
     }
 
-    /// Path of file `i`.
-    pub fn path(&self, i: usize) -> &Path {
-        &self.files[i].path
+    /// Path or URL of file `i`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.files[i].name
+    }
+
+    /// The span of event time read.
+    pub fn range(&self) -> TimeRange {
+        self.range
     }
 
     fn read(
@@ -244,39 +544,63 @@ impl TelemetryFiles {
         mut each: impl FnMut(&RecordBatch, usize) -> Result<(), ReadError>,
     ) -> Result<(), ReadError> {
         let info = &self.files[unit.file];
-        let name = info.path.display().to_string();
-        let f = File::open(&info.path).map_err(|source| ReadError::Io {
+        let name = &info.name;
+        let perr = |source| ReadError::Parquet {
             path: name.clone(),
             source,
-        })?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|source| ReadError::Parquet {
-                path: name.clone(),
-                source,
-            })?;
+        };
         let cols = if keys_only {
             &info.projection[..2]
         } else {
             &info.projection[..]
         };
-        let mask = ProjectionMask::roots(builder.parquet_schema(), cols.iter().copied());
-        let reader = builder
-            .with_row_groups(vec![unit.row_group])
-            .with_projection(mask)
-            .with_batch_size(16 * 1024)
-            .build()
-            .map_err(|source| ReadError::Parquet {
-                path: name.clone(),
-                source,
-            })?;
+        let mask = ProjectionMask::roots(
+            info.metadata.metadata().file_metadata().schema_descr(),
+            cols.iter().copied(),
+        );
         let mut row = unit.first_row;
-        for batch in reader {
-            let batch = batch.map_err(|e| ReadError::Parquet {
-                path: name.clone(),
-                source: e.into(),
-            })?;
-            each(&batch, row)?;
-            row += batch.num_rows();
+        match &info.source {
+            FileSource::Local(path) => {
+                let f = File::open(path).map_err(|source| ReadError::Io {
+                    path: name.clone(),
+                    source,
+                })?;
+                let reader =
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(f, info.metadata.clone())
+                        .with_row_groups(vec![unit.row_group])
+                        .with_projection(mask)
+                        .with_batch_size(16 * 1024)
+                        .build()
+                        .map_err(perr)?;
+                for batch in reader {
+                    let batch = batch.map_err(|e| perr(e.into()))?;
+                    each(&batch, row)?;
+                    row += batch.num_rows();
+                }
+            }
+            FileSource::Object { store, path } => {
+                // The row group's projected column chunks are fetched in ranged GETs,
+                // driven on the store's runtime (this is a reader thread, not a worker's
+                // timely loop).
+                let reader = ObjectReader::new(store, path);
+                let batches: Vec<RecordBatch> = Store::block_on(async {
+                    ParquetRecordBatchStreamBuilder::new_with_metadata(
+                        reader,
+                        info.metadata.clone(),
+                    )
+                    .with_row_groups(vec![unit.row_group])
+                    .with_projection(mask)
+                    .with_batch_size(16 * 1024)
+                    .build()?
+                    .try_collect()
+                    .await
+                })
+                .map_err(perr)?;
+                for batch in &batches {
+                    each(batch, row)?;
+                    row += batch.num_rows();
+                }
+            }
         }
         Ok(())
     }
@@ -288,12 +612,16 @@ impl TelemetryFiles {
         unit: &Unit,
         mut f: impl FnMut(Option<&str>, Option<i64>),
     ) -> Result<(), ReadError> {
-        let path = self.files[unit.file].path.display().to_string();
+        let path = self.files[unit.file].name.clone();
+        let range = self.range;
         self.read(unit, true, |batch, _| {
             let (ids, ts) = key_columns(batch, &path)?;
             let ids = ids.as_string::<i32>();
             let ts = ts.as_primitive::<Int64Type>();
             for i in 0..batch.num_rows() {
+                if ts.is_valid(i) && !range.contains(ts.value(i)) {
+                    continue;
+                }
                 f(
                     ids.is_valid(i).then(|| ids.value(i)),
                     ts.is_valid(i).then(|| ts.value(i)),
@@ -314,7 +642,9 @@ impl TelemetryFiles {
         ok: &mut Vec<Telemetry>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), ReadError> {
-        let path = self.files[unit.file].path.display().to_string();
+        let path = self.files[unit.file].name.clone();
+        let range = self.range;
+        let all = range.is_all();
         self.read(unit, false, |batch, first_row| {
             let (ids, ts) = key_columns(batch, &path)?;
             let ids = ids.as_string::<i32>();
@@ -336,6 +666,9 @@ impl TelemetryFiles {
                 .collect();
             let max_ts = now.0.saturating_add(validator.max_future_ms);
             for i in 0..batch.num_rows() {
+                if !all && ts.is_valid(i) && !range.contains(ts.value(i)) {
+                    continue;
+                }
                 let mut values = [None; SENSOR_COUNT];
                 for (k, col) in floats.iter().enumerate() {
                     if let Some(col) = col.filter(|c| c.is_valid(i)) {

@@ -285,17 +285,8 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<pmi_core::FailureEvent>, Tab
         path: p.display().to_string(),
         message,
     };
-    let files: Vec<std::path::PathBuf> = if path.is_dir() {
-        let mut f: Vec<_> = std::fs::read_dir(path)
-            .map_err(|e| err(path, e.to_string()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-            .collect();
-        f.sort();
-        f
-    } else {
-        vec![path.to_path_buf()]
-    };
+    let files: Vec<std::path::PathBuf> =
+        crate::parquet_in::parquet_files(path).map_err(|e| err(path, e.to_string()))?;
     if files.is_empty() {
         return Err(err(path, "no .parquet files".into()));
     }

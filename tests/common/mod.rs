@@ -8,10 +8,15 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// Every record batch of every Parquet file under `dir` (recursively), files in name order.
+/// Every record batch of every Parquet file under `dir` (recursively), files in name order;
+/// none when `dir` does not exist (no file published yet).
 pub fn parquet_batches(dir: &Path) -> Vec<RecordBatch> {
     let mut files: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
+    let mut stack: Vec<PathBuf> = dir
+        .exists()
+        .then(|| dir.to_path_buf())
+        .into_iter()
+        .collect();
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
