@@ -40,10 +40,50 @@ pub fn parquet_batches(dir: &Path) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// Every record batch of every `*.parquet` object under an `s3://bucket/prefix` URL (the
+/// endpoint from the `AWS_*` environment), objects in name order; staged files and
+/// markers (names under `_`) are not read.
+pub fn s3_batches(url: &str) -> Vec<RecordBatch> {
+    let store = pmi_sources::store::Store::open(url).unwrap();
+    let mut out = Vec::new();
+    for meta in store.list().unwrap() {
+        let name = meta.location.as_ref();
+        if !name.ends_with(".parquet") || name.split('/').any(|p| p.starts_with('_')) {
+            continue;
+        }
+        let bytes = store.get(&meta.location).unwrap();
+        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            out.push(b.unwrap());
+        }
+    }
+    out
+}
+
+/// Names of the `*.parquet` objects under an `s3://` URL (relative to the bucket).
+pub fn s3_files(url: &str) -> Vec<String> {
+    pmi_sources::store::Store::open(url)
+        .unwrap()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect()
+}
+
 /// Every feature row under `dir/features`: (vehicle, pane end, value bits), sorted.
 pub fn feature_rows(dir: &Path) -> Vec<(String, i64, Vec<u64>)> {
+    feature_rows_of(parquet_batches(&dir.join("features")))
+}
+
+/// Feature rows of `batches`: (vehicle, pane end, value bits), sorted.
+pub fn feature_rows_of(batches: Vec<RecordBatch>) -> Vec<(String, i64, Vec<u64>)> {
     let mut rows = Vec::new();
-    for batch in parquet_batches(&dir.join("features")) {
+    for batch in batches {
         let ids = batch.column_by_name("vehicle_id").unwrap();
         let ids = ids.as_string::<i32>();
         let ends = batch.column_by_name("pane_end").unwrap();
