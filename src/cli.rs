@@ -17,7 +17,7 @@ use pmi_models::dataset::SplitShares;
 use pmi_models::registry::Registry;
 use pmi_models::train::TrainParams;
 use pmi_sources::fleet::SnapshotPlan;
-use pmi_sources::table::{read_table, Table, TableColumns};
+use pmi_sources::table::{Table, TableColumns};
 
 use crate::settings::{parse_duration, Settings};
 
@@ -106,17 +106,18 @@ struct TrainArgs {
     /// Publish without marking the new version current.
     #[arg(long)]
     no_current: bool,
-    /// Also write the training set, with its split, as a Parquet table (for
-    /// `benches/reference.py` or any other tool).
+    /// Also write the labelled training set, with its split, as a Parquet table (a file,
+    /// or an s3://…/name.parquet object; for `pmi train --table`, `benches/reference.py` or
+    /// any other tool).
     #[arg(long)]
-    export: Option<PathBuf>,
+    export: Option<String>,
     #[command(flatten)]
     recorded: RecordedArgs,
     #[command(flatten)]
     table: TableArgs,
     /// With `--table`: a separate test table (same columns) instead of a split of the table.
     #[arg(long, requires = "table")]
-    test: Option<PathBuf>,
+    test: Option<String>,
 }
 
 /// One process of a timely cluster (for `run` and `backfill`).
@@ -158,10 +159,11 @@ impl ClusterArgs {
 /// An operator's labelled table (for `train` and `evaluate`).
 #[derive(Debug, Args)]
 struct TableArgs {
-    /// Use an operator's labelled table (CSV or Parquet) instead of the simulator: numeric
-    /// columns are features, empty cells and `na` are missing.
+    /// Use an operator's labelled table (CSV or Parquet, a path or an s3:// URL, e.g. a
+    /// training set exported with --export) instead of the simulator: numeric columns are
+    /// features, empty cells and `na` are missing.
     #[arg(long, requires = "label")]
-    table: Option<PathBuf>,
+    table: Option<String>,
     /// The table's label column (empty, 0, false, no, none, normal, healthy: negative; any
     /// other value: a positive class of that name).
     #[arg(long)]
@@ -228,13 +230,14 @@ struct EvaluateArgs {
 /// Recorded telemetry with its ground truth (for `train` and `evaluate`).
 #[derive(Debug, Args)]
 struct RecordedArgs {
-    /// Use recorded telemetry Parquet (a file or folder, e.g. `pmi simulate`'s telemetry/)
-    /// instead of the simulator; needs `--ground-truth`.
+    /// Use recorded telemetry Parquet (a file or folder, e.g. `pmi simulate`'s telemetry/,
+    /// or an s3:// URL) instead of the simulator; needs `--ground-truth`.
     #[arg(long, requires = "ground_truth")]
-    telemetry: Option<PathBuf>,
-    /// Ground truth for `--telemetry`: Parquet with vehicle_id, component, onset, failure.
+    telemetry: Option<String>,
+    /// Ground truth for `--telemetry`: Parquet with vehicle_id, component, onset, failure
+    /// (a path or an s3:// URL).
     #[arg(long, requires = "telemetry")]
-    ground_truth: Option<PathBuf>,
+    ground_truth: Option<String>,
     /// With `--telemetry`: keep one feature vector per vehicle every this long.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     every: Duration,
@@ -473,6 +476,10 @@ struct BenchArgs {
     /// Keep the generated input and the outputs in this folder [default: a temporary one].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also time the backfill with its input in this object store (e.g. s3://pmi/bench;
+    /// endpoint and credentials from AWS_*), and report the ratio to local files.
+    #[arg(long)]
+    s3: Option<String>,
 }
 
 /// Entry point of the CLI.
@@ -618,6 +625,7 @@ pub fn main() -> anyhow::Result<()> {
                 workers: args.workers,
                 window,
                 dir: args.dir,
+                s3: args.s3,
             };
             let result = jobs::bench(&job)?;
             println!("{}", result.render());
@@ -765,8 +773,8 @@ fn training_set(
     }
 }
 
-fn read(path: &std::path::Path, cols: &TableColumns) -> anyhow::Result<Table> {
-    let t = read_table(path, cols)?;
+fn read(location: &str, cols: &TableColumns) -> anyhow::Result<Table> {
+    let t = pmi_sources::table::read_table_at(location, cols)?;
     if !t.ignored.is_empty() {
         tracing::info!(columns = %t.ignored.join(", "), "non-numeric columns ignored");
     }
@@ -790,14 +798,14 @@ fn train(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
         let (version, dir, ev) = training::train_table(TableTrainJob {
             table,
             test,
-            trained_on: format!("table {} (label `{}`)", path.display(), cols.label),
+            trained_on: format!("table {path} (label `{}`)", cols.label),
             params: train_params(settings, seed),
             shares: SplitShares::default(),
             registry: args.registry.unwrap_or(settings.model.registry.clone()),
             make_current: !args.no_current,
         })?;
         print!("{}", ev.render_text());
-        println!("train: {} → {version} ({})", path.display(), dir.display());
+        println!("train: {} → {version} ({})", path, dir.display());
         return Ok(());
     }
     let workers = args.workers.unwrap_or_else(cores);
@@ -868,14 +876,14 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
             None => (0..table.dataset.len()).collect(),
         };
         let ev = pmi_models::evaluate::evaluate(&model, &table.dataset, &rows)
-            .with_context(|| format!("evaluating {version} on {}", path.display()))?;
+            .with_context(|| format!("evaluating {version} on {}", path))?;
         let out = args
             .out
             .unwrap_or_else(|| registry.path_of(&version).join("evaluations").join("table"));
         write_evaluation(&out, &ev)?;
         println!(
             "evaluate: {version} on {} ({} rows) → {}",
-            path.display(),
+            path,
             rows.len(),
             out.display()
         );
@@ -900,7 +908,7 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
         write_evaluation(&out, &ev)?;
         println!(
             "evaluate: {version} on {}: {} rows, {} of them parked and not counted → {}",
-            telemetry.display(),
+            telemetry,
             ts.dataset.len(),
             ts.parked,
             out.display()

@@ -370,8 +370,8 @@ fn recorded_telemetry_becomes_a_labelled_training_set_through_the_backfill_graph
     })
     .unwrap();
     let set = training::parquet_training_set(&ParquetTrainingSet {
-        telemetry: dir.path().join("telemetry"),
-        ground_truth: dir.path().join("ground_truth"),
+        telemetry: dir.path().join("telemetry").display().to_string(),
+        ground_truth: dir.path().join("ground_truth").display().to_string(),
         every_ms: 30 * 60_000,
         horizon_ms: 7 * day,
         graph: GraphConfig {
@@ -400,8 +400,8 @@ fn recorded_telemetry_becomes_a_labelled_training_set_through_the_backfill_graph
     }
     assert_eq!(set.in_service.len(), ds.len());
     let e = training::parquet_training_set(&ParquetTrainingSet {
-        telemetry: dir.path().join("telemetry"),
-        ground_truth: dir.path().join("ground_truth"),
+        telemetry: dir.path().join("telemetry").display().to_string(),
+        ground_truth: dir.path().join("ground_truth").display().to_string(),
         every_ms: 7_000,
         horizon_ms: 7 * day,
         graph: GraphConfig::default(),

@@ -59,14 +59,26 @@ fn a_live_run_into_s3_and_a_backfill_from_s3_give_the_same_features() {
     let fleet = ["--vehicles", "4", "--seed", "3", "--start-ms", START];
     check(
         pmi(dir.path())
-            .args(["run", "--speed", "max", "--duration", "6h", "--workers", "2"])
+            .args([
+                "run",
+                "--speed",
+                "max",
+                "--duration",
+                "6h",
+                "--workers",
+                "2",
+            ])
             .args(fleet)
             .args(["--out", &live]),
     );
     let files = common::s3_files(&live);
     assert!(
-        files.iter().any(|f| f.contains("/features/date=2026-01-01/"))
-            && files.iter().any(|f| f.contains("/features/date=2026-01-02/")),
+        files
+            .iter()
+            .any(|f| f.contains("/features/date=2026-01-01/"))
+            && files
+                .iter()
+                .any(|f| f.contains("/features/date=2026-01-02/")),
         "features are partitioned by date: {files:?}"
     );
     let live_features = common::feature_rows_of(common::s3_batches(&format!("{live}/features")));
@@ -90,7 +102,10 @@ fn a_live_run_into_s3_and_a_backfill_from_s3_give_the_same_features() {
     assert_eq!(read_count(&report), telemetry_rows, "{report}");
     let from_s3 = common::feature_rows_of(common::s3_batches(&format!("{backfill}/features")));
     assert_eq!(from_s3.len(), live_features.len());
-    assert!(from_s3 == live_features, "features differ between live and backfill");
+    assert!(
+        from_s3 == live_features,
+        "features differ between live and backfill"
+    );
     let predictions = |url: &str| -> usize {
         common::s3_batches(&format!("{url}/predictions"))
             .iter()
@@ -133,7 +148,10 @@ fn a_live_run_into_s3_and_a_backfill_from_s3_give_the_same_features() {
         .filter(|(_, end, _)| *end >= midnight + 900_000)
         .collect();
     assert!(!settled.is_empty());
-    assert!(settled_day2 == settled, "day-2 features differ from the full run's");
+    assert!(
+        settled_day2 == settled,
+        "day-2 features differ from the full run's"
+    );
 }
 
 #[test]
@@ -145,5 +163,110 @@ fn a_bad_store_url_is_named() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("s3:///nobucket") && err.contains("no bucket"), "{err}");
+    assert!(
+        err.contains("s3:///nobucket") && err.contains("no bucket"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_training_set_reads_the_same_from_s3_as_from_local_files() {
+    use pmi_core::EventTime;
+    use pmi_dataflows::jobs::{self, FleetSpec, ForcedFailure, SimulateJob};
+    use pmi_dataflows::training::{self, ParquetTrainingSet};
+    use pmi_dataflows::GraphConfig;
+    use pmi_sources::store::Store;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let remote = s3("training");
+    let day = 86_400_000;
+    let simulate = |out: Store| {
+        jobs::simulate(&SimulateJob {
+            fleet: FleetSpec {
+                vehicles: 3,
+                seed: 2,
+                start: EventTime(1_767_254_400_000),
+                failures_per_vehicle_month: 0.0,
+                bad_readings: false,
+                forced_failures: vec![ForcedFailure {
+                    vehicle: 1,
+                    component: pmi_core::Component::Battery,
+                    onset_after_ms: -9 * day,
+                    duration_ms: 10 * day,
+                }],
+            },
+            duration: Duration::from_secs(4 * 3600),
+            out,
+        })
+        .unwrap()
+    };
+    simulate(Store::local(dir.path()).unwrap());
+    simulate(Store::open(&remote).unwrap());
+    let set = |telemetry: String, ground_truth: String| {
+        training::parquet_training_set(&ParquetTrainingSet {
+            telemetry,
+            ground_truth,
+            every_ms: 30 * 60_000,
+            horizon_ms: 7 * day,
+            graph: GraphConfig {
+                workers: 2,
+                ..Default::default()
+            },
+        })
+        .unwrap()
+    };
+    let local = set(
+        dir.path().join("telemetry").display().to_string(),
+        dir.path().join("ground_truth").display().to_string(),
+    );
+    let from_s3 = set(
+        format!("{remote}/telemetry"),
+        format!("{remote}/ground_truth"),
+    );
+    let (a, b) = (&local.dataset, &from_s3.dataset);
+    assert!(a.len() >= 3 * 8, "{} rows", a.len());
+    assert!(a.positives() > 0);
+    assert_eq!((a.len(), a.positives()), (b.len(), b.positives()));
+    assert_eq!(a.labels, b.labels);
+    assert_eq!(a.times, b.times);
+    for r in 0..a.len() {
+        let same = a
+            .row(r)
+            .iter()
+            .zip(b.row(r))
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "row {r} differs");
+    }
+
+    // The labelled set exported to the store reads back as a training table.
+    // One vehicle per part (three vehicles are too few for the stratified split).
+    let part = |g: u32| -> Vec<usize> { (0..a.len()).filter(|r| a.groups[*r] == g).collect() };
+    let split = pmi_models::dataset::Split {
+        train: part(0),
+        valid: part(1),
+        test: part(2),
+        test_groups: vec![a.group_names[2].clone()],
+    };
+    let local_table = dir.path().join("set.parquet");
+    pmi_sinks::table::write_table(&local_table, a, &split, &local.in_service).unwrap();
+    let object = format!("{remote}/training_set/set.parquet");
+    let store = Store::open(&format!("{remote}/training_set")).unwrap();
+    store
+        .put(
+            &store.object("set.parquet"),
+            std::fs::read(&local_table).unwrap().into(),
+        )
+        .unwrap();
+    let cols = pmi_sources::table::TableColumns {
+        label: "label".into(),
+        group: Some("vehicle_id".into()),
+        time: Some("pane_end".into()),
+        split: Some("split".into()),
+        ignore: vec!["in_service".into()],
+    };
+    let back = pmi_sources::table::read_table_at(&object, &cols).unwrap();
+    assert_eq!(back.dataset.len(), a.len());
+    assert_eq!(back.dataset.positives(), a.positives());
+    assert_eq!(back.split.unwrap().test, split.test);
 }

@@ -466,6 +466,9 @@ pub struct BenchJob {
     pub window: WindowConfig,
     /// Folder to keep input and outputs in.
     pub dir: Option<PathBuf>,
+    /// Also time the same backfill with its input in this object store (`s3://bucket/prefix`;
+    /// the input is uploaded under it first and removed after).
+    pub s3: Option<String>,
 }
 
 /// Figures of a bench run.
@@ -485,6 +488,8 @@ pub struct BenchResult {
     pub state_bytes_per_vehicle: u64,
     /// The run's report.
     pub report: RunReport,
+    /// The same backfill reading its input from the object store, s (`BenchJob::s3`).
+    pub s3_backfill_s: Option<f64>,
 }
 
 impl BenchResult {
@@ -515,7 +520,15 @@ impl BenchResult {
             self.report.predictions,
             self.report.rejected,
             self.report.late,
-        )
+        ) + &match self.s3_backfill_s {
+            Some(s3) => format!(
+                "\nbackfill from the object store: {:.2} s = {:.0} readings/s; {:.2}× the time from local files",
+                s3,
+                self.readings as f64 / s3,
+                s3 / self.backfill_s
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -597,6 +610,10 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
     let started = Instant::now();
     let report = backfill_with(&backfill_job, true, false)?;
     let backfill_s = started.elapsed().as_secs_f64();
+    let s3_backfill_s = match &job.s3 {
+        Some(url) => Some(bench_from_store(url, &input, &dir, &backfill_job)?),
+        None => None,
+    };
     if job.dir.is_none() {
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -608,5 +625,47 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         decode_s,
         state_bytes_per_vehicle: report.state_bytes_per_vehicle(),
         report,
+        s3_backfill_s,
     })
+}
+
+/// Uploads the bench input to `url`, times the backfill reading it from there (outputs to a
+/// local folder, as the local run), and removes the upload.
+fn bench_from_store(
+    url: &str,
+    input: &Path,
+    dir: &Path,
+    local: &BackfillJob,
+) -> Result<f64, DataflowError> {
+    let store = Store::open(&format!(
+        "{}/pmi-bench-{}",
+        url.trim_end_matches('/'),
+        run_id()
+    ))
+    .map_err(store_err)?;
+    let telemetry = input.join("telemetry");
+    let files = pmi_sources::parquet_in::parquet_files(&telemetry)
+        .map_err(|e| DataflowError::Input(e.to_string()))?;
+    tracing::info!(files = files.len(), store = %store.url(), "uploading bench input");
+    let mut uploaded = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&telemetry).unwrap_or(f).to_string_lossy();
+        let object = store.object(&format!("telemetry/{rel}"));
+        let bytes =
+            std::fs::read(f).map_err(|e| DataflowError::Input(format!("{}: {e}", f.display())))?;
+        store.put(&object, bytes.into()).map_err(store_err)?;
+        uploaded.push(object);
+    }
+    let job = BackfillJob {
+        input: store.child("telemetry").url(),
+        out: Store::local(&dir.join("output-s3")).map_err(store_err)?,
+        ..local.clone()
+    };
+    let started = Instant::now();
+    backfill_with(&job, false, false)?;
+    let took = started.elapsed().as_secs_f64();
+    for object in &uploaded {
+        store.delete(object).map_err(store_err)?;
+    }
+    Ok(took)
 }

@@ -289,9 +289,10 @@ fn labelled(
 #[derive(Clone, Debug)]
 pub struct ParquetTrainingSet {
     /// Telemetry Parquet (file or folder), any row order.
-    pub telemetry: PathBuf,
-    /// Ground truth (file or folder): `vehicle_id`, `component`, `onset`, `failure`.
-    pub ground_truth: PathBuf,
+    pub telemetry: String,
+    /// Ground truth (file or folder, or an `s3://` URL): `vehicle_id`, `component`,
+    /// `onset`, `failure`.
+    pub ground_truth: String,
     /// Keep one vector per vehicle every this many ms of event time (consecutive vectors
     /// are nearly identical), e.g. 15 minutes.
     pub every_ms: i64,
@@ -313,7 +314,7 @@ pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, Dat
     let ground_truth = pmi_sources::table::read_ground_truth(&job.ground_truth)
         .map_err(|e| DataflowError::Input(e.to_string()))?;
     let plan = Arc::new(crate::backfill::plan(
-        &job.telemetry.to_string_lossy(),
+        &job.telemetry,
         Default::default(),
         job.graph.window.lateness_ms(),
     )?);
@@ -455,8 +456,8 @@ impl TrainingInput {
             ),
             TrainingInput::Parquet(p) => format!(
                 "telemetry {} with ground truth {}, a vector every {} s",
-                p.telemetry.display(),
-                p.ground_truth.display(),
+                p.telemetry,
+                p.ground_truth,
                 p.every_ms / 1000
             ),
         }
@@ -478,7 +479,7 @@ pub struct TrainJob {
     /// Mark the new version current.
     pub make_current: bool,
     /// Also write the training set (with its split) as a Parquet table here.
-    pub export: Option<PathBuf>,
+    pub export: Option<String>,
 }
 
 /// What a training run did.
@@ -523,10 +524,9 @@ pub fn train(job: &TrainJob) -> Result<TrainOutcome, DataflowError> {
         "training set ready"
     );
     let split = split_by_group(ds, job.shares, job.params.seed).map_err(model_err)?;
-    if let Some(path) = &job.export {
-        let rows = pmi_sinks::table::write_table(path, ds, &split, &set.in_service)
-            .map_err(|e| DataflowError::Sink(e.to_string()))?;
-        tracing::info!(rows, path = %path.display(), "training set exported");
+    if let Some(location) = &job.export {
+        let rows = export_table(location, ds, &split, &set.in_service)?;
+        tracing::info!(rows, to = %location, "training set exported");
     }
     let vehicles = |rows: &[usize]| {
         let mut g: Vec<u32> = rows.iter().map(|r| ds.groups[*r]).collect();
@@ -741,4 +741,42 @@ pub fn train_table(job: TableTrainJob) -> Result<(String, PathBuf, Evaluation), 
         .publish_as(&version, &mut model, &files, job.make_current)
         .map_err(model_err)?;
     Ok((version.clone(), registry.path_of(&version), evaluation))
+}
+
+/// Writes the labelled training set with its split to a file, or to an object store URL
+/// (`s3://bucket/…/training_set.parquet`: written locally, then uploaded in one put, so a
+/// reader sees the whole table or none). `pmi train --table URL` reads it back.
+fn export_table(
+    location: &str,
+    ds: &pmi_models::dataset::Dataset,
+    split: &pmi_models::dataset::Split,
+    in_service: &[bool],
+) -> Result<u64, DataflowError> {
+    let sink = |e: pmi_sinks::SinkError| DataflowError::Sink(e.to_string());
+    if !pmi_sources::store::Store::is_remote(location) {
+        return pmi_sinks::table::write_table(
+            std::path::Path::new(location),
+            ds,
+            split,
+            in_service,
+        )
+        .map_err(sink);
+    }
+    if !location.ends_with(".parquet") {
+        return Err(DataflowError::Input(format!(
+            "--export `{location}`: an object store export names the object, ending in .parquet"
+        )));
+    }
+    let tmp = std::env::temp_dir().join(format!("pmi-export-{}.parquet", crate::jobs::run_id()));
+    let rows = pmi_sinks::table::write_table(&tmp, ds, split, in_service).map_err(sink)?;
+    let bytes = std::fs::read(&tmp);
+    std::fs::remove_file(&tmp).ok();
+    let bytes = bytes.map_err(|e| DataflowError::Sink(format!("{}: {e}", tmp.display())))?;
+    let cut = location.rfind('/').unwrap_or(0);
+    let folder =
+        pmi_sources::store::Store::open(&location[..cut]).map_err(crate::jobs::store_err)?;
+    folder
+        .put(&folder.object(&location[cut + 1..]), bytes.into())
+        .map_err(crate::jobs::store_err)?;
+    Ok(rows)
 }

@@ -266,6 +266,32 @@ impl Store {
     }
 }
 
+/// Every `*.parquet` object a URL names, whole, in name order: the object itself when the
+/// URL ends in `.parquet`, else every one under the prefix (names with a part starting
+/// with `_` or `.` skipped). For small datasets read whole (ground truth, training
+/// tables); telemetry is read by row group instead (`parquet_in`).
+pub fn fetch_parquet(url: &str) -> Result<Vec<(String, bytes::Bytes)>, StoreError> {
+    if url.ends_with(".parquet") {
+        let cut = url.rfind('/').unwrap_or(0);
+        let folder = Store::open(&url[..cut])?;
+        let object = folder.object(&url[cut + 1..]);
+        let bytes = folder.get(&object)?;
+        return Ok(vec![(url.to_owned(), bytes)]);
+    }
+    let store = Store::open(url)?;
+    let mut out = Vec::new();
+    for meta in store.list()? {
+        let name = meta.location.as_ref();
+        let hidden = name
+            .split('/')
+            .any(|p| p.starts_with('_') || p.starts_with('.'));
+        if !hidden && name.ends_with(".parquet") {
+            out.push((store.describe(&meta.location), store.get(&meta.location)?));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,11 +62,61 @@ const MISSING: [&str; 5] = ["", "na", "nan", "null", "n/a"];
 
 /// Reads `path` (`.csv` or `.parquet`).
 pub fn read_table(path: &Path, cols: &TableColumns) -> Result<Table, TableError> {
-    let err = |message: String| TableError {
+    let batches = read_batches(path).map_err(|message| TableError {
         path: path.display().to_string(),
         message,
+    })?;
+    table_of(&path.display().to_string(), batches, cols)
+}
+
+/// Reads a table at a path or an object store URL (`s3://bucket/…/table.parquet`, or a
+/// prefix of Parquet objects read as one table).
+pub fn read_table_at(location: &str, cols: &TableColumns) -> Result<Table, TableError> {
+    if !crate::store::Store::is_remote(location) {
+        return read_table(Path::new(location), cols);
+    }
+    let mut batches = Vec::new();
+    for (name, bytes) in remote(location)? {
+        batches.extend(parquet_bytes(&name, bytes)?);
+    }
+    table_of(location, batches, cols)
+}
+
+fn remote(location: &str) -> Result<Vec<(String, bytes::Bytes)>, TableError> {
+    let objects = crate::store::fetch_parquet(location).map_err(|e| TableError {
+        path: location.to_owned(),
+        message: e.to_string(),
+    })?;
+    if objects.is_empty() {
+        return Err(TableError {
+            path: location.to_owned(),
+            message: "no .parquet objects".into(),
+        });
+    }
+    Ok(objects)
+}
+
+fn parquet_bytes(name: &str, bytes: bytes::Bytes) -> Result<Vec<RecordBatch>, TableError> {
+    let err = |e: parquet::errors::ParquetError| TableError {
+        path: name.to_owned(),
+        message: e.to_string(),
     };
-    let batches = read_batches(path).map_err(&err)?;
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.build())
+        .map_err(err)?
+        .map(|b| b.map_err(|e| err(e.into())))
+        .collect()
+}
+
+fn table_of(
+    name: &str,
+    batches: Vec<RecordBatch>,
+    cols: &TableColumns,
+) -> Result<Table, TableError> {
+    let err = |message: String| TableError {
+        path: name.to_owned(),
+        message,
+    };
     let schema = batches
         .first()
         .map(|b| b.schema())
@@ -279,38 +329,54 @@ fn regex_of_missing() -> regex::Regex {
 
 /// Reads ground truth written by `pmi simulate` (or by an operator in the same layout:
 /// `vehicle_id`, `component` (a PMI component name), `onset`, `failure` as timestamps or ms
-/// since the epoch) from a Parquet file or a folder of them.
-pub fn read_ground_truth(path: &Path) -> Result<Vec<pmi_core::FailureEvent>, TableError> {
-    let err = |p: &Path, message: String| TableError {
-        path: p.display().to_string(),
+/// since the epoch) from a Parquet file or a folder of them, or from an object store URL
+/// (`s3://bucket/prefix/ground_truth/`).
+pub fn read_ground_truth(location: &str) -> Result<Vec<pmi_core::FailureEvent>, TableError> {
+    let err = |p: &str, message: String| TableError {
+        path: p.to_owned(),
         message,
     };
-    let files: Vec<std::path::PathBuf> =
-        crate::parquet_in::parquet_files(path).map_err(|e| err(path, e.to_string()))?;
-    if files.is_empty() {
-        return Err(err(path, "no .parquet files".into()));
+    let mut files: Vec<(String, Vec<RecordBatch>)> = Vec::new();
+    if crate::store::Store::is_remote(location) {
+        for (name, bytes) in remote(location)? {
+            let batches = parquet_bytes(&name, bytes)?;
+            files.push((name, batches));
+        }
+    } else {
+        let path = Path::new(location);
+        let paths =
+            crate::parquet_in::parquet_files(path).map_err(|e| err(location, e.to_string()))?;
+        if paths.is_empty() {
+            return Err(err(location, "no .parquet files".into()));
+        }
+        for p in paths {
+            let name = p.display().to_string();
+            let batches = read_batches(&p).map_err(|e| err(&name, e))?;
+            files.push((name, batches));
+        }
     }
     let mut out = Vec::new();
-    for file in files {
-        for batch in read_batches(&file).map_err(|e| err(&file, e))? {
+    for (file, batches) in files {
+        let file = file.as_str();
+        for batch in batches {
             let col = |name: &str| {
                 batch
                     .column_by_name(name)
-                    .ok_or_else(|| err(&file, format!("no column `{name}`")))
+                    .ok_or_else(|| err(file, format!("no column `{name}`")))
             };
             let ids =
-                text(col("vehicle_id")?).map_err(|e| err(&file, format!("vehicle_id: {e}")))?;
+                text(col("vehicle_id")?).map_err(|e| err(file, format!("vehicle_id: {e}")))?;
             let comps =
-                text(col("component")?).map_err(|e| err(&file, format!("component: {e}")))?;
+                text(col("component")?).map_err(|e| err(file, format!("component: {e}")))?;
             let times = |name: &str| -> Result<Vec<i64>, TableError> {
                 let a = cast(col(name)?, &DataType::Int64)
-                    .map_err(|e| err(&file, format!("{name}: {e}")))?;
+                    .map_err(|e| err(file, format!("{name}: {e}")))?;
                 let a = a.as_primitive::<arrow::datatypes::Int64Type>();
                 (0..a.len())
                     .map(|i| {
                         (!a.is_null(i))
                             .then(|| a.value(i))
-                            .ok_or_else(|| err(&file, format!("{name}: null at row {i}")))
+                            .ok_or_else(|| err(file, format!("{name}: null at row {i}")))
                     })
                     .collect()
             };
@@ -318,7 +384,7 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<pmi_core::FailureEvent>, Tab
             for i in 0..batch.num_rows() {
                 let id = ids[i].as_deref().unwrap_or("");
                 let vehicle_id = pmi_core::VehicleId::parse(id)
-                    .map_err(|e| err(&file, format!("vehicle_id at row {i}: {e}")))?;
+                    .map_err(|e| err(file, format!("vehicle_id at row {i}: {e}")))?;
                 let name = comps[i].as_deref().unwrap_or("");
                 let component = pmi_core::Component::from_name(name).ok_or_else(|| {
                     err(
