@@ -185,7 +185,7 @@ fn reading(v: usize, i: i64) -> Telemetry {
     let mut values = [None; SENSOR_COUNT];
     for (c, value) in values.iter_mut().enumerate() {
         // A pattern of absent channels, extremes of the valid ranges, and fractions.
-        if (c + v + i as usize) % 4 == 0 {
+        if (c + v + i as usize).is_multiple_of(4) {
             continue;
         }
         let (lo, hi) = Sensor::ALL[c].range();

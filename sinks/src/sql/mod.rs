@@ -23,12 +23,14 @@
 //! - **Batched upserts keyed naturally** ([`SqlTable`]): PostgreSQL gets one statement per
 //!   batch, `INSERT … SELECT … FROM UNNEST($1::text[], $2::timestamptz[], …) ON CONFLICT (key)
 //!   DO UPDATE …`: a fixed statement text (prepared once per connection, whatever the batch
-//!   size), one array parameter per column, no parameter limit and one round trip. It was
-//!   measured against `COPY` into a temporary table followed by an upsert (see
-//!   [`bench`]): COPY needs three statements and a text encoding of every value, and was not
-//!   faster at these row widths. SQLite gets multi-row `INSERT … VALUES (…), (…) ON CONFLICT
-//!   DO UPDATE` statements within one transaction per batch, sized under SQLite's
-//!   bound-parameter limit. Updates only happen when a value differs (`IS DISTINCT FROM` /
+//!   size), one array parameter per column, no parameter limit, one round trip, atomic on
+//!   its own. `COPY` into a temporary table followed by an upsert from it (the
+//!   `sql_copy_vs_unnest` example) measured the same within noise (2 writers, batches of
+//!   5000: 110k vs 108k rows/s on a loaded 2-core machine) while needing three statements,
+//!   per-session state and a text encoding of every value, so UNNEST stays. SQLite gets
+//!   multi-row `INSERT … VALUES (…), (…) ON CONFLICT DO UPDATE` statements (50 rows each:
+//!   measured fastest; always under SQLite's bound-parameter limit) within one transaction
+//!   per batch. Updates only happen when a value differs (`IS DISTINCT FROM` /
 //!   `IS NOT`), so a replay rewrites nothing.
 //! - **Retries** ([`is_retryable`]): a batch that fails for a reason that may pass (connection
 //!   refused or reset, pool timeout, server shutting down or starting up, serialization
@@ -97,7 +99,7 @@ pub struct SqlConfig {
     /// `sqlite://pmi-data/pmi.sqlite`.
     pub url: String,
     /// Rows per write batch (one statement on PostgreSQL, one transaction on SQLite).
-    /// Default 2000.
+    /// Default 5000 (the fastest of 500 … 10000 in `sql_bench`).
     pub batch_rows: usize,
     /// Connections of a [`Database`] pool (query helpers, HTTP API). Each sink uses one
     /// connection of its own. Default 5.
@@ -123,7 +125,7 @@ impl Default for SqlConfig {
     fn default() -> Self {
         SqlConfig {
             url: "sqlite://pmi-data/pmi.sqlite".into(),
-            batch_rows: 2000,
+            batch_rows: 5000,
             max_connections: 5,
             connect_timeout_ms: 5000,
             retry_initial_ms: 100,
@@ -147,7 +149,7 @@ impl SqlConfig {
     pub fn validate(&self) -> Result<(), pmi_core::ConfigError> {
         let bad = |setting: &str, message: &str| {
             Err(pmi_core::ConfigError::new(
-                &format!("sql.{setting}"),
+                format!("sql.{setting}"),
                 message,
             ))
         };
