@@ -8,11 +8,14 @@
 //!   thread behind a bounded channel.
 //! - [`console`]: alerts printed for a person to read.
 //! - [`kafka`]: records to Kafka topics (predictions, alerts, dead letters, telemetry).
+//! - [`sql`]: SQLite / PostgreSQL storage: schema and migrations, batched idempotent sinks
+//!   for telemetry, predictions and alerts, the registry and query helpers.
 #![forbid(unsafe_code)]
 
 pub mod console;
 pub mod kafka;
 pub mod parquet_out;
+pub mod sql;
 pub mod table;
 
 use std::sync::{Arc, Mutex};
@@ -123,6 +126,16 @@ pub enum SinkError {
     /// Kafka: a producer could not be made or a delivery failed after its retries.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// SQL: a batch failed permanently (constraint, syntax, missing table), retries ran
+    /// past their deadline, or connecting or migrating failed. `context` names the table
+    /// (`table `alerts``) or the step.
+    #[error("sql {context}: {message}")]
+    Sql {
+        /// The table or step, e.g. ``table `failure_predictions` ``.
+        context: String,
+        /// The database's error.
+        message: String,
+    },
     /// The writer thread stopped (after an earlier error, or it panicked).
     #[error("writer thread for `{0}` stopped")]
     Stopped(String),
@@ -132,9 +145,10 @@ impl SinkError {
     /// Whose fault: the file system or a service is external; the rest is internal.
     pub fn class(&self) -> pmi_core::ErrorClass {
         match self {
-            SinkError::Io { .. } | SinkError::Kafka(_) | SinkError::Store(_) => {
-                pmi_core::ErrorClass::External
-            }
+            SinkError::Io { .. }
+            | SinkError::Kafka(_)
+            | SinkError::Store(_)
+            | SinkError::Sql { .. } => pmi_core::ErrorClass::External,
             _ => pmi_core::ErrorClass::Internal,
         }
     }
