@@ -56,6 +56,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "PMI_LISTEN")]
     listen: std::net::SocketAddr,
@@ -310,6 +312,8 @@ struct FleetArgs {
 #[derive(Debug, Args)]
 struct RunArgs {
     #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
     fleet: FleetArgs,
     /// Pace of simulated time.
     #[arg(long, value_enum, default_value = "realtime", env = "PMI_SPEED")]
@@ -432,8 +436,24 @@ struct SimulateArgs {
     partitions: i32,
 }
 
+/// Where predictions and alerts are upserted besides Parquet (`[database]`).
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// `sqlite://path` or `postgres://user@host:port/db` [default: sqlite://OUT/pmi.sqlite].
+    #[arg(long, env = "PMI_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Write nothing to a database.
+    #[arg(long)]
+    no_database: bool,
+    /// Also upsert every accepted reading into `vehicle_telemetry`.
+    #[arg(long)]
+    database_telemetry: bool,
+}
+
 #[derive(Debug, Args)]
 struct BackfillArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Telemetry Parquet: a file, a folder, or s3://bucket/prefix (Hive `date=` folders
     /// outside --from/--to are not read).
     #[arg(long, env = "PMI_INPUT")]
@@ -532,6 +552,7 @@ pub fn main() -> anyhow::Result<()> {
                         .clone()
                         .unwrap_or(settings.model.registry.clone()),
                 ),
+                database: database(&mut settings, &args.database)?,
             };
             let report = jobs::live(&job)?;
             print_report("run", &report, &settings.run.out_dir);
@@ -585,6 +606,7 @@ pub fn main() -> anyhow::Result<()> {
                 settings.run.workers = w;
             }
             let out = args.out.unwrap_or(settings.run.out_dir.clone());
+            settings.run.out_dir = out.clone();
             if let (Some(from), Some(to)) = (args.from, args.to) {
                 anyhow::ensure!(from <= to, "--from is after --to");
             }
@@ -605,6 +627,7 @@ pub fn main() -> anyhow::Result<()> {
                         .clone()
                         .unwrap_or(settings.model.registry.clone()),
                 ),
+                database: database(&mut settings, &args.database)?,
             };
             let report =
                 jobs::backfill(&job).with_context(|| format!("backfill of {}", args.input))?;
@@ -662,6 +685,7 @@ pub fn main() -> anyhow::Result<()> {
                     write_telemetry: settings.run.write_telemetry,
                     severity: settings.severity,
                     model_registry: Some(registry),
+                    database: database(&mut settings, &args.database)?,
                 },
                 queue: pmi_sources::ingest::IngestOptions {
                     capacity: args.queue_capacity,
@@ -937,6 +961,7 @@ fn evaluate(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
 /// `pmi run --source kafka`.
 fn run_kafka(settings: &mut Settings, args: &RunArgs) -> anyhow::Result<()> {
     args.kafka.apply(&mut settings.kafka);
+    let database = database(settings, &args.database)?;
     let k = &settings.kafka;
     let topic = |t: &str| (!t.is_empty()).then(|| t.to_owned());
     let mut source =
@@ -964,11 +989,52 @@ fn run_kafka(settings: &mut Settings, args: &RunArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or(settings.model.registry.clone()),
         ),
+        database,
     };
     let report = pmi_dataflows::kafka::kafka(&job)
         .with_context(|| format!("kafka run on topic `{}`", k.telemetry_topic))?;
     print_report("run", &report, &settings.run.out_dir);
     Ok(())
+}
+
+/// The SQL outputs of a run: `[database]` with the flags over it. The default is the
+/// SQLite file `pmi.sqlite` beside the Parquet output.
+fn database(
+    settings: &mut Settings,
+    args: &DatabaseArgs,
+) -> anyhow::Result<Option<jobs::SqlOutputs>> {
+    let d = &mut settings.database;
+    if let Some(url) = &args.database_url {
+        d.url = Some(url.clone());
+    }
+    d.enabled &= !args.no_database;
+    d.telemetry |= args.database_telemetry;
+    if !d.enabled {
+        return Ok(None);
+    }
+    let url = match &d.url {
+        Some(u) => u.clone(),
+        None if pmi_sources::store::Store::is_remote(&settings.run.out_dir) => {
+            "sqlite://pmi-data/pmi.sqlite".into()
+        }
+        None => format!(
+            "sqlite://{}",
+            std::path::Path::new(&settings.run.out_dir)
+                .join("pmi.sqlite")
+                .display()
+        ),
+    };
+    let config = pmi_sinks::sql::SqlConfig {
+        url,
+        batch_rows: d.batch_rows,
+        retry_deadline_ms: d.retry_deadline_ms,
+        ..Default::default()
+    };
+    config.validate()?;
+    Ok(Some(jobs::SqlOutputs {
+        config,
+        telemetry: d.telemetry,
+    }))
 }
 
 fn apply_fleet(settings: &mut Settings, fleet: &FleetArgs) {

@@ -25,6 +25,41 @@ pub struct Settings {
     pub model: ModelSettings,
     /// Kafka settings (`[kafka]`).
     pub kafka: KafkaSettings,
+    /// SQL database settings (`[database]`).
+    pub database: DatabaseSettings,
+}
+
+/// `[database]`: where predictions and alerts (and optionally telemetry) are upserted, as
+/// well as the Parquet datasets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` or `postgres://user@host:port/db`; unset: the SQLite file
+    /// `pmi.sqlite` in the output folder (or `./pmi-data/` when the output is in an object
+    /// store).
+    pub url: Option<String>,
+    /// Write to the database at all (default true: the embedded SQLite file).
+    pub enabled: bool,
+    /// Also upsert every accepted reading into `vehicle_telemetry` (default false: the
+    /// Parquet archive holds them).
+    pub telemetry: bool,
+    /// Rows per write batch (default 5000).
+    pub batch_rows: usize,
+    /// How long a failing batch is retried before the run fails, in ms; unset: forever
+    /// (the stream waits, nothing is dropped).
+    pub retry_deadline_ms: Option<u64>,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: None,
+            enabled: true,
+            telemetry: false,
+            batch_rows: 5000,
+            retry_deadline_ms: None,
+        }
+    }
 }
 
 /// `[kafka]`: the broker, topics and consumer group of `pmi run --source kafka` and

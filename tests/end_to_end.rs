@@ -61,6 +61,7 @@ fn live(out: &Path, workers: usize, bad: bool) -> RunReport {
         write_telemetry: true,
         severity: SeverityThresholds::default(),
         model_registry: None,
+        database: None,
     };
     jobs::live(&job).unwrap()
 }
@@ -174,6 +175,7 @@ fn backfill_equals_the_live_run_in_every_layout() {
             },
             severity: SeverityThresholds::default(),
             model_registry: None,
+            database: None,
         };
         let r = jobs::backfill(&job).unwrap();
         assert_eq!(r.late, 0, "nothing is late in a backfill");

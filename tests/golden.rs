@@ -166,6 +166,7 @@ fn stream_graph_matches_golden_outputs() {
         write_telemetry: false,
         severity: SeverityThresholds::default(),
         model_registry: None,
+        database: None,
     };
     let report = jobs::live(&job).unwrap();
     assert_eq!(report.read, report.windowed + report.rejected + report.late);

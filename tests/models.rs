@@ -142,6 +142,7 @@ fn trains_publishes_and_scores_the_stream_with_the_registry_model() {
         write_telemetry: false,
         severity: SeverityThresholds::default(),
         model_registry: Some(registry.clone()),
+        database: None,
     })
     .unwrap();
     assert!(report.predictions > 0);

@@ -270,3 +270,190 @@ fn a_training_set_reads_the_same_from_s3_as_from_local_files() {
     assert_eq!(back.dataset.positives(), a.positives());
     assert_eq!(back.split.unwrap().test, split.test);
 }
+
+/// Predictions and alerts of a run's report line.
+fn predictions_and_alerts(report: &str) -> (u64, u64) {
+    let n = |what: &str| -> u64 {
+        let before = report.split(what).next().expect(report);
+        before
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .expect(report)
+    };
+    (n(" predictions,"), n(" alerts;"))
+}
+
+/// A fresh PostgreSQL database on the test server, dropped when the guard goes.
+struct FreshDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    fn new(prefix: &str) -> FreshDatabase {
+        let server = std::env::var("PMI_DATABASE_URL").expect(
+            "PMI_DATABASE_URL is not set: start the test services with \
+             `eval \"$(bash scripts/services.sh up)\"` (scripts/test.sh does)",
+        );
+        let name = pmi_sinks::sql::admin::unique_name(prefix);
+        block_on(pmi_sinks::sql::admin::create_database(&server, &name)).unwrap();
+        let url = pmi_sinks::sql::admin::with_database(&server, &name);
+        FreshDatabase { server, name, url }
+    }
+    fn count(&self, table: &str) -> u64 {
+        count(&self.url, table)
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        block_on(pmi_sinks::sql::admin::drop_database(
+            &self.server,
+            &self.name,
+        ))
+        .ok();
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn count(url: &str, table: &str) -> u64 {
+    block_on(async {
+        let db = pmi_sinks::sql::Database::connect(&pmi_sinks::sql::SqlConfig::new(url))
+            .await
+            .unwrap();
+        let n = db.count(table).await.unwrap();
+        db.close().await;
+        n
+    })
+}
+
+#[test]
+fn a_run_writes_predictions_and_alerts_to_the_embedded_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = check(
+        pmi(dir.path())
+            .env_remove("PMI_DATABASE_URL")
+            .args([
+                "run",
+                "--speed",
+                "max",
+                "--duration",
+                "1h",
+                "--vehicles",
+                "3",
+            ])
+            .args(["--seed", "4", "--bad-readings", "--out", "out"]),
+    );
+    let (predictions, alerts) = predictions_and_alerts(&report);
+    assert!(predictions > 3 * 300, "{report}");
+    let url = format!("sqlite://{}", dir.path().join("out/pmi.sqlite").display());
+    assert_eq!(count(&url, "failure_predictions"), predictions);
+    assert_eq!(count(&url, "alerts"), alerts);
+    assert_eq!(count(&url, "vehicle_telemetry"), 0, "telemetry is opt-in");
+}
+
+#[test]
+fn a_replayed_run_into_postgres_writes_no_row_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = FreshDatabase::new("pmi_e2e");
+    let run = |out: &str| {
+        check(
+            pmi(dir.path())
+                .args([
+                    "run",
+                    "--speed",
+                    "max",
+                    "--duration",
+                    "1h",
+                    "--vehicles",
+                    "3",
+                ])
+                .args(["--seed", "5", "--start-ms", START, "--workers", "2"])
+                .args([
+                    "--database-url",
+                    &db.url,
+                    "--database-telemetry",
+                    "--out",
+                    out,
+                ]),
+        )
+    };
+    let first = run("a");
+    let (predictions, alerts) = predictions_and_alerts(&first);
+    assert!(predictions > 3 * 300, "{first}");
+    assert_eq!(db.count("failure_predictions"), predictions);
+    assert_eq!(db.count("alerts"), alerts);
+    assert_eq!(db.count("vehicle_telemetry"), 3 * 3600);
+    // The same input again: every row is upserted onto itself.
+    let second = run("b");
+    assert_eq!(predictions_and_alerts(&second), (predictions, alerts));
+    assert_eq!(db.count("failure_predictions"), predictions);
+    assert_eq!(db.count("alerts"), alerts);
+    assert_eq!(db.count("vehicle_telemetry"), 3 * 3600);
+}
+
+#[test]
+fn a_kafka_run_into_postgres_and_s3_then_its_replay_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = std::env::var("PMI_KAFKA_BROKERS").expect(
+        "PMI_KAFKA_BROKERS is not set: start the test services with \
+         `eval \"$(bash scripts/services.sh up)\"` (scripts/test.sh does)",
+    );
+    let topic = format!("pmi-test-storage-{}", std::process::id());
+    let db = FreshDatabase::new("pmi_kafka");
+    let out = s3("kafka");
+    check(
+        pmi(dir.path())
+            .args([
+                "simulate",
+                "--vehicles",
+                "4",
+                "--duration",
+                "30m",
+                "--seed",
+                "6",
+            ])
+            .args(["--start-ms", START, "--speed", "max", "--partitions", "2"])
+            .args(["--to", &format!("kafka://{brokers}/{topic}"), "--out", "gt"]),
+    );
+    let run = || {
+        check(
+            pmi(dir.path())
+                .args(["run", "--source", "kafka", "--workers", "2", "--out", &out])
+                .args(["--kafka-brokers", &brokers, "--kafka-topic", &topic])
+                .args([
+                    "--kafka-group",
+                    "storage",
+                    "--kafka-any-time",
+                    "--kafka-bounded",
+                ])
+                .args(["--kafka-alerts-topic", "", "--kafka-dead-letter-topic", ""])
+                .args(["--kafka-predictions-topic", ""])
+                .args(["--database-url", &db.url]),
+        )
+    };
+    let first = run();
+    let (predictions, _) = predictions_and_alerts(&first);
+    assert!(predictions > 0, "{first}");
+    let files = common::s3_files(&out);
+    let features = common::feature_rows_of(common::s3_batches(&format!("{out}/features")));
+    assert_eq!(db.count("failure_predictions"), predictions);
+    assert_eq!(features.len() as u64, predictions);
+
+    // The same group again replays the longest window from its committed offsets.
+    let second = run();
+    assert!(second.contains("already durable"), "{second}");
+    assert_eq!(common::s3_files(&out), files, "no file written twice");
+    assert!(common::feature_rows_of(common::s3_batches(&format!("{out}/features"))) == features);
+    assert_eq!(db.count("failure_predictions"), predictions);
+}

@@ -133,9 +133,24 @@ pub struct WorkerSinks {
     pub dead_letter: Box<dyn ChunkSink<Rejected>>,
     /// Late readings.
     pub late: Box<dyn ChunkSink<Telemetry>>,
+    /// The SQL tables, when a database is configured.
+    pub database: Option<DatabaseSinks>,
     /// Where an earlier run's durable output ends, per exactly-once output (a resumed run
     /// drops its replay of what is already written; `crate::sink`).
     pub resume: Resume,
+}
+
+/// One worker's SQL outputs. They are idempotent upserts keyed by `(vehicle_id, ts)` or
+/// `(vehicle_id, pane_end)`, so a resumed run writes its whole replay to them again (no
+/// suppression by the Parquet markers, which may be ahead of the database) and nothing is
+/// duplicated. Their durable checkpoints hold back the source's commits like every sink's.
+pub struct DatabaseSinks {
+    /// `vehicle_telemetry` (optional: heavy).
+    pub telemetry: Option<Box<dyn ChunkSink<Telemetry>>>,
+    /// `failure_predictions`.
+    pub predictions: Box<dyn ChunkSink<Prediction>>,
+    /// `alerts` (predictions at or above the alert floor).
+    pub alerts: Box<dyn ChunkSink<Prediction>>,
 }
 
 /// The last durable checkpoint of each output whose records are stamped deterministically
@@ -331,6 +346,13 @@ where
     let alerts_sink = shared(sinks.alerts);
     let dead_sink = shared(sinks.dead_letter);
     let late_sink = shared(sinks.late);
+    let db = sinks.database.map(|d| {
+        (
+            d.telemetry.map(shared),
+            shared(d.predictions),
+            shared(d.alerts),
+        )
+    });
 
     worker.dataflow::<u64, _, _>(|scope| {
         let options = SourceOptions {
@@ -369,11 +391,42 @@ where
                 suppressed.clone(),
             ));
         }
+        if let Some((Some(t), _, _)) = &db {
+            acks.push(write_to(
+                src.readings.clone().map(|s| s.reading),
+                "sql telemetry",
+                t.clone(),
+                errors.clone(),
+                at_time(),
+                write(None),
+                suppressed.clone(),
+            ));
+        }
         let windows = pane_windows_with_gauges(src.readings, spec.clone(), gauges.clone());
         let score = scorer.clone();
         let predictions = windows.features.clone().map(move |v| score(&v));
         let floor = config.alert_floor;
         let alerts = predictions.clone().filter(move |p| p.severity >= floor);
+        if let Some((_, db_predictions, db_alerts)) = &db {
+            acks.push(write_to(
+                predictions.clone(),
+                "sql predictions",
+                db_predictions.clone(),
+                errors.clone(),
+                at_time(),
+                write(None),
+                suppressed.clone(),
+            ));
+            acks.push(write_to(
+                alerts.clone(),
+                "sql alerts",
+                db_alerts.clone(),
+                errors.clone(),
+                at_time(),
+                write(None),
+                suppressed.clone(),
+            ));
+        }
         acks.push(write_to(
             windows.features.probe_with(&probe),
             "features",
@@ -453,6 +506,13 @@ where
     let alerts = stat(close(&alerts_sink))?;
     let dead = stat(close(&dead_sink))?;
     let late = stat(close(&late_sink))?;
+    if let Some((db_telemetry, db_predictions, db_alerts)) = &db {
+        if let Some(t) = db_telemetry {
+            stat(close(t))?;
+        }
+        stat(close(db_predictions))?;
+        stat(close(db_alerts))?;
+    }
     // Everything is durable: the source may commit its final position.
     source
         .borrow_mut()

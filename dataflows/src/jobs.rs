@@ -13,6 +13,7 @@ use pmi_sinks::parquet_out::{
     BackgroundWriter, DatasetOptions, FeatureLayout, GroundTruthLayout, ParquetDataset,
     PredictionLayout, RawLayout, RejectedLayout, TelemetryLayout,
 };
+use pmi_sinks::sql::{AlertTable, PredictionTable, SqlConfig, SqlSink, TelemetryTable};
 use pmi_sinks::CountingSink;
 pub use pmi_sources::fleet::ForcedFailure;
 use pmi_sources::fleet::{BadReadings, Fleet, SimulatorConfig};
@@ -21,7 +22,7 @@ use pmi_sources::parquet_in::{TelemetryFiles, TimeRange, VehicleInterner};
 use pmi_sources::store::Store;
 
 use crate::backfill::{plan, ParquetSource};
-use crate::graph::{run, GraphConfig, RunReport, ScoreFn, WorkerSinks};
+use crate::graph::{run, DatabaseSinks, GraphConfig, RunReport, ScoreFn, WorkerSinks};
 use crate::scoring::ModelScorer;
 use crate::simulated::{Pace, SimulatedSource};
 use crate::DataflowError;
@@ -131,6 +132,49 @@ pub(crate) fn run_id() -> String {
     format!("{}", EventTime::now().0)
 }
 
+/// A job's SQL outputs: predictions and alerts (and optionally telemetry) upserted into the
+/// database of `config` (SQLite or PostgreSQL; `pmi_sinks::sql`).
+#[derive(Clone, Debug)]
+pub struct SqlOutputs {
+    /// The database and the sinks' batching and retries.
+    pub config: SqlConfig,
+    /// Also write every accepted reading to `vehicle_telemetry`.
+    pub telemetry: bool,
+}
+
+/// Creates or migrates the schema before a job's workers start (once, not per worker).
+pub(crate) fn prepare_database(sql: Option<&SqlOutputs>) -> Result<(), DataflowError> {
+    if let Some(sql) = sql {
+        let timescale = pmi_sinks::sql::prepare(&sql.config).map_err(sink_err)?;
+        tracing::info!(database = %pmi_sinks::sql::redact(&sql.config.url), ?timescale, "database schema ready");
+    }
+    Ok(())
+}
+
+/// Adds the SQL sinks of `sql` (if any) to one worker's sinks.
+pub(crate) fn with_database(
+    mut sinks: WorkerSinks,
+    sql: Option<&SqlOutputs>,
+    writer: &str,
+) -> Result<WorkerSinks, DataflowError> {
+    if let Some(sql) = sql {
+        sinks.database = Some(DatabaseSinks {
+            telemetry: if sql.telemetry {
+                Some(Box::new(
+                    SqlSink::<TelemetryTable>::start(&sql.config, writer).map_err(sink_err)?,
+                ))
+            } else {
+                None
+            },
+            predictions: Box::new(
+                SqlSink::<PredictionTable>::start(&sql.config, writer).map_err(sink_err)?,
+            ),
+            alerts: Box::new(SqlSink::<AlertTable>::start(&sql.config, writer).map_err(sink_err)?),
+        });
+    }
+    Ok(sinks)
+}
+
 /// Parquet outputs of one worker under `out`; see [`parquet_sinks_checkpointed`].
 fn parquet_sinks(
     out: &Store,
@@ -225,6 +269,7 @@ pub(crate) fn parquet_sinks_checkpointed(
                 .map_err(sink_err)?,
         ),
         resume,
+        database: None,
     })
 }
 
@@ -247,6 +292,8 @@ pub struct LiveJob {
     pub severity: SeverityThresholds,
     /// Model registry whose current model scores (hot reload); `None`: the rules.
     pub model_registry: Option<PathBuf>,
+    /// SQL outputs besides the Parquet ones.
+    pub database: Option<SqlOutputs>,
 }
 
 /// Runs a [`LiveJob`].
@@ -263,6 +310,8 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
     let out = job.out.clone();
     let telemetry = job.write_telemetry;
     let id = run_id();
+    prepare_database(job.database.as_ref())?;
+    let database = job.database.clone();
     run(
         &job.graph,
         move |w, peers| {
@@ -273,7 +322,11 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
                 s
             })
         },
-        move |w| parquet_sinks(&out, &format!("{id}-{w}"), &schema, telemetry, true),
+        move |w| {
+            let writer = format!("{id}-{w}");
+            let sinks = parquet_sinks(&out, &writer, &schema, telemetry, true)?;
+            with_database(sinks, database.as_ref(), &writer)
+        },
         scorer,
         false,
     )
@@ -293,6 +346,8 @@ pub struct IngestJob {
     pub severity: SeverityThresholds,
     /// Model registry whose current model scores (hot reload); `None`: the rules.
     pub model_registry: Option<PathBuf>,
+    /// SQL outputs besides the Parquet ones.
+    pub database: Option<SqlOutputs>,
 }
 
 /// Runs an [`IngestJob`] over `queue` until the queue is closed (or every producer is
@@ -304,10 +359,16 @@ pub fn ingest(job: &IngestJob, queue: IngestSources) -> Result<RunReport, Datafl
     let out = job.out.clone();
     let telemetry = job.write_telemetry;
     let id = run_id();
+    prepare_database(job.database.as_ref())?;
+    let database = job.database.clone();
     run(
         &job.graph,
         move |_w, _peers| Ok(queue.source(lateness)),
-        move |w| parquet_sinks(&out, &format!("{id}-{w}"), &schema, telemetry, true),
+        move |w| {
+            let writer = format!("{id}-{w}");
+            let sinks = parquet_sinks(&out, &writer, &schema, telemetry, true)?;
+            with_database(sinks, database.as_ref(), &writer)
+        },
         scorer,
         false,
     )
@@ -426,6 +487,8 @@ pub struct BackfillJob {
     pub severity: SeverityThresholds,
     /// Model registry whose current model scores; `None`: the rules.
     pub model_registry: Option<PathBuf>,
+    /// SQL outputs besides the Parquet ones.
+    pub database: Option<SqlOutputs>,
 }
 
 /// Runs a [`BackfillJob`].
@@ -444,10 +507,16 @@ fn backfill_with(
     let out = job.out.clone();
     let id = run_id();
     let p = plan.clone();
+    prepare_database(job.database.as_ref())?;
+    let database = job.database.clone();
     run(
         &job.graph,
         move |w, peers| Ok(ParquetSource::new(&p, w, peers)),
-        move |w| parquet_sinks(&out, &format!("{id}-{w}"), &schema, false, console),
+        move |w| {
+            let writer = format!("{id}-{w}");
+            let sinks = parquet_sinks(&out, &writer, &schema, false, console)?;
+            with_database(sinks, database.as_ref(), &writer)
+        },
         scorer,
         measure_state,
     )
@@ -606,6 +675,7 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         graph,
         severity: SeverityThresholds::default(),
         model_registry: None,
+        database: None,
     };
     let started = Instant::now();
     let report = backfill_with(&backfill_job, true, false)?;

@@ -27,7 +27,9 @@ use pmi_sources::kafka::{KafkaSource, KafkaSourceConfig};
 use pmi_sources::store::Store;
 
 use crate::graph::{run, GraphConfig, RunReport};
-use crate::jobs::{parquet_sinks_checkpointed, run_id, scorer};
+use crate::jobs::{
+    parquet_sinks_checkpointed, prepare_database, run_id, scorer, with_database, SqlOutputs,
+};
 use crate::DataflowError;
 
 /// Topics the graph writes besides its Parquet outputs.
@@ -58,6 +60,8 @@ pub struct KafkaJob {
     pub severity: SeverityThresholds,
     /// Model registry whose current model scores (hot reload); `None`: the rules.
     pub model_registry: Option<PathBuf>,
+    /// SQL outputs besides the Parquet ones; the offsets also wait for these writes.
+    pub database: Option<SqlOutputs>,
 }
 
 /// Default checkpoint interval of Kafka runs.
@@ -82,6 +86,8 @@ pub fn kafka(job: &KafkaJob) -> Result<RunReport, DataflowError> {
     let brokers = job.source.brokers.clone();
     let group = job.source.group.clone();
     let id = run_id();
+    prepare_database(job.database.as_ref())?;
+    let database = job.database.clone();
     run(
         &graph,
         move |w, peers| Ok(KafkaSource::new(source.clone(), w, peers)?),
@@ -111,7 +117,7 @@ pub fn kafka(job: &KafkaJob) -> Result<RunReport, DataflowError> {
                     Box::new(KafkaSink::new(producer(topic)).map_err(sink_err)?);
                 sinks.dead_letter = Box::new(Tee::new(sinks.dead_letter, kafka));
             }
-            Ok(sinks)
+            with_database(sinks, database.as_ref(), &format!("{id}-{w}"))
         },
         score,
         false,

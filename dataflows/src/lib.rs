@@ -20,7 +20,7 @@ pub mod sink;
 pub mod stats;
 pub mod training;
 
-pub use graph::{Cluster, GraphConfig, RunReport, ScoreFn, WorkerSinks};
+pub use graph::{Cluster, DatabaseSinks, GraphConfig, RunReport, ScoreFn, WorkerSinks};
 pub use stats::{GraphStats, StatsSnapshot};
 
 /// Errors of building or running a graph.

@@ -129,6 +129,7 @@ impl GraphStats {
                 stats: self.clone(),
             }),
             resume: sinks.resume,
+            database: sinks.database,
         }
     }
 
@@ -262,6 +263,7 @@ mod tests {
             dead_letter: Box::new(MemorySink { rows: dead.clone() }),
             late: Box::new(CountingSink::default()),
             resume: Default::default(),
+            database: None,
         });
         let v = Validator::default();
         let bad = |id: &str, rpm: f64| {

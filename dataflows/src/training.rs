@@ -388,6 +388,7 @@ fn collecting_sinks(
         dead_letter: Box::new(CountingSink::default()),
         late: Box::new(CountingSink::default()),
         resume: Default::default(),
+        database: None,
     }
 }
 
