@@ -500,6 +500,14 @@ struct BenchArgs {
     /// endpoint and credentials from AWS_*), and report the ratio to local files.
     #[arg(long)]
     s3: Option<String>,
+    /// Instead of the graph: the SQL prediction sink's rate, --workers sinks writing
+    /// --sql-rows predictions into a fresh database on this server (postgres://… or
+    /// sqlite://…).
+    #[arg(long)]
+    sql: Option<String>,
+    /// Predictions written by the --sql benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    sql_rows: usize,
 }
 
 /// Entry point of the CLI.
@@ -634,6 +642,14 @@ pub fn main() -> anyhow::Result<()> {
             print_report("backfill", &report, &out);
         }
         Command::Bench(args) => {
+            if let Some(url) = &args.sql {
+                let r = pmi_sinks::sql::bench::predictions(url, args.workers, args.sql_rows)?;
+                println!(
+                    "bench: SQL prediction sink ({:?}), {} writers, batches of {}: {} rows in {:.2} s = {:.0} rows/s",
+                    r.backend, r.writers, r.batch_rows, r.rows, r.seconds, r.rows_per_s
+                );
+                return Ok(());
+            }
             let mut window = settings.window.clone();
             if let Some(n) = args.sensors {
                 anyhow::ensure!((1..=14).contains(&n), "--sensors must be between 1 and 14");
