@@ -388,7 +388,7 @@ pub fn read_ground_truth(location: &str) -> Result<Vec<pmi_core::FailureEvent>, 
                 let name = comps[i].as_deref().unwrap_or("");
                 let component = pmi_core::Component::from_name(name).ok_or_else(|| {
                     err(
-                        &file,
+                        file,
                         format!("component at row {i}: unknown component `{name}`"),
                     )
                 })?;
