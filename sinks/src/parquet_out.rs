@@ -587,8 +587,12 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
             );
         }
         for (_, f) in std::mem::take(&mut self.files) {
-            // Dropping an unfinished upload abandons it: nothing becomes visible.
-            drop(f.writer);
+            // An unfinished upload is aborted: nothing becomes visible, and no multipart
+            // upload or temporary file is left behind.
+            let mut upload = f.writer.into_inner();
+            if let Err(e) = Store::block_on(upload.abort()) {
+                tracing::warn!(file = %self.dir.describe(&f.written), error = %e, "could not abort an unfinished upload");
+            }
         }
         for (staged, _) in self.pending.drain(..) {
             self.dir.delete(&staged).map_err(store_err)?;
