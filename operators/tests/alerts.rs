@@ -689,3 +689,33 @@ fn oracle_other_settings() {
     }
     assert_eq!(seen, EVERY_KIND.iter().map(|k| k.to_string()).collect());
 }
+
+#[test]
+fn component_change_is_one_change_on_two_workers() {
+    // The alert collection is partitioned by (vehicle, component): the retraction of the
+    // battery alert and the raise of the fuel pump alert may be on different workers, and
+    // the change operator must still read them as one change.
+    let mut steps = vec![Step::default(); 2];
+    steps[0].registry.push(((vid("A"), info("CA")), 1));
+    steps[0].predictions = vec![battery("A", 1, 0.8)];
+    steps[1].predictions = vec![scored("A", 2, 0.8, Some(Component::FuelPump), true)];
+    let battery_alert = alert("A", Severity::High, Component::Battery, 0.8, 1, "CA");
+    let fuel_alert = alert("A", Severity::High, Component::FuelPump, 0.8, 2, "CA");
+    for workers in [1, 2, 3] {
+        let outcome = run(AlertConfig::default(), steps.clone(), workers);
+        assert_eq!(
+            outcome.changes,
+            BTreeMap::from([
+                (0, vec![AlertChange::Raised(battery_alert.clone())]),
+                (
+                    1,
+                    vec![AlertChange::Changed {
+                        from: battery_alert.clone(),
+                        to: fuel_alert.clone()
+                    }]
+                ),
+            ]),
+            "{workers} workers"
+        );
+    }
+}
