@@ -4,11 +4,13 @@
 //! ([`EventTime`]) and [`SensorValues`], the [`Sensor`] catalogue with the valid ranges of
 //! `DESIGN.md`, validation of raw input into readings or [`Rejected`] records that name the
 //! offending field, the feature vocabulary ([`FeatureSchema`], [`FeatureVector`]), and the
-//! scoring vocabulary ([`Component`], [`Severity`], [`Prediction`]).
+//! scoring vocabulary ([`Component`], [`Severity`], [`Prediction`]) and the alert vocabulary
+//! ([`Alert`], [`VehicleInfo`], [`AlertChange`]).
 //!
 //! This crate does no I/O and has no dataflow dependency, so it can be used anywhere.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod component;
 pub mod config;
 pub mod error;
@@ -20,6 +22,7 @@ pub mod telemetry;
 pub mod time;
 pub mod wire;
 
+pub use alert::{Alert, AlertChange, AlertConfig, Hold, RetractReason, VehicleInfo};
 pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;
 pub use error::{ConfigError, ErrorClass};

@@ -3,9 +3,13 @@
 //!
 //! - [`source`]: the driver that runs any `TelemetrySource` as a timely source, with
 //!   watermarks, lateness and flow control.
+//! - [`alerts`]: the alert collection (differential): per-vehicle severity levels with
+//!   hysteresis, joined with the registry and anti-joined with appointments and repairs, and
+//!   its typed changes (with its reference implementation, [`alerts::oracle`]).
 //! - [`windows`]: event-time pane windows per vehicle → feature vectors (with its naive
 //!   reference implementation, [`windows::oracle`], that tests compare against).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod source;
 pub mod windows;

@@ -1,0 +1,366 @@
+//! The alert vocabulary: what the registry says about a vehicle ([`VehicleInfo`]), an
+//! [`Alert`], why a vehicle at alert level has none ([`Hold`]), the typed changes agents act
+//! on ([`AlertChange`]) and the settings of the alert collection ([`AlertConfig`]).
+//!
+//! The alert collection itself (hysteresis, joins with the registry, appointments and
+//! maintenance) is a dataflow operator in `pmi-operators` (`alerts`); this module only holds
+//! the types other crates exchange, and [`AlertChange::from_updates`], which reads the
+//! collection's updates at one time as changes.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::Component;
+use crate::prediction::{Severity, SeverityThresholds};
+use crate::time::EventTime;
+use crate::VehicleId;
+
+/// What the vehicle registry says about a vehicle, as alerts carry it: who to contact and
+/// where to send the vehicle. Mirrors the `vehicles` table (`customer_id`, `home_center_id`,
+/// `model`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VehicleInfo {
+    /// Owner (customer id).
+    pub customer_id: Option<String>,
+    /// Home service centre id.
+    pub service_center_id: Option<String>,
+    /// Vehicle model.
+    pub model: Option<String>,
+}
+
+/// An open alert: a registered vehicle whose severity level (after hysteresis) is at or
+/// above the alert floor, with no open appointment and no recent repair for the component.
+///
+/// `severity`, `component`, `risk` and `pane_end` are those of the prediction that brought
+/// the vehicle to its current level (or, at the same level, named a new component); later
+/// predictions that keep the level do not change the alert, so agents see one record per
+/// episode and level rather than one per prediction.
+///
+/// Equality, order and hash compare `risk` by its bits ([`f64::total_cmp`]), so that alerts
+/// can be records of a differential collection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Alert {
+    /// The vehicle.
+    pub vehicle_id: VehicleId,
+    /// Severity level.
+    pub severity: Severity,
+    /// The implicated component, if the prediction named one.
+    pub component: Option<Component>,
+    /// Risk of the prediction that set the level, in [0, 1].
+    pub risk: f64,
+    /// Pane end of that prediction.
+    pub pane_end: EventTime,
+    /// The vehicle's registry row.
+    pub info: VehicleInfo,
+}
+
+impl Alert {
+    fn cmp_key(
+        &self,
+    ) -> (
+        &VehicleId,
+        Severity,
+        Option<Component>,
+        EventTime,
+        &VehicleInfo,
+    ) {
+        (
+            &self.vehicle_id,
+            self.severity,
+            self.component,
+            self.pane_end,
+            &self.info,
+        )
+    }
+}
+
+impl PartialEq for Alert {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Alert {}
+
+impl PartialOrd for Alert {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// By vehicle, severity, component, pane end, info, then risk ([`f64::total_cmp`]).
+impl Ord for Alert {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cmp_key()
+            .cmp(&other.cmp_key())
+            .then_with(|| self.risk.total_cmp(&other.risk))
+    }
+}
+
+impl Hash for Alert {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.cmp_key().hash(state);
+        self.risk.to_bits().hash(state);
+    }
+}
+
+/// Why a vehicle whose level is at or above the floor has no alert.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// An open appointment covers the implicated component (or the whole vehicle).
+    Appointment,
+    /// The implicated component was repaired recently.
+    Maintenance,
+    /// The vehicle is not in the registry.
+    Unregistered,
+}
+
+/// Why an alert was retracted, as far as the updates at its time tell.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetractReason {
+    /// An appointment was opened for the vehicle (or the component changed to one an open
+    /// appointment covers).
+    Booked,
+    /// The component was recorded as repaired.
+    Repaired,
+    /// The vehicle left the registry.
+    Unregistered,
+    /// The vehicle's level fell below the floor (hysteresis included): it recovered.
+    Recovered,
+}
+
+impl From<Hold> for RetractReason {
+    fn from(hold: Hold) -> Self {
+        match hold {
+            Hold::Appointment => RetractReason::Booked,
+            Hold::Maintenance => RetractReason::Repaired,
+            Hold::Unregistered => RetractReason::Unregistered,
+        }
+    }
+}
+
+/// A change of the alert collection at one time, as agents act on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertChange {
+    /// A vehicle has an alert it did not have (`+1`).
+    Raised(Alert),
+    /// A vehicle's alert changed: severity, component or registry row (`−1` and `+1` of
+    /// the same vehicle at one time).
+    Changed {
+        /// The alert before.
+        from: Alert,
+        /// The alert after.
+        to: Alert,
+    },
+    /// A vehicle's alert went away (`−1`).
+    Retracted {
+        /// The alert that went away.
+        alert: Alert,
+        /// Why, inferred from the holds that appeared at the same time.
+        reason: RetractReason,
+    },
+}
+
+impl AlertChange {
+    /// The vehicle the change is about.
+    pub fn vehicle_id(&self) -> &VehicleId {
+        &self.alert().vehicle_id
+    }
+
+    /// The alert as it is after the change (`Raised`, `Changed`), or the one retracted.
+    pub fn alert(&self) -> &Alert {
+        match self {
+            AlertChange::Raised(a) => a,
+            AlertChange::Changed { to, .. } => to,
+            AlertChange::Retracted { alert, .. } => alert,
+        }
+    }
+
+    /// Reads the updates of the alert collection at one time as typed changes.
+    ///
+    /// `alerts` are the updates of the alert collection at that time, `holds` those of the
+    /// hold collection at the same time (both may be unconsolidated: they are consolidated
+    /// here). All updates of a vehicle at that time must be present (the operator's
+    /// `alert_changes` routes them by vehicle). Per vehicle, in vehicle order: each `−1`
+    /// paired with a `+1` is [`AlertChange::Changed`] (pairs in alert order), an unpaired
+    /// `+1` is [`AlertChange::Raised`], an unpaired `−1` is [`AlertChange::Retracted`],
+    /// whose reason is the vehicle's hold that appeared (net `+1`) at this time (the least
+    /// by [`Hold`]'s order if several), else [`RetractReason::Recovered`].
+    pub fn from_updates(
+        alerts: &[(Alert, isize)],
+        holds: &[((VehicleId, Hold), isize)],
+    ) -> Vec<AlertChange> {
+        let mut net: BTreeMap<&Alert, isize> = BTreeMap::new();
+        for (a, d) in alerts {
+            *net.entry(a).or_default() += d;
+        }
+        let mut held: BTreeMap<(&VehicleId, Hold), isize> = BTreeMap::new();
+        for ((v, h), d) in holds {
+            *held.entry((v, *h)).or_default() += d;
+        }
+        // Per vehicle: alerts that went (with multiplicity) and alerts that came.
+        let mut by_vehicle: BTreeMap<&VehicleId, (Vec<&Alert>, Vec<&Alert>)> = BTreeMap::new();
+        for (a, d) in net {
+            let entry = by_vehicle.entry(&a.vehicle_id).or_default();
+            let side = if d < 0 { &mut entry.0 } else { &mut entry.1 };
+            side.extend(std::iter::repeat_n(a, d.unsigned_abs()));
+        }
+        let mut changes = Vec::new();
+        for (vehicle, (gone, came)) in by_vehicle {
+            let paired = gone.len().min(came.len());
+            for (from, to) in gone.iter().zip(&came) {
+                changes.push(AlertChange::Changed {
+                    from: (*from).clone(),
+                    to: (*to).clone(),
+                });
+            }
+            changes.extend(
+                came[paired..]
+                    .iter()
+                    .map(|a| AlertChange::Raised((*a).clone())),
+            );
+            let reason = held
+                .range((vehicle, Hold::Appointment)..=(vehicle, Hold::Unregistered))
+                .find(|(_, d)| **d > 0)
+                .map_or(RetractReason::Recovered, |((_, h), _)| (*h).into());
+            changes.extend(gone[paired..].iter().map(|a| AlertChange::Retracted {
+                alert: (*a).clone(),
+                reason,
+            }));
+        }
+        changes
+    }
+}
+
+/// Settings of the alert collection.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Lowest severity level that raises an alert (default medium).
+    pub floor: Severity,
+    /// Hysteresis margin: a level entered at risk ≥ its threshold is left only when risk
+    /// falls below threshold − margin (default 0.05; 0 disables hysteresis).
+    pub margin: f64,
+    /// Severity thresholds; must be the scorer's (the level is recomputed from the risk).
+    pub thresholds: SeverityThresholds,
+}
+
+impl AlertConfig {
+    /// Default alert floor.
+    pub const DEFAULT_FLOOR: Severity = Severity::Medium;
+    /// Default hysteresis margin.
+    pub const DEFAULT_MARGIN: f64 = 0.05;
+
+    /// Checks the thresholds and that the margin lies in [0, 1).
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        self.thresholds.validate()?;
+        if !(0.0..1.0).contains(&self.margin) {
+            return Err(crate::ConfigError::new(
+                "alerts.margin",
+                "hysteresis margin must lie in [0, 1)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            floor: Self::DEFAULT_FLOOR,
+            margin: Self::DEFAULT_MARGIN,
+            thresholds: SeverityThresholds::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(v: &str, severity: Severity, risk: f64) -> Alert {
+        Alert {
+            vehicle_id: VehicleId::parse(v).unwrap(),
+            severity,
+            component: Some(Component::Battery),
+            risk,
+            pane_end: EventTime(1_000),
+            info: VehicleInfo::default(),
+        }
+    }
+
+    fn vid(v: &str) -> VehicleId {
+        VehicleId::parse(v).unwrap()
+    }
+
+    #[test]
+    fn updates_read_as_raised_changed_and_retracted() {
+        let a1 = alert("A", Severity::Medium, 0.6);
+        let a2 = alert("A", Severity::High, 0.8);
+        let b = alert("B", Severity::High, 0.8);
+        let c = alert("C", Severity::Critical, 0.95);
+        let d = alert("D", Severity::Medium, 0.55);
+        let changes = AlertChange::from_updates(
+            &[
+                (a2.clone(), 1),
+                (a1.clone(), -1),
+                (b.clone(), 1),
+                (c.clone(), -1),
+                (d.clone(), -1),
+                // Cancels out: no change for E.
+                (alert("E", Severity::High, 0.8), 1),
+                (alert("E", Severity::High, 0.8), -1),
+            ],
+            &[
+                ((vid("C"), Hold::Appointment), 1),
+                ((vid("D"), Hold::Maintenance), -1),
+            ],
+        );
+        assert_eq!(
+            changes,
+            vec![
+                AlertChange::Changed { from: a1, to: a2 },
+                AlertChange::Raised(b),
+                AlertChange::Retracted {
+                    alert: c,
+                    reason: RetractReason::Booked
+                },
+                // A hold that went away is no reason.
+                AlertChange::Retracted {
+                    alert: d,
+                    reason: RetractReason::Recovered
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn alerts_order_and_compare_risk_by_bits() {
+        let a = alert("A", Severity::Medium, 0.6);
+        let b = alert("A", Severity::Medium, 0.7);
+        assert!(a < b);
+        assert_eq!(a, a.clone());
+        assert_ne!(a, b);
+        let nan = alert("A", Severity::Medium, f64::NAN);
+        assert_eq!(nan, nan.clone());
+    }
+
+    #[test]
+    fn config_validates_margin() {
+        assert!(AlertConfig::default().validate().is_ok());
+        let bad = AlertConfig {
+            margin: -0.1,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let parsed: AlertConfig = serde_json::from_str(r#"{"floor": "high"}"#).unwrap();
+        assert_eq!(parsed.floor, Severity::High);
+        assert_eq!(parsed.margin, AlertConfig::DEFAULT_MARGIN);
+    }
+}
