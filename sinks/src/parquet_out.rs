@@ -454,12 +454,16 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
             .collect();
         for day in full {
             let mut buffer = self.buffers.remove(&day).unwrap_or_default();
-            while buffer.len() >= self.options.batch_rows {
-                let rest = buffer.split_off(self.options.batch_rows);
-                let batch = std::mem::replace(&mut buffer, rest);
-                self.buffered -= batch.len();
-                self.write(day, &batch)?;
+            // Full batches are written from slices, and the written prefix removed once
+            // (splitting the vector per batch would copy the rest each time).
+            let batch_rows = self.options.batch_rows;
+            let mut start = 0;
+            while buffer.len() - start >= batch_rows {
+                self.write(day, &buffer[start..start + batch_rows])?;
+                start += batch_rows;
             }
+            self.buffered -= start;
+            buffer.drain(..start);
             if !buffer.is_empty() {
                 self.buffers.insert(day, buffer);
             }
