@@ -269,6 +269,26 @@ fn a_training_set_reads_the_same_from_s3_as_from_local_files() {
     assert_eq!(back.dataset.len(), a.len());
     assert_eq!(back.dataset.positives(), a.positives());
     assert_eq!(back.split.unwrap().test, split.test);
+
+    // As a dataset partitioned by date: the same rows, by date; a rewrite by the same writer
+    // replaces its files.
+    let root = Store::open(&remote).unwrap();
+    for _ in 0..2 {
+        pmi_sinks::table::write_partitioned(&root, "labelled", "w0", a, &split, &local.in_service)
+            .unwrap();
+    }
+    let files = common::s3_files(&format!("{remote}/labelled"));
+    assert!(
+        !files.is_empty()
+            && files
+                .iter()
+                .all(|f| f.contains("/labelled/date=2026-01-01/")),
+        "{files:?}"
+    );
+    assert_eq!(files.len(), 1, "{files:?}");
+    let back = pmi_sources::table::read_table_at(&format!("{remote}/labelled"), &cols).unwrap();
+    assert_eq!(back.dataset.len(), a.len());
+    assert_eq!(back.dataset.positives(), a.positives());
 }
 
 /// Predictions and alerts of a run's report line.

@@ -744,9 +744,10 @@ pub fn train_table(job: TableTrainJob) -> Result<(String, PathBuf, Evaluation), 
     Ok((version.clone(), registry.path_of(&version), evaluation))
 }
 
-/// Writes the labelled training set with its split to a file, or to an object store URL
-/// (`s3://bucket/…/training_set.parquet`: written locally, then uploaded in one put, so a
-/// reader sees the whole table or none). `pmi train --table URL` reads it back.
+/// Writes the labelled training set with its split: to one Parquet file when `location`
+/// ends in `.parquet` (a local path, or an `s3://…/name.parquet` object written locally and
+/// uploaded in one put), otherwise as a dataset partitioned by date in that folder or
+/// `s3://` prefix (`date=YYYY-MM-DD/part-….parquet`). `pmi train --table` reads either back.
 fn export_table(
     location: &str,
     ds: &pmi_models::dataset::Dataset,
@@ -754,7 +755,20 @@ fn export_table(
     in_service: &[bool],
 ) -> Result<u64, DataflowError> {
     let sink = |e: pmi_sinks::SinkError| DataflowError::Sink(e.to_string());
-    if !pmi_sources::store::Store::is_remote(location) {
+    let remote = pmi_sources::store::Store::is_remote(location);
+    if !location.ends_with(".parquet") {
+        let store = pmi_sources::store::Store::open(location).map_err(crate::jobs::store_err)?;
+        return pmi_sinks::table::write_partitioned(
+            &store,
+            "",
+            &crate::jobs::run_id(),
+            ds,
+            split,
+            in_service,
+        )
+        .map_err(sink);
+    }
+    if !remote {
         return pmi_sinks::table::write_table(
             std::path::Path::new(location),
             ds,
@@ -762,11 +776,6 @@ fn export_table(
             in_service,
         )
         .map_err(sink);
-    }
-    if !location.ends_with(".parquet") {
-        return Err(DataflowError::Input(format!(
-            "--export `{location}`: an object store export names the object, ending in .parquet"
-        )));
     }
     let tmp = std::env::temp_dir().join(format!("pmi-export-{}.parquet", crate::jobs::run_id()));
     let rows = pmi_sinks::table::write_table(&tmp, ds, split, in_service).map_err(sink)?;

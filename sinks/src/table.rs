@@ -1,5 +1,7 @@
-//! Writes a labelled [`Dataset`] as one Parquet table, so that other tools (pandas,
-//! scikit-learn, XGBoost, DuckDB) train and test on exactly PMI's rows and split.
+//! Writes a labelled [`Dataset`] as one Parquet table ([`write_table`]) or as a dataset
+//! partitioned by date in a local folder or object store ([`write_partitioned`]), so that
+//! other tools (pandas, scikit-learn, XGBoost, DuckDB) train and test on exactly PMI's rows
+//! and split.
 //!
 //! Columns: `vehicle_id` (utf8, the group), `pane_end` (timestamp ms, UTC), `label` (utf8:
 //! the failing component, null when healthy), `split` (`train` / `valid` / `test`),
@@ -33,6 +35,60 @@ pub fn write_table(
         path: path.display().to_string(),
         source: e,
     };
+    let tmp = path.with_extension("parquet.partial");
+    let file = File::create(&tmp).map_err(io)?;
+    let rows: Vec<usize> = (0..ds.len()).collect();
+    encode(file, ds, split, in_service, &rows)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(ds.len() as u64)
+}
+
+/// Writes `ds` as a dataset in the folder `dataset` of `store` (local or S3),
+/// Hive-partitioned by the UTC date of each row's `pane_end`
+/// (`date=YYYY-MM-DD/part-<writer>.parquet`, one file per date, each a single put: whole or
+/// absent). A rerun with the same `writer` replaces its files rather than adding copies.
+/// `pmi train --table <store>/<dataset>` reads it back as one table.
+pub fn write_partitioned(
+    store: &pmi_sources::store::Store,
+    dataset: &str,
+    writer: &str,
+    ds: &Dataset,
+    split: &Split,
+    in_service: &[bool],
+) -> Result<u64, SinkError> {
+    const DAY_MS: i64 = 86_400_000;
+    let mut by_day: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for r in 0..ds.len() {
+        by_day
+            .entry(ds.times[r].div_euclid(DAY_MS))
+            .or_default()
+            .push(r);
+    }
+    let folder = store.child(dataset);
+    for (day, rows) in by_day {
+        let date = chrono::DateTime::from_timestamp_millis(day * DAY_MS)
+            .map(|t| t.date_naive().format("%Y-%m-%d").to_string())
+            .unwrap_or_else(|| "__HIVE_DEFAULT_PARTITION__".into());
+        let mut bytes = Vec::new();
+        encode(&mut bytes, ds, split, in_service, &rows)?;
+        folder
+            .put(
+                &folder.object(&format!("date={date}/part-{writer}.parquet")),
+                bytes.into(),
+            )
+            .map_err(|e| SinkError::Store(e.to_string()))?;
+    }
+    Ok(ds.len() as u64)
+}
+
+/// Encodes the rows `rows` of `ds` as one Parquet file into `out`.
+fn encode<W: std::io::Write + Send>(
+    out: W,
+    ds: &Dataset,
+    split: &Split,
+    in_service: &[bool],
+    rows: &[usize],
+) -> Result<(), SinkError> {
     let mut part = vec!["train"; ds.len()];
     for r in &split.valid {
         part[*r] = "valid";
@@ -57,15 +113,13 @@ pub fn write_table(
             .map(|n| Field::new(n, DataType::Float64, true)),
     );
     let schema = Arc::new(Schema::new(fields));
-    let tmp = path.with_extension("parquet.partial");
-    let file = File::create(&tmp).map_err(io)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props))?;
     let w = ds.width();
-    for start in (0..ds.len()).step_by(8192) {
-        let rows = start..(start + 8192).min(ds.len());
+    for chunk in rows.chunks(8192) {
+        let rows = chunk.iter().copied();
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(rows.clone().map(|r| {
                 ds.group_names
@@ -96,6 +150,5 @@ pub fn write_table(
         writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
     }
     writer.close()?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(ds.len() as u64)
+    Ok(())
 }
