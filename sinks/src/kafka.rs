@@ -5,11 +5,15 @@
 //! - Values are JSON: predictions and alerts as [`Prediction`] serialises; telemetry in the
 //!   wire format of [`pmi_core::wire`]; rejected readings as [`Rejected`] serialises.
 //! - Delivery is acknowledged by all in-sync replicas (`acks=all`) with librdkafka's
-//!   idempotent producer (no duplicates from its own retries). A message that still fails
-//!   after librdkafka's retries (`delivery.timeout.ms`) is a sink error: the run fails
-//!   rather than going on without it.
-//! - A full local queue is backpressure: `send` waits for room (polling delivery reports),
-//!   up to the delivery timeout.
+//!   idempotent producer (no duplicates from its own retries). By default librdkafka
+//!   retries a message until it is delivered (`delivery.timeout.ms=0`): a broker that is
+//!   away for a while (restart, network) makes the sink wait, not fail. With a
+//!   [`KafkaSinkConfig::delivery_timeout`], a message still undelivered after it is a sink
+//!   error: the run fails rather than going on without it. Errors librdkafka does not retry
+//!   (unknown topic, authorisation, a fatal idempotence error) fail the sink at once.
+//! - A full local queue is backpressure: `send` waits for room (librdkafka's thread keeps
+//!   delivering and frees it), saying so in the log every 10 s, up to the delivery timeout
+//!   if there is one.
 //! - [`KafkaSink::flush`] waits until everything sent so far is acknowledged: what the
 //!   graph's durability protocol calls "durable" for this sink.
 
@@ -35,19 +39,20 @@ pub struct KafkaSinkConfig {
     pub brokers: String,
     /// The topic.
     pub topic: String,
-    /// How long librdkafka keeps retrying one message before it is a failure.
-    pub delivery_timeout: Duration,
+    /// How long librdkafka keeps retrying one message before it is a failure; `None`: until
+    /// it is delivered (the sink waits out a broker outage).
+    pub delivery_timeout: Option<Duration>,
     /// Extra librdkafka settings.
     pub extra: Vec<(String, String)>,
 }
 
 impl KafkaSinkConfig {
-    /// Settings for `topic` on `brokers` (delivery timeout 2 minutes).
+    /// Settings for `topic` on `brokers` (no delivery timeout: retried until delivered).
     pub fn new(brokers: &str, topic: &str) -> Self {
         KafkaSinkConfig {
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
-            delivery_timeout: Duration::from_secs(120),
+            delivery_timeout: None,
             extra: Vec::new(),
         }
     }
@@ -61,7 +66,9 @@ impl KafkaSinkConfig {
             .set("compression.type", "none")
             .set(
                 "delivery.timeout.ms",
-                self.delivery_timeout.as_millis().to_string(),
+                self.delivery_timeout
+                    .map_or(0, |t| t.as_millis().max(1))
+                    .to_string(),
             );
         for (k, v) in &self.extra {
             c.set(k, v);
@@ -82,7 +89,29 @@ pub struct Deliveries {
     first_failure: Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        pmi_sources::kafka::librdkafka_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        pmi_sources::kafka::librdkafka_error(&error, reason);
+    }
+}
+
+/// A client context that only logs, as [`DeliveryContext`] does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientLog;
+
+impl ClientContext for ClientLog {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        pmi_sources::kafka::librdkafka_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        pmi_sources::kafka::librdkafka_error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
@@ -203,19 +232,26 @@ impl<T: KafkaRecord> KafkaSink<T> {
     pub fn send_one(&mut self, record: &T) -> Result<(), SinkError> {
         let value = record.value();
         let key = record.key();
-        let deadline = Instant::now() + self.config.delivery_timeout;
+        let started = Instant::now();
+        let mut said = started;
         let mut message = BaseRecord::to(&self.config.topic).key(key).payload(&value);
         loop {
             match self.producer.send(message) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
-                    if Instant::now() > deadline {
+                    let waited = started.elapsed();
+                    if let Some(limit) = self.config.delivery_timeout.filter(|l| waited > *l) {
                         return Err(SinkError::Kafka(format!(
-                            "topic `{}`: local queue full for {:?} (broker away?)",
-                            self.config.topic, self.config.delivery_timeout
+                            "topic `{}`: local queue full for {limit:?} (broker away?)",
+                            self.config.topic
                         )));
                     }
+                    if said.elapsed() >= Duration::from_secs(10) {
+                        said = Instant::now();
+                        tracing::warn!(topic = %self.config.topic, waited_s = waited.as_secs(), "kafka producer queue full: waiting for the broker");
+                    }
                     self.check()?;
+                    // Backpressure: librdkafka's own thread delivers and makes room.
                     std::thread::sleep(Duration::from_millis(5));
                     message = m;
                 }
@@ -229,8 +265,12 @@ impl<T: KafkaRecord> KafkaSink<T> {
 
     /// Waits until every record sent so far is acknowledged by the broker.
     pub fn flush(&mut self) -> Result<(), SinkError> {
+        let timeout = match self.config.delivery_timeout {
+            Some(t) => rdkafka::util::Timeout::After(t),
+            None => rdkafka::util::Timeout::Never,
+        };
         self.producer
-            .flush(self.config.delivery_timeout)
+            .flush(timeout)
             .map_err(|e| kafka_err(&self.config.topic, e))?;
         self.check()
     }
