@@ -41,7 +41,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// The same graph in batch over telemetry Parquet (a file or a folder), any row order.
     Backfill(BackfillArgs),
-    /// Benchmark: backfill Parquet → features → Parquet on a generated fleet.
+    /// Benchmark: backfill Parquet → features → Parquet on a generated fleet, or
+    /// (`--source kafka`) the Kafka graph beside plain consumers on a generated topic.
     Bench(BenchArgs),
     /// Train the ensemble on a simulated fleet's features (the training-set graph), evaluate
     /// it on held-out vehicles and publish it to the model registry.
@@ -473,6 +474,24 @@ struct BenchArgs {
     /// Keep the generated input and the outputs in this folder [default: a temporary one].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// What the graph reads: Parquet (a backfill), or a Kafka topic filled for the run
+    /// (compared with plain rdkafka consumers on the same topic).
+    #[arg(long, value_enum, default_value = "parquet")]
+    source: BenchSource,
+    /// With `--source kafka`: bootstrap servers [default: the [kafka] brokers].
+    #[arg(long = "kafka-brokers", env = "PMI_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// With `--source kafka`: partitions of the generated topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchSource {
+    /// Generated Parquet, through the backfill graph.
+    Parquet,
+    /// A generated Kafka topic, through the `run --source kafka` graph.
+    Kafka,
 }
 
 /// Entry point of the CLI.
@@ -611,6 +630,21 @@ pub fn main() -> anyhow::Result<()> {
                     .iter()
                     .map(|s| s.name().to_owned())
                     .collect();
+            }
+            if args.source == BenchSource::Kafka {
+                let job = pmi_dataflows::kafka_bench::KafkaBenchJob {
+                    brokers: args.kafka_brokers.unwrap_or(settings.kafka.brokers.clone()),
+                    vehicles: args.vehicles,
+                    duration: args.duration,
+                    workers: args.workers,
+                    partitions: args.partitions,
+                    window,
+                    dir: args.dir,
+                };
+                let result = pmi_dataflows::kafka_bench::bench_kafka(&job)
+                    .with_context(|| format!("kafka bench on {}", job.brokers))?;
+                println!("{}", result.render());
+                return Ok(());
             }
             let job = BenchJob {
                 vehicles: args.vehicles,

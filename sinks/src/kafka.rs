@@ -353,3 +353,33 @@ pub fn ensure_topic(
     }
     Ok(())
 }
+
+/// Deletes `topic` (bench topics; a missing topic is not an error).
+pub fn delete_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<(), SinkError> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| kafka_err(topic, e))?;
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| SinkError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    let results = runtime
+        .block_on(admin.delete_topics(&[topic], &options))
+        .map_err(|e| kafka_err(topic, e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((t, code)) => {
+                return Err(SinkError::Kafka(format!("deleting topic `{t}`: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
