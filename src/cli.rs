@@ -82,6 +82,24 @@ struct ServeArgs {
     /// lateness, so the last panes close.
     #[arg(long, default_value = "10s", env = "PMI_INGEST_IDLE_TIMEOUT", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Produce accepted readings to Kafka on these bootstrap servers instead of feeding a
+    /// graph in this process (`pmi run --source kafka` reads them); --queue-capacity bounds
+    /// the readings waiting for the broker.
+    #[arg(long = "kafka-brokers", env = "PMI_SERVE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// With --kafka-brokers: the telemetry topic [default: the [kafka] telemetry topic].
+    #[arg(long = "kafka-topic", env = "PMI_SERVE_KAFKA_TOPIC")]
+    kafka_topic: Option<String>,
+    /// With --kafka-brokers: topic of rejected readings ("" for none) [default: the
+    /// [kafka] dead-letter topic].
+    #[arg(
+        long = "kafka-dead-letter-topic",
+        env = "PMI_SERVE_KAFKA_DEAD_LETTER_TOPIC"
+    )]
+    kafka_dead_letter_topic: Option<String>,
+    /// With --kafka-brokers: how long a request waits for the broker before `503`.
+    #[arg(long = "kafka-delivery-timeout", default_value = "30s", value_parser = parse_duration)]
+    kafka_delivery_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -680,6 +698,39 @@ pub fn main() -> anyhow::Result<()> {
             }
             let registry = args.registry.unwrap_or(settings.model.registry.clone());
             let api = crate::serve::Api::new(registry.clone(), &settings.window, rules)?;
+            if let Some(brokers) = &args.kafka_brokers {
+                let k = &settings.kafka;
+                let topic = args.kafka_topic.as_deref().unwrap_or(&k.telemetry_topic);
+                let dead_letter = args
+                    .kafka_dead_letter_topic
+                    .clone()
+                    .unwrap_or(k.dead_letter_topic.clone());
+                let mut producer = pmi_sinks::kafka::KafkaSinkConfig::new(brokers, topic);
+                producer.delivery_timeout = Some(args.kafka_delivery_timeout);
+                let config = crate::serve::KafkaServeConfig {
+                    addr: args.listen,
+                    producer,
+                    dead_letter: (!dead_letter.is_empty()).then_some(dead_letter),
+                    partitions: 4,
+                    capacity: args.queue_capacity,
+                    limits: crate::ingest::IngestLimits {
+                        max_batch: args.max_batch,
+                        body_limit: args.body_limit,
+                        ..Default::default()
+                    },
+                };
+                let s = tokio::runtime::Runtime::new()?
+                    .block_on(crate::serve::serve_to_kafka(
+                        std::sync::Arc::new(api),
+                        config,
+                    ))
+                    .with_context(|| format!("serve to Kafka topic `{topic}` on {brokers}"))?;
+                println!(
+                    "serve: {} readings accepted, {} rejected; {} delivered to Kafka topic `{topic}` (rejected ones to the dead-letter topic, if any), {} failed",
+                    s.accepted, s.rejected, s.delivered, s.failed
+                );
+                return Ok(());
+            }
             let config = crate::serve::ServeConfig {
                 addr: args.listen,
                 job: jobs::IngestJob {

@@ -2,8 +2,8 @@
 //! `scripts/test.sh` does it and exports `PMI_KAFKA_BROKERS`): readings produced to Kafka
 //! give the same features as the same readings through backfill, a replay writes nothing
 //! twice, a run killed with SIGKILL resumes from its committed offsets with nothing lost
-//! and nothing written twice, and a broker killed and restarted under a running graph
-//! loses nothing.
+//! and nothing written twice, a broker killed and restarted under a running graph loses
+//! nothing, and `pmi serve --kafka-brokers` produces what it accepts to the topic.
 
 mod common;
 
@@ -400,4 +400,121 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     assert_eq!(count(&report, "rejected"), 0, "{report}");
     let log = std::fs::read_to_string(d.join("run.out")).unwrap();
     assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// A GET or POST on loopback: (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[test]
+fn serve_with_kafka_produces_accepted_readings_to_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("pmi-test-serve");
+    let dead = format!("{topic}.dead");
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = pmi(d)
+        .args(["serve", "--listen", &listen, "--registry", "models"])
+        .args(["--kafka-brokers", &brokers(), "--kafka-topic", &topic])
+        .args(["--kafka-dead-letter-topic", &dead])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || http(port, "GET", "/health", "").0 != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "serve not healthy"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Bad readings: 422 naming the field, and not in the telemetry topic.
+    let (status, body) = http(
+        port,
+        "POST",
+        "/ingest",
+        &format!(r#"{{"vehicle_id": "VEH_000001", "ts": {START}, "coolant_temp_c": 900}}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(r#""field":"coolant_temp_c""#), "{body}");
+    let (status, body) = http(port, "POST", "/ingest", "{not json");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(r#""field":"payload""#), "{body}");
+
+    // A fleet posted in batches: every reading acknowledged by the broker.
+    let fleet = [
+        "--vehicles",
+        "4",
+        "--seed",
+        "5",
+        "--duration",
+        "20m",
+        "--start-ms",
+        START,
+    ];
+    let url = format!("http://127.0.0.1:{port}");
+    let sent = check(
+        pmi(d)
+            .args(["simulate", "--to", &url, "--speed", "max", "--batch", "500"])
+            .args(fleet),
+    );
+    assert_eq!(count(&sent, "accepted"), 4800, "{sent}");
+    let (status, stats) = http(port, "GET", "/stats", "");
+    assert_eq!(status, 200, "{stats}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["http"]["accepted"], 4800, "{stats}");
+    assert_eq!(stats["http"]["rejected"], 2, "{stats}");
+    assert_eq!(stats["queue"]["kafka"]["delivered"], 4802, "{stats}");
+    assert_eq!(stats["queue"]["kafka"]["failed"], 0, "{stats}");
+    assert_eq!(stats["queue"]["queued"], 0, "{stats}");
+
+    let pid = serve.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = serve.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&summary, "delivered"), 4802, "{summary}");
+
+    // The graph over the topic: exactly the fleet, nothing rejected, the features of a
+    // backfill of the same readings.
+    let report = check(kafka_run(d, &topic, "serve", "kafka").arg("--kafka-bounded"));
+    assert_eq!(numbers(&report), 4800, "{report}");
+    assert_eq!(count(&report, "rejected"), 0, "{report}");
+    check(pmi(d).args(["simulate", "--out", "sim"]).args(fleet));
+    check(pmi(d).args(["backfill", "--input", "sim/telemetry", "--out", "backfill"]));
+    let expected = common::feature_rows(&d.join("backfill"));
+    assert!(!expected.is_empty());
+    assert!(common::feature_rows(&d.join("kafka")) == expected);
+
+    // The two rejected readings are in the dead-letter topic (not readings: all rejected).
+    let report = check(kafka_run(d, &dead, "serve", "dead").arg("--kafka-bounded"));
+    assert_eq!(numbers(&report), 2, "{report}");
+    assert_eq!(count(&report, "rejected"), 2, "{report}");
 }

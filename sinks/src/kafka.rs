@@ -383,3 +383,194 @@ pub fn delete_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<(),
     }
     Ok(())
 }
+
+/// Why [`TopicProducer::send`] took nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Admitting the records would exceed the bound on records in flight: send again later.
+    #[error("{in_flight} records waiting for the broker and {asked} more asked; at most {capacity}: send again later")]
+    Full {
+        /// Records in flight now.
+        in_flight: usize,
+        /// Records asked for.
+        asked: usize,
+        /// The bound.
+        capacity: usize,
+    },
+    /// The producer is closed (shutting down).
+    #[error("the producer is closed (shutting down)")]
+    Closed,
+}
+
+/// Counters of a [`TopicProducer`].
+#[derive(Debug, Default)]
+pub struct ProducerCounts {
+    /// Records acknowledged by the broker.
+    pub delivered: AtomicU64,
+    /// Records whose delivery failed (after librdkafka's retries, or refused locally).
+    pub failed: AtomicU64,
+}
+
+/// Records admitted and not yet settled; releases its share of the bound when dropped.
+struct Permit {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+/// An asynchronous producer with a bound on records in flight, for request handlers
+/// (`pmi serve` with Kafka configured): [`TopicProducer::send`] admits a whole batch or
+/// nothing, enqueues it without blocking and returns a future of its acknowledgement
+/// (`acks=all`, idempotent). The bound, not librdkafka's queue, is the backpressure: its
+/// queue is sized above it, so an admitted batch is always enqueued whole.
+pub struct TopicProducer {
+    producer: rdkafka::producer::FutureProducer<ClientLog>,
+    topic: String,
+    capacity: usize,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    closed: std::sync::atomic::AtomicBool,
+    counts: Arc<ProducerCounts>,
+}
+
+/// One record for [`TopicProducer::send`]: topic (`None`: the producer's), key, value.
+pub type OutRecord = (Option<String>, String, Vec<u8>);
+
+impl TopicProducer {
+    /// A producer to `config.topic` admitting at most `capacity` records in flight.
+    pub fn new(config: &KafkaSinkConfig, capacity: usize) -> Result<Self, SinkError> {
+        let mut client = config.client_config();
+        client
+            .set(
+                "queue.buffering.max.messages",
+                (capacity.saturating_mul(2).max(1000)).to_string(),
+            )
+            .set("linger.ms", "2");
+        let producer = client
+            .create_with_context(ClientLog)
+            .map_err(|e| kafka_err(&config.topic, e))?;
+        Ok(TopicProducer {
+            producer,
+            topic: config.topic.clone(),
+            capacity: capacity.max(1),
+            in_flight: Arc::default(),
+            closed: Default::default(),
+            counts: Arc::default(),
+        })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Records admitted and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The bound on records in flight.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Delivery counters.
+    pub fn counts(&self) -> &ProducerCounts {
+        &self.counts
+    }
+
+    /// Refuses every later [`TopicProducer::send`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`TopicProducer::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Admits and enqueues `records` (all or none), without blocking. The future resolves
+    /// when every one is acknowledged (`Ok`) or one failed (the first error); it need not be
+    /// polled for the records to be delivered, and the bound is released as they settle
+    /// even if it is dropped.
+    pub fn send(
+        &self,
+        records: Vec<OutRecord>,
+    ) -> Result<impl std::future::Future<Output = Result<usize, SinkError>> + Send + 'static, Refused>
+    {
+        if self.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let n = records.len();
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now + n <= self.capacity).then_some(now + n)
+            });
+        if let Err(now) = admitted {
+            return Err(Refused::Full {
+                in_flight: now,
+                asked: n,
+                capacity: self.capacity,
+            });
+        }
+        let permit = Permit {
+            in_flight: self.in_flight.clone(),
+            n,
+        };
+        let mut futures = Vec::with_capacity(n);
+        let mut local_failure = None;
+        for (topic, key, value) in &records {
+            let topic = topic.as_deref().unwrap_or(&self.topic);
+            let record = rdkafka::producer::FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(value.as_slice());
+            match self.producer.send_result(record) {
+                Ok(f) => futures.push((topic.to_owned(), f)),
+                Err((e, _)) => {
+                    self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                    local_failure.get_or_insert_with(|| kafka_err(topic, e));
+                }
+            }
+        }
+        let counts = self.counts.clone();
+        Ok(async move {
+            let _permit = permit;
+            let mut first = local_failure;
+            let mut delivered = 0;
+            for (topic, f) in futures {
+                match f.await {
+                    Ok(Ok(_)) => {
+                        delivered += 1;
+                        counts.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err((e, _))) => {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        first.get_or_insert_with(|| kafka_err(&topic, e));
+                    }
+                    Err(_) => {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        first.get_or_insert_with(|| {
+                            SinkError::Kafka(format!("topic `{topic}`: producer gone"))
+                        });
+                    }
+                }
+            }
+            match first {
+                Some(e) => Err(e),
+                None => Ok(delivered),
+            }
+        })
+    }
+
+    /// Waits until everything enqueued is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| kafka_err(&self.topic, e))
+    }
+}
