@@ -3,7 +3,8 @@
 //! give the same features as the same readings through backfill, a replay writes nothing
 //! twice, a run killed with SIGKILL resumes from its committed offsets with nothing lost
 //! and nothing written twice, a broker killed and restarted under a running graph loses
-//! nothing, and `pmi serve --kafka-brokers` produces what it accepts to the topic.
+//! nothing, `pmi serve --kafka-brokers` produces what it accepts to the topic, and a
+//! 2-process cluster reading the topic gives the features of one process.
 
 mod common;
 
@@ -90,12 +91,31 @@ fn kafka_run(dir: &Path, topic: &str, group: &str, out: &str) -> Command {
 }
 
 fn kafka_run_on(dir: &Path, brokers: &str, topic: &str, group: &str, out: &str) -> Command {
+    kafka_run_with(dir, brokers, topic, group, out, "2")
+}
+
+fn kafka_run_with(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    out: &str,
+    workers: &str,
+) -> Command {
     let mut c = pmi(dir);
-    c.args(["run", "--source", "kafka", "--workers", "2", "--out", out])
-        .args(["--kafka-brokers", brokers, "--kafka-topic", topic])
-        .args(["--kafka-group", group, "--kafka-any-time"])
-        .args(["--kafka-alerts-topic", "", "--kafka-dead-letter-topic", ""])
-        .args(["--kafka-predictions-topic", &format!("{topic}.predictions")]);
+    c.args([
+        "run",
+        "--source",
+        "kafka",
+        "--workers",
+        workers,
+        "--out",
+        out,
+    ])
+    .args(["--kafka-brokers", brokers, "--kafka-topic", topic])
+    .args(["--kafka-group", group, "--kafka-any-time"])
+    .args(["--kafka-alerts-topic", "", "--kafka-dead-letter-topic", ""])
+    .args(["--kafka-predictions-topic", &format!("{topic}.predictions")]);
     c
 }
 
@@ -517,4 +537,61 @@ fn serve_with_kafka_produces_accepted_readings_to_the_topic() {
     let report = check(kafka_run(d, &dead, "serve", "dead").arg("--kafka-bounded"));
     assert_eq!(numbers(&report), 2, "{report}");
     assert_eq!(count(&report, "rejected"), 2, "{report}");
+}
+
+#[test]
+fn a_two_process_cluster_reading_kafka_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("pmi-test-cluster");
+    produce(d, &topic, "6", "20m");
+    let hosts = d.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            common::free_port(),
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    let hostfile = hosts.to_str().unwrap();
+    let spawn = |i: &str| {
+        let mut c = kafka_run_with(d, &brokers(), &topic, "cluster", &format!("p{i}"), "1");
+        c.args(["--processes", "2", "--process", i])
+            .args(["--hostfile", hostfile, "--kafka-bounded"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn("0"), spawn("1"));
+    let mut read = 0;
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read += numbers(&text);
+    }
+    assert_eq!(read, 7200, "every reading read once over the two processes");
+    let single = check(kafka_run(d, &topic, "single", "single").arg("--kafka-bounded"));
+    assert_eq!(numbers(&single), 7200, "{single}");
+
+    let (p0, p1) = (
+        common::feature_rows(&d.join("p0")),
+        common::feature_rows(&d.join("p1")),
+    );
+    assert!(!p0.is_empty() && !p1.is_empty(), "both processes did work");
+    let mut cluster = [p0, p1].concat();
+    cluster.sort();
+    let one = common::feature_rows(&d.join("single"));
+    assert_eq!(cluster.len(), one.len());
+    assert!(
+        cluster == one,
+        "the cluster's features differ from one process"
+    );
+    assert!(one == common::feature_rows(&d.join("backfill")));
 }
