@@ -463,6 +463,8 @@ impl TelemetrySource for KafkaSource {
         } else {
             EventTime(i64::MAX / 2)
         };
+        // One clock reading per batch (a batch takes well under a millisecond).
+        let polled_at = Instant::now();
         let mut taken = 0;
         while taken < POLL_BATCH {
             let Some(result) = self.consumer.poll(Duration::ZERO) else {
@@ -526,7 +528,7 @@ impl TelemetrySource for KafkaSource {
             let part = partition_mut(&mut self.partitions, p).expect("owned partition");
             part.position = offset + 1;
             part.at_end = false;
-            part.last_message = Instant::now();
+            part.last_message = polled_at;
             if let Some(ts) = ts {
                 part.max_ts = Some(part.max_ts.map_or(ts, |m| m.max(ts)));
             }
@@ -542,8 +544,12 @@ impl TelemetrySource for KafkaSource {
             return Ok(SourceStatus::Finished);
         }
         if taken == 0 {
-            // Nothing now: the idle rule may still move the watermark, so come back soon.
-            return Ok(SourceStatus::Idle(Some(Duration::from_millis(20))));
+            // Nothing now. Partitions not at their end: a fetch is on its way, so look
+            // again very soon; all at their end: only the idle rule may still move the
+            // watermark.
+            let fetching = self.partitions.iter().any(|p| !p.at_end && !p.ended);
+            let delay = if fetching { 1 } else { 20 };
+            return Ok(SourceStatus::Idle(Some(Duration::from_millis(delay))));
         }
         Ok(SourceStatus::Ready)
     }
