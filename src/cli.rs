@@ -41,7 +41,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// The same graph in batch over telemetry Parquet (a file or a folder), any row order.
     Backfill(BackfillArgs),
-    /// Benchmark: backfill Parquet → features → Parquet on a generated fleet.
+    /// Benchmark: backfill Parquet → features → Parquet on a generated fleet, or
+    /// (`--source kafka`) the Kafka graph beside plain consumers on a generated topic.
     Bench(BenchArgs),
     /// Train the ensemble on a simulated fleet's features (the training-set graph), evaluate
     /// it on held-out vehicles and publish it to the model registry.
@@ -83,6 +84,24 @@ struct ServeArgs {
     /// lateness, so the last panes close.
     #[arg(long, default_value = "10s", env = "PMI_INGEST_IDLE_TIMEOUT", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Produce accepted readings to Kafka on these bootstrap servers instead of feeding a
+    /// graph in this process (`pmi run --source kafka` reads them); --queue-capacity bounds
+    /// the readings waiting for the broker.
+    #[arg(long = "kafka-brokers", env = "PMI_SERVE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// With --kafka-brokers: the telemetry topic [default: the [kafka] telemetry topic].
+    #[arg(long = "kafka-topic", env = "PMI_SERVE_KAFKA_TOPIC")]
+    kafka_topic: Option<String>,
+    /// With --kafka-brokers: topic of rejected readings ("" for none) [default: the
+    /// [kafka] dead-letter topic].
+    #[arg(
+        long = "kafka-dead-letter-topic",
+        env = "PMI_SERVE_KAFKA_DEAD_LETTER_TOPIC"
+    )]
+    kafka_dead_letter_topic: Option<String>,
+    /// With --kafka-brokers: how long a request waits for the broker before `503`.
+    #[arg(long = "kafka-delivery-timeout", default_value = "30s", value_parser = parse_duration)]
+    kafka_delivery_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -508,6 +527,24 @@ struct BenchArgs {
     /// Predictions written by the --sql benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     sql_rows: usize,
+    /// What the graph reads: Parquet (a backfill), or a Kafka topic filled for the run
+    /// (compared with plain rdkafka consumers on the same topic).
+    #[arg(long, value_enum, default_value = "parquet")]
+    source: BenchSource,
+    /// With `--source kafka`: bootstrap servers [default: the [kafka] brokers].
+    #[arg(long = "kafka-brokers", env = "PMI_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// With `--source kafka`: partitions of the generated topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchSource {
+    /// Generated Parquet, through the backfill graph.
+    Parquet,
+    /// A generated Kafka topic, through the `run --source kafka` graph.
+    Kafka,
 }
 
 /// Entry point of the CLI.
@@ -658,6 +695,21 @@ pub fn main() -> anyhow::Result<()> {
                     .map(|s| s.name().to_owned())
                     .collect();
             }
+            if args.source == BenchSource::Kafka {
+                let job = pmi_dataflows::kafka_bench::KafkaBenchJob {
+                    brokers: args.kafka_brokers.unwrap_or(settings.kafka.brokers.clone()),
+                    vehicles: args.vehicles,
+                    duration: args.duration,
+                    workers: args.workers,
+                    partitions: args.partitions,
+                    window,
+                    dir: args.dir,
+                };
+                let result = pmi_dataflows::kafka_bench::bench_kafka(&job)
+                    .with_context(|| format!("kafka bench on {}", job.brokers))?;
+                println!("{}", result.render());
+                return Ok(());
+            }
             let job = BenchJob {
                 vehicles: args.vehicles,
                 duration: args.duration,
@@ -693,6 +745,39 @@ pub fn main() -> anyhow::Result<()> {
             }
             let registry = args.registry.unwrap_or(settings.model.registry.clone());
             let api = crate::serve::Api::new(registry.clone(), &settings.window, rules)?;
+            if let Some(brokers) = &args.kafka_brokers {
+                let k = &settings.kafka;
+                let topic = args.kafka_topic.as_deref().unwrap_or(&k.telemetry_topic);
+                let dead_letter = args
+                    .kafka_dead_letter_topic
+                    .clone()
+                    .unwrap_or(k.dead_letter_topic.clone());
+                let mut producer = pmi_sinks::kafka::KafkaSinkConfig::new(brokers, topic);
+                producer.delivery_timeout = Some(args.kafka_delivery_timeout);
+                let config = crate::serve::KafkaServeConfig {
+                    addr: args.listen,
+                    producer,
+                    dead_letter: (!dead_letter.is_empty()).then_some(dead_letter),
+                    partitions: 4,
+                    capacity: args.queue_capacity,
+                    limits: crate::ingest::IngestLimits {
+                        max_batch: args.max_batch,
+                        body_limit: args.body_limit,
+                        ..Default::default()
+                    },
+                };
+                let s = tokio::runtime::Runtime::new()?
+                    .block_on(crate::serve::serve_to_kafka(
+                        std::sync::Arc::new(api),
+                        config,
+                    ))
+                    .with_context(|| format!("serve to Kafka topic `{topic}` on {brokers}"))?;
+                println!(
+                    "serve: {} readings accepted, {} rejected; {} delivered to Kafka topic `{topic}` (rejected ones to the dead-letter topic, if any), {} failed",
+                    s.accepted, s.rejected, s.delivered, s.failed
+                );
+                return Ok(());
+            }
             let config = crate::serve::ServeConfig {
                 addr: args.listen,
                 job: jobs::IngestJob {

@@ -1,5 +1,8 @@
-//! The HTTP ingest API of `pmi serve` (embedded mode: readings go straight into the graph
-//! running in this process, through a bounded [`pmi_sources::ingest`] queue).
+//! The HTTP ingest API of `pmi serve`. Embedded mode: readings go straight into the graph
+//! running in this process, through a bounded [`pmi_sources::ingest`] queue. With Kafka
+//! configured ([`Ingest::to_kafka`]): accepted readings are produced to the telemetry topic
+//! (JSON wire format, key = vehicle id, `acks=all`) for `pmi run --source kafka` to read,
+//! and rejected ones to the dead-letter topic when there is one.
 //!
 //! - `POST /ingest`: one reading in the JSON wire format of [`pmi_core::wire`] →
 //!   `202 {"accepted": 1}`.
@@ -19,6 +22,11 @@
 //! A batch is queued whole or not at all: a full queue answers `429` with `Retry-After`
 //! (send the same request again later), a stopping or stopped graph `503`, a body over the
 //! size limit or a batch over `max_batch` `413`.
+//!
+//! With Kafka, `202` means the broker acknowledged every record of the request; the queue
+//! is the bound on records waiting for the broker (`429` beyond it, nothing produced), and a
+//! delivery that fails (broker away past the delivery timeout) answers `503` (send again:
+//! at least once, some records of the request may be in the topic already).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -39,6 +47,7 @@ use utoipa::ToSchema;
 
 use pmi_core::{wire, EventTime, Rejected, Validator};
 use pmi_dataflows::GraphStats;
+use pmi_sinks::kafka::{KafkaRecord, OutRecord, Refused, TopicProducer};
 use pmi_sources::ingest::{IngestItem, IngestProducer, PushError};
 
 /// Limits of the ingest endpoints.
@@ -83,14 +92,27 @@ struct HttpCounters {
     throttled: AtomicU64,
     unavailable: AtomicU64,
     too_large: AtomicU64,
+    /// Kafka: requests whose records the broker did not acknowledge in time.
+    undelivered: AtomicU64,
 }
 
 /// How long per-source rates look back.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
+/// Where accepted readings go.
+enum Backend {
+    /// The graph in this process, through the bounded ingest queue.
+    Graph(IngestProducer),
+    /// A Kafka topic; rejected readings to `dead_letter` when set.
+    Kafka {
+        producer: Arc<TopicProducer>,
+        dead_letter: Option<String>,
+    },
+}
+
 /// The ingest API's shared state.
 pub struct Ingest {
-    producer: IngestProducer,
+    backend: Backend,
     validator: Validator,
     limits: IngestLimits,
     http: HttpCounters,
@@ -104,8 +126,31 @@ pub struct Ingest {
 impl Ingest {
     /// The API over `producer`, reporting `graph`'s counters.
     pub fn new(producer: IngestProducer, graph: Arc<GraphStats>, limits: IngestLimits) -> Ingest {
+        Ingest::with_backend(Backend::Graph(producer), graph, limits)
+    }
+
+    /// The API producing accepted readings to `producer`'s topic and rejected ones to
+    /// `dead_letter` (none: counted only), with no graph in this process (`graph` stays
+    /// empty).
+    pub fn to_kafka(
+        producer: Arc<TopicProducer>,
+        dead_letter: Option<String>,
+        graph: Arc<GraphStats>,
+        limits: IngestLimits,
+    ) -> Ingest {
+        Ingest::with_backend(
+            Backend::Kafka {
+                producer,
+                dead_letter,
+            },
+            graph,
+            limits,
+        )
+    }
+
+    fn with_backend(backend: Backend, graph: Arc<GraphStats>, limits: IngestLimits) -> Ingest {
         Ingest {
-            producer,
+            backend,
             validator: Validator::default(),
             limits,
             http: HttpCounters::default(),
@@ -133,7 +178,26 @@ impl Ingest {
 
     /// Stops accepting readings (every ingest request gets `503`); what is queued drains.
     pub fn close(&self) {
-        self.producer.close();
+        match &self.backend {
+            Backend::Graph(p) => p.close(),
+            Backend::Kafka { producer, .. } => producer.close(),
+        }
+    }
+
+    /// Readings accepted and rejected over HTTP so far.
+    pub fn http_counts(&self) -> (u64, u64) {
+        (
+            self.http.accepted.load(Ordering::Relaxed),
+            self.http.rejected.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Records waiting in the queue (embedded) or for the broker (Kafka), and the bound.
+    fn depth(&self) -> (usize, usize) {
+        match &self.backend {
+            Backend::Graph(p) => (p.len(), p.capacity()),
+            Backend::Kafka { producer, .. } => (producer.in_flight(), producer.capacity()),
+        }
     }
 
     /// Takes a sample of the per-source counters for the rates (call about once a second).
@@ -173,19 +237,29 @@ impl Ingest {
             .collect()
     }
 
-    /// Queues `items`, or the response that says why not.
-    fn push(&self, items: Vec<IngestItem>) -> Result<(), Response> {
-        match self.producer.try_push(items) {
+    fn refused_full(&self, message: String) -> Response {
+        self.http.throttled.fetch_add(1, Ordering::Relaxed);
+        let mut res = error(StatusCode::TOO_MANY_REQUESTS, "queue", message);
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(self.limits.retry_after_s),
+        );
+        res
+    }
+
+    /// Queues `items` (embedded) or produces them and waits for the broker's
+    /// acknowledgement (Kafka), or the response that says why not.
+    async fn push(&self, items: Vec<IngestItem>) -> Result<(), Response> {
+        let producer = match &self.backend {
+            Backend::Graph(p) => p,
+            Backend::Kafka {
+                producer,
+                dead_letter,
+            } => return self.produce(producer, dead_letter.as_deref(), items).await,
+        };
+        match producer.try_push(items) {
             Ok(_) => Ok(()),
-            Err(e @ PushError::Full { .. }) => {
-                self.http.throttled.fetch_add(1, Ordering::Relaxed);
-                let mut res = error(StatusCode::TOO_MANY_REQUESTS, "queue", e.to_string());
-                res.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    header::HeaderValue::from(self.limits.retry_after_s),
-                );
-                Err(res)
-            }
+            Err(e @ PushError::Full { .. }) => Err(self.refused_full(e.to_string())),
             Err(e @ PushError::Closed) => {
                 self.http.unavailable.fetch_add(1, Ordering::Relaxed);
                 Err(error(
@@ -203,6 +277,55 @@ impl Ingest {
                 ))
             }
         }
+    }
+
+    async fn produce(
+        &self,
+        producer: &TopicProducer,
+        dead_letter: Option<&str>,
+        items: Vec<IngestItem>,
+    ) -> Result<(), Response> {
+        let records: Vec<OutRecord> = items
+            .iter()
+            .filter_map(|item| match item {
+                IngestItem::Reading(t) => Some((None, t.key().to_owned(), t.value())),
+                IngestItem::Rejected(r) => {
+                    dead_letter.map(|d| (Some(d.to_owned()), r.key().to_owned(), r.value()))
+                }
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let delivery = match producer.send(records) {
+            Ok(d) => d,
+            Err(e @ Refused::Full { .. }) => return Err(self.refused_full(e.to_string())),
+            Err(e @ Refused::Closed) => {
+                self.http.unavailable.fetch_add(1, Ordering::Relaxed);
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue",
+                    e.to_string(),
+                ));
+            }
+        };
+        // Its own task: the records settle (and free the bound) even if the client leaves.
+        let outcome = tokio::spawn(delivery).await;
+        let message = match outcome {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => format!("delivery task: {join}"),
+        };
+        self.http.undelivered.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %message, "ingest: delivery to Kafka failed; the client is told to send again");
+        let body = ErrorBody {
+            error: format!(
+                "{message} (send the request again; some of it may be in the topic already)"
+            ),
+            field: "kafka".to_owned(),
+            reason: "undelivered".to_owned(),
+        };
+        Err((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
     }
 
     fn validate(
@@ -364,12 +487,12 @@ pub(crate) struct BatchResult {
     tag = "ingest",
     request_body(content = Reading, content_type = "application/json"),
     responses(
-        (status = 202, description = "Queued for the graph", body = Accepted),
+        (status = 202, description = "Queued for the graph (with Kafka: acknowledged by the broker)", body = Accepted),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 422, description = "Rejected (kept in the dead-letter output); `field` names the fault, `payload` for a body that is not a reading", body = ErrorBody),
         (status = 429, description = "Queue full: send again later", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The graph is stopping or has stopped", body = ErrorBody),
+        (status = 503, description = "The graph is stopping or has stopped; with Kafka, the broker did not acknowledge in time (`reason: undelivered`: send again)", body = ErrorBody),
     )
 )]
 pub(crate) async fn ingest_one(
@@ -385,7 +508,7 @@ pub(crate) async fn ingest_one(
         IngestItem::Rejected(r) => Some(rejected_body(r, r.field.clone())),
         IngestItem::Reading(_) => None,
     };
-    if let Err(res) = ing.push(vec![item]) {
+    if let Err(res) = ing.push(vec![item]).await {
         return res;
     }
     match rejection {
@@ -412,7 +535,7 @@ pub(crate) async fn ingest_one(
         (status = 422, description = "Every reading rejected (`BatchResult`), or the body is not `{\"readings\": [...]}` (`ErrorBody`, field `payload` or `readings`)", body = BatchResult),
         (status = 429, description = "Queue full: send the same batch again later (nothing of it was queued)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The graph is stopping or has stopped", body = ErrorBody),
+        (status = 503, description = "The graph is stopping or has stopped; with Kafka, the broker did not acknowledge in time (`reason: undelivered`: send again)", body = ErrorBody),
     )
 )]
 pub(crate) async fn ingest_batch(
@@ -435,11 +558,14 @@ pub(crate) async fn ingest_batch(
             reason: pmi_core::RejectReason::Malformed { detail },
         };
         let body = rejected_body(&r, r.field.clone());
-        match ing.push(vec![IngestItem::Rejected(Box::new(r))]) {
-            Err(res) => res,
-            Ok(()) => {
-                ing.count(0, 1);
-                (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        let ing = &ing;
+        async move {
+            match ing.push(vec![IngestItem::Rejected(Box::new(r))]).await {
+                Err(res) => res,
+                Ok(()) => {
+                    ing.count(0, 1);
+                    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+                }
             }
         }
     };
@@ -450,20 +576,23 @@ pub(crate) async fn ingest_batch(
                 "payload",
                 format!("invalid JSON ({e}): {}", wire::excerpt(&body)),
             )
+            .await
         }
     };
     let Value::Object(mut members) = value else {
         return not_a_batch(
             "payload",
             format!("expected {{\"readings\": [...]}}: {}", wire::excerpt(&body)),
-        );
+        )
+        .await;
     };
     if let Some(other) = members.keys().find(|k| *k != "readings") {
         let field = other.clone();
         return not_a_batch(
             &field,
             "unknown member (the body is {\"readings\": [...]})".into(),
-        );
+        )
+        .await;
     }
     let readings = match members.remove("readings") {
         Some(Value::Array(a)) => a,
@@ -472,6 +601,7 @@ pub(crate) async fn ingest_batch(
                 "readings",
                 format!("expected an array of readings: {}", wire::excerpt(&body)),
             )
+            .await
         }
     };
     if readings.len() > ing.limits.max_batch {
@@ -503,7 +633,7 @@ pub(crate) async fn ingest_batch(
         items.push(item);
     }
     let accepted = items.len() - rejected.len();
-    if let Err(res) = ing.push(items) {
+    if let Err(res) = ing.push(items).await {
         return res;
     }
     ing.count(accepted, rejected.len());
@@ -554,11 +684,7 @@ pub(crate) async fn stats(State(ing): State<Arc<Ingest>>) -> Json<Value> {
                 "too_large": load(&h.too_large),
             },
         },
-        "queue": {
-            "queued": ing.producer.len(),
-            "capacity": ing.producer.capacity(),
-            "watermark_ms": ing.producer.watermark().map(|w| w.0),
-        },
+        "queue": queue_stats(&ing),
         "graph": {
             "workers_running": g.workers_running,
             "accepted": g.accepted(),
@@ -571,6 +697,33 @@ pub(crate) async fn stats(State(ing): State<Arc<Ingest>>) -> Json<Value> {
         },
         "sources": sources,
     }))
+}
+
+fn queue_stats(ing: &Ingest) -> Value {
+    match &ing.backend {
+        Backend::Graph(p) => json!({
+            "queued": p.len(),
+            "capacity": p.capacity(),
+            "watermark_ms": p.watermark().map(|w| w.0),
+        }),
+        Backend::Kafka {
+            producer,
+            dead_letter,
+        } => {
+            let c = producer.counts();
+            json!({
+                "queued": producer.in_flight(),
+                "capacity": producer.capacity(),
+                "kafka": {
+                    "topic": producer.topic(),
+                    "dead_letter_topic": dead_letter,
+                    "delivered": c.delivered.load(Ordering::Relaxed),
+                    "failed": c.failed.load(Ordering::Relaxed),
+                    "undelivered_requests": ing.http.undelivered.load(Ordering::Relaxed),
+                },
+            })
+        }
+    }
 }
 
 fn status_word(s: &GraphState) -> &'static str {
@@ -678,15 +831,37 @@ fn render_metrics(ing: &Ingest) -> String {
         "pmi_ingest_queue_depth",
         "gauge",
         "Items waiting in the ingest queue.",
-        &plain(ing.producer.len() as u64),
+        &plain(ing.depth().0 as u64),
     );
     family(
         "pmi_ingest_queue_capacity",
         "gauge",
         "Items the ingest queue holds at most.",
-        &plain(ing.producer.capacity() as u64),
+        &plain(ing.depth().1 as u64),
     );
-    if let Some(w) = ing.producer.watermark() {
+    if let Backend::Kafka { producer, .. } = &ing.backend {
+        let c = producer.counts();
+        family(
+            "pmi_kafka_produced_total",
+            "counter",
+            "Records produced to Kafka by the ingest API, by outcome.",
+            &[
+                (
+                    "{outcome=\"delivered\"}".into(),
+                    c.delivered.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "{outcome=\"failed\"}".into(),
+                    c.failed.load(Ordering::Relaxed) as f64,
+                ),
+            ],
+        );
+    }
+    let watermark = match &ing.backend {
+        Backend::Graph(p) => p.watermark(),
+        Backend::Kafka { .. } => None,
+    };
+    if let Some(w) = watermark {
         family(
             "pmi_watermark_ms",
             "gauge",
@@ -1057,5 +1232,73 @@ mod tests {
         documented.sort_unstable();
         wire.sort_unstable();
         assert_eq!(documented, wire);
+    }
+
+    /// Kafka mode against a broker that never answers: a request waits for its
+    /// acknowledgement, the bound on records in flight refuses more with `429` (nothing of
+    /// it produced), the waiting request gets `503` once its delivery times out, and a bad
+    /// reading is still answered `422` naming the field without reaching the producer.
+    #[tokio::test]
+    async fn kafka_mode_bounds_records_in_flight_and_reports_undelivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = WindowConfig::default();
+        let rules =
+            pmi_models::RuleScorer::new(pmi_models::RuleSet::default(), &window.schema().unwrap())
+                .unwrap();
+        let api = crate::serve::Api::new(dir.path().join("models"), &window, rules).unwrap();
+        // Nothing listens on port 9 (discard) of loopback.
+        let mut config = pmi_sinks::kafka::KafkaSinkConfig::new("127.0.0.1:9", "t");
+        config.delivery_timeout = Some(Duration::from_millis(1500));
+        let producer = Arc::new(TopicProducer::new(&config, 2).unwrap());
+        let ingest = Arc::new(Ingest::to_kafka(
+            producer.clone(),
+            None,
+            Arc::new(GraphStats::default()),
+            IngestLimits::default(),
+        ));
+        let app = App {
+            router: crate::serve::router(Arc::new(api), ingest.clone()),
+            ingest,
+            sources: IngestQueue::new(1).sources,
+            _dir: dir,
+        };
+        let app = Arc::new(app);
+
+        let batch = json!({"readings": [reading("VEH_000001", 90.0), reading("VEH_000002", 91.0)]});
+        let waiting = {
+            let app = app.clone();
+            tokio::spawn(async move { post(&app, "/ingest/batch", batch.to_string()).await })
+        };
+        let started = Instant::now();
+        while producer.in_flight() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (status, body) = post(&app, "/ingest", reading("VEH_000003", 90.0).to_string()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["reason"], "queue_full");
+
+        // Validation comes first: a bad reading is answered at once, nothing produced.
+        let (status, body) = post(&app, "/ingest", reading("VEH_000003", 500.0).to_string()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["field"], "coolant_temp_c");
+
+        let (status, body) = waiting.await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["reason"], "undelivered");
+        assert_eq!(body["field"], "kafka");
+        assert_eq!(producer.in_flight(), 0);
+        assert_eq!(producer.counts().failed.load(Ordering::Relaxed), 2);
+
+        let (status, res) = call(&app, "GET", "/stats", String::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        let stats = json_of(res).await;
+        assert_eq!(stats["queue"]["kafka"]["topic"], "t", "{stats}");
+        assert_eq!(stats["queue"]["kafka"]["failed"], 2, "{stats}");
+        assert_eq!(
+            stats["queue"]["kafka"]["undelivered_requests"], 1,
+            "{stats}"
+        );
+        assert_eq!(stats["http"]["refused"]["queue_full"], 1, "{stats}");
     }
 }

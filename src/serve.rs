@@ -17,6 +17,10 @@
 //! (malformed JSON: `400`). The model is the registry's current one, reloaded when `CURRENT`
 //! changes.
 //!
+//! With Kafka configured ([`serve_to_kafka`]) there is no graph in this process: ingest
+//! validates as in embedded mode and produces accepted readings to the telemetry topic,
+//! where `pmi run --source kafka` (any number of processes) reads them.
+//!
 //! Embedded mode ([`serve`]): the graph of `pmi run` (same sinks: Parquet under the output
 //! folder, console alerts, the registry's model) runs on its own worker threads beside the
 //! server, with the ingest queue as its source. On Ctrl-C or SIGTERM the API stops
@@ -199,6 +203,106 @@ pub async fn serve(api: Arc<Api>, config: ServeConfig) -> anyhow::Result<RunRepo
         Some(Err(join)) => anyhow::bail!("graph thread: {join}"),
         None => anyhow::bail!("server stopped before the graph"),
     }
+}
+
+/// What `pmi serve` with Kafka configured runs: the API, with ingest producing to a topic
+/// and no graph in this process.
+pub struct KafkaServeConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// The telemetry topic and its producer settings (`delivery_timeout`: how long a request
+    /// waits for the broker before it is answered `503`).
+    pub producer: pmi_sinks::kafka::KafkaSinkConfig,
+    /// Topic of rejected readings (`None`: counted only).
+    pub dead_letter: Option<String>,
+    /// Partitions of the topics when they do not exist yet (they are created).
+    pub partitions: i32,
+    /// Most records waiting for the broker before requests get `429`.
+    pub capacity: usize,
+    /// Request limits.
+    pub limits: IngestLimits,
+}
+
+/// What [`serve_to_kafka`] produced.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KafkaServeSummary {
+    /// Readings accepted (valid) over HTTP.
+    pub accepted: u64,
+    /// Readings rejected over HTTP.
+    pub rejected: u64,
+    /// Records the broker acknowledged (readings, and rejections to the dead-letter topic).
+    pub delivered: u64,
+    /// Records whose delivery failed (their requests were answered `503`).
+    pub failed: u64,
+}
+
+/// Serves the API with ingest producing to Kafka (see [`crate::ingest`]) until Ctrl-C or
+/// SIGTERM; then ingest closes (`503`) and everything enqueued is delivered before it
+/// returns.
+pub async fn serve_to_kafka(
+    api: Arc<Api>,
+    config: KafkaServeConfig,
+) -> anyhow::Result<KafkaServeSummary> {
+    let KafkaServeConfig {
+        addr,
+        producer,
+        dead_letter,
+        partitions,
+        capacity,
+        limits,
+    } = config;
+    // Admin calls block (their own runtime): off the async threads.
+    let (brokers, topics) = (
+        producer.brokers.clone(),
+        std::iter::once(producer.topic.clone())
+            .chain(dead_letter.clone())
+            .collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        topics.iter().try_for_each(|t| {
+            pmi_sinks::kafka::ensure_topic(
+                &brokers,
+                t,
+                partitions,
+                std::time::Duration::from_secs(30),
+            )
+        })
+    })
+    .await??;
+    let topic = producer.topic.clone();
+    let kafka = Arc::new(pmi_sinks::kafka::TopicProducer::new(&producer, capacity)?);
+    let ingest = Arc::new(Ingest::to_kafka(
+        kafka.clone(),
+        dead_letter,
+        Arc::new(GraphStats::default()),
+        limits,
+    ));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, %topic, "API listening; ingest produces to Kafka");
+    let ing = ingest.clone();
+    axum::serve(listener, router(api, ingest.clone()))
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            tracing::info!("stopping: ingest closed, delivering what is enqueued");
+            ing.set_state(GraphState::Stopping);
+            ing.close();
+        })
+        .await?;
+    let k = kafka.clone();
+    let timeout = producer
+        .delivery_timeout
+        .unwrap_or(std::time::Duration::from_secs(60));
+    tokio::task::spawn_blocking(move || k.flush(timeout)).await??;
+    ingest.set_state(GraphState::Stopped);
+    let (accepted, rejected) = ingest.http_counts();
+    let c = kafka.counts();
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(KafkaServeSummary {
+        accepted,
+        rejected,
+        delivered: c.delivered.load(Relaxed),
+        failed: c.failed.load(Relaxed),
+    })
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

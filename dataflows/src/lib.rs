@@ -6,13 +6,15 @@
 //! - [`simulated`], [`backfill`]: the simulator and Parquet as graph sources; [`layout`]:
 //!   how a backfill's input is ordered.
 //! - [`jobs`]: `live`, `simulate`, `backfill`, `bench`, as the CLI runs them; [`kafka`]:
-//!   the graph over a Kafka topic, at least once.
+//!   the graph over a Kafka topic, at least once; [`kafka_bench`]: `pmi bench --source
+//!   kafka`, the graph beside plain consumers on the same topic.
 #![forbid(unsafe_code)]
 
 pub mod backfill;
 pub mod graph;
 pub mod jobs;
 pub mod kafka;
+pub mod kafka_bench;
 pub mod layout;
 pub mod scoring;
 pub mod simulated;

@@ -5,11 +5,15 @@
 //! - Values are JSON: predictions and alerts as [`Prediction`] serialises; telemetry in the
 //!   wire format of [`pmi_core::wire`]; rejected readings as [`Rejected`] serialises.
 //! - Delivery is acknowledged by all in-sync replicas (`acks=all`) with librdkafka's
-//!   idempotent producer (no duplicates from its own retries). A message that still fails
-//!   after librdkafka's retries (`delivery.timeout.ms`) is a sink error: the run fails
-//!   rather than going on without it.
-//! - A full local queue is backpressure: `send` waits for room (polling delivery reports),
-//!   up to the delivery timeout.
+//!   idempotent producer (no duplicates from its own retries). By default librdkafka
+//!   retries a message until it is delivered (`delivery.timeout.ms=0`): a broker that is
+//!   away for a while (restart, network) makes the sink wait, not fail. With a
+//!   [`KafkaSinkConfig::delivery_timeout`], a message still undelivered after it is a sink
+//!   error: the run fails rather than going on without it. Errors librdkafka does not retry
+//!   (unknown topic, authorisation, a fatal idempotence error) fail the sink at once.
+//! - A full local queue is backpressure: `send` waits for room (librdkafka's thread keeps
+//!   delivering and frees it), saying so in the log every 10 s, up to the delivery timeout
+//!   if there is one.
 //! - [`KafkaSink::flush`] waits until everything sent so far is acknowledged: what the
 //!   graph's durability protocol calls "durable" for this sink.
 
@@ -35,19 +39,20 @@ pub struct KafkaSinkConfig {
     pub brokers: String,
     /// The topic.
     pub topic: String,
-    /// How long librdkafka keeps retrying one message before it is a failure.
-    pub delivery_timeout: Duration,
+    /// How long librdkafka keeps retrying one message before it is a failure; `None`: until
+    /// it is delivered (the sink waits out a broker outage).
+    pub delivery_timeout: Option<Duration>,
     /// Extra librdkafka settings.
     pub extra: Vec<(String, String)>,
 }
 
 impl KafkaSinkConfig {
-    /// Settings for `topic` on `brokers` (delivery timeout 2 minutes).
+    /// Settings for `topic` on `brokers` (no delivery timeout: retried until delivered).
     pub fn new(brokers: &str, topic: &str) -> Self {
         KafkaSinkConfig {
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
-            delivery_timeout: Duration::from_secs(120),
+            delivery_timeout: None,
             extra: Vec::new(),
         }
     }
@@ -61,7 +66,9 @@ impl KafkaSinkConfig {
             .set("compression.type", "none")
             .set(
                 "delivery.timeout.ms",
-                self.delivery_timeout.as_millis().to_string(),
+                self.delivery_timeout
+                    .map_or(0, |t| t.as_millis().max(1))
+                    .to_string(),
             );
         for (k, v) in &self.extra {
             c.set(k, v);
@@ -82,7 +89,29 @@ pub struct Deliveries {
     first_failure: Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        pmi_sources::kafka::librdkafka_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        pmi_sources::kafka::librdkafka_error(&error, reason);
+    }
+}
+
+/// A client context that only logs, as [`DeliveryContext`] does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientLog;
+
+impl ClientContext for ClientLog {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        pmi_sources::kafka::librdkafka_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        pmi_sources::kafka::librdkafka_error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
@@ -203,19 +232,26 @@ impl<T: KafkaRecord> KafkaSink<T> {
     pub fn send_one(&mut self, record: &T) -> Result<(), SinkError> {
         let value = record.value();
         let key = record.key();
-        let deadline = Instant::now() + self.config.delivery_timeout;
+        let started = Instant::now();
+        let mut said = started;
         let mut message = BaseRecord::to(&self.config.topic).key(key).payload(&value);
         loop {
             match self.producer.send(message) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
-                    if Instant::now() > deadline {
+                    let waited = started.elapsed();
+                    if let Some(limit) = self.config.delivery_timeout.filter(|l| waited > *l) {
                         return Err(SinkError::Kafka(format!(
-                            "topic `{}`: local queue full for {:?} (broker away?)",
-                            self.config.topic, self.config.delivery_timeout
+                            "topic `{}`: local queue full for {limit:?} (broker away?)",
+                            self.config.topic
                         )));
                     }
+                    if said.elapsed() >= Duration::from_secs(10) {
+                        said = Instant::now();
+                        tracing::warn!(topic = %self.config.topic, waited_s = waited.as_secs(), "kafka producer queue full: waiting for the broker");
+                    }
                     self.check()?;
+                    // Backpressure: librdkafka's own thread delivers and makes room.
                     std::thread::sleep(Duration::from_millis(5));
                     message = m;
                 }
@@ -229,8 +265,12 @@ impl<T: KafkaRecord> KafkaSink<T> {
 
     /// Waits until every record sent so far is acknowledged by the broker.
     pub fn flush(&mut self) -> Result<(), SinkError> {
+        let timeout = match self.config.delivery_timeout {
+            Some(t) => rdkafka::util::Timeout::After(t),
+            None => rdkafka::util::Timeout::Never,
+        };
         self.producer
-            .flush(self.config.delivery_timeout)
+            .flush(timeout)
             .map_err(|e| kafka_err(&self.config.topic, e))?;
         self.check()
     }
@@ -312,4 +352,225 @@ pub fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// Deletes `topic` (bench topics; a missing topic is not an error).
+pub fn delete_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<(), SinkError> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| kafka_err(topic, e))?;
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| SinkError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    let results = runtime
+        .block_on(admin.delete_topics(&[topic], &options))
+        .map_err(|e| kafka_err(topic, e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((t, code)) => {
+                return Err(SinkError::Kafka(format!("deleting topic `{t}`: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why [`TopicProducer::send`] took nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Admitting the records would exceed the bound on records in flight: send again later.
+    #[error("{in_flight} records waiting for the broker and {asked} more asked; at most {capacity}: send again later")]
+    Full {
+        /// Records in flight now.
+        in_flight: usize,
+        /// Records asked for.
+        asked: usize,
+        /// The bound.
+        capacity: usize,
+    },
+    /// The producer is closed (shutting down).
+    #[error("the producer is closed (shutting down)")]
+    Closed,
+}
+
+/// Counters of a [`TopicProducer`].
+#[derive(Debug, Default)]
+pub struct ProducerCounts {
+    /// Records acknowledged by the broker.
+    pub delivered: AtomicU64,
+    /// Records whose delivery failed (after librdkafka's retries, or refused locally).
+    pub failed: AtomicU64,
+}
+
+/// Records admitted and not yet settled; releases its share of the bound when dropped.
+struct Permit {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+/// An asynchronous producer with a bound on records in flight, for request handlers
+/// (`pmi serve` with Kafka configured): [`TopicProducer::send`] admits a whole batch or
+/// nothing, enqueues it without blocking and returns a future of its acknowledgement
+/// (`acks=all`, idempotent). The bound, not librdkafka's queue, is the backpressure: its
+/// queue is sized above it, so an admitted batch is always enqueued whole.
+pub struct TopicProducer {
+    producer: rdkafka::producer::FutureProducer<ClientLog>,
+    topic: String,
+    capacity: usize,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    closed: std::sync::atomic::AtomicBool,
+    counts: Arc<ProducerCounts>,
+}
+
+/// One record for [`TopicProducer::send`]: topic (`None`: the producer's), key, value.
+pub type OutRecord = (Option<String>, String, Vec<u8>);
+
+impl TopicProducer {
+    /// A producer to `config.topic` admitting at most `capacity` records in flight.
+    pub fn new(config: &KafkaSinkConfig, capacity: usize) -> Result<Self, SinkError> {
+        let mut client = config.client_config();
+        client
+            .set(
+                "queue.buffering.max.messages",
+                (capacity.saturating_mul(2).max(1000)).to_string(),
+            )
+            .set("linger.ms", "2");
+        let producer = client
+            .create_with_context(ClientLog)
+            .map_err(|e| kafka_err(&config.topic, e))?;
+        Ok(TopicProducer {
+            producer,
+            topic: config.topic.clone(),
+            capacity: capacity.max(1),
+            in_flight: Arc::default(),
+            closed: Default::default(),
+            counts: Arc::default(),
+        })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Records admitted and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The bound on records in flight.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Delivery counters.
+    pub fn counts(&self) -> &ProducerCounts {
+        &self.counts
+    }
+
+    /// Refuses every later [`TopicProducer::send`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`TopicProducer::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Admits and enqueues `records` (all or none), without blocking. The future resolves
+    /// when every one is acknowledged (`Ok`) or one failed (the first error); it need not be
+    /// polled for the records to be delivered, and the bound is released as they settle
+    /// even if it is dropped.
+    pub fn send(
+        &self,
+        records: Vec<OutRecord>,
+    ) -> Result<impl std::future::Future<Output = Result<usize, SinkError>> + Send + 'static, Refused>
+    {
+        if self.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let n = records.len();
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now + n <= self.capacity).then_some(now + n)
+            });
+        if let Err(now) = admitted {
+            return Err(Refused::Full {
+                in_flight: now,
+                asked: n,
+                capacity: self.capacity,
+            });
+        }
+        let permit = Permit {
+            in_flight: self.in_flight.clone(),
+            n,
+        };
+        let mut futures = Vec::with_capacity(n);
+        let mut local_failure = None;
+        for (topic, key, value) in &records {
+            let topic = topic.as_deref().unwrap_or(&self.topic);
+            let record = rdkafka::producer::FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(value.as_slice());
+            match self.producer.send_result(record) {
+                Ok(f) => futures.push((topic.to_owned(), f)),
+                Err((e, _)) => {
+                    self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                    local_failure.get_or_insert_with(|| kafka_err(topic, e));
+                }
+            }
+        }
+        let counts = self.counts.clone();
+        Ok(async move {
+            let _permit = permit;
+            let mut first = local_failure;
+            let mut delivered = 0;
+            for (topic, f) in futures {
+                match f.await {
+                    Ok(Ok(_)) => {
+                        delivered += 1;
+                        counts.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err((e, _))) => {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        first.get_or_insert_with(|| kafka_err(&topic, e));
+                    }
+                    Err(_) => {
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                        first.get_or_insert_with(|| {
+                            SinkError::Kafka(format!("topic `{topic}`: producer gone"))
+                        });
+                    }
+                }
+            }
+            match first {
+                Some(e) => Err(e),
+                None => Ok(delivered),
+            }
+        })
+    }
+
+    /// Waits until everything enqueued is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| kafka_err(&self.topic, e))
+    }
 }

@@ -44,11 +44,12 @@
 //! whose reason keeps the start of the payload.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
@@ -119,19 +120,65 @@ impl KafkaSourceConfig {
     }
 }
 
-/// librdkafka's callbacks: end-of-partition is an event here, not an error to log.
-pub struct ConsumerLog;
+/// librdkafka's callbacks: end-of-partition is an event here, not an error to log; a
+/// failed offset commit is remembered so that the next commit sends every offset again.
+#[derive(Debug, Default)]
+pub struct ConsumerLog {
+    commit_failed: AtomicBool,
+}
 
 impl ClientContext for ConsumerLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        librdkafka_log(level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
             return;
         }
-        tracing::warn!(error = %error, reason, "kafka client");
+        librdkafka_error(&error, reason);
     }
 }
 
-impl ConsumerContext for ConsumerLog {}
+/// librdkafka's own log lines, one level down from its errors: what it calls an error
+/// (connection refused, broker down) it retries by itself, and ERROR is kept for data loss
+/// (a failed delivery, a failed run), which PMI reports where it happens.
+pub fn librdkafka_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// librdkafka's global errors (broker down, transport failure…): it retries them by
+/// itself, so they are warnings; a fatal one (the client is unusable) is an error.
+pub fn librdkafka_error(error: &KafkaError, reason: &str) {
+    if matches!(
+        error.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::Fatal)
+    ) {
+        tracing::error!(error = %error, reason, "kafka client: fatal");
+    } else {
+        tracing::warn!(error = %error, reason, "kafka client (retrying)");
+    }
+}
+
+impl ConsumerContext for ConsumerLog {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "kafka offset commit failed; sent again at the next");
+            self.commit_failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 /// One owned partition.
 #[derive(Debug)]
@@ -186,6 +233,8 @@ pub struct KafkaSource {
     validator: Validator,
     watermark: Option<EventKey>,
     name: String,
+    /// Since when consumer errors have come (broker away), and when that was last logged.
+    erring_since: Option<(Instant, Instant)>,
 }
 
 fn failure(message: String, class: ErrorClass) -> SourceFailure {
@@ -209,7 +258,7 @@ impl KafkaSource {
     ) -> Result<KafkaSource, SourceFailure> {
         let consumer: BaseConsumer<ConsumerLog> = config
             .client_config()
-            .create_with_context(ConsumerLog)
+            .create_with_context(ConsumerLog::default())
             .map_err(|e| external("creating the Kafka consumer", e))?;
         let timeout = config.setup_timeout;
         let count = partition_count(&consumer, &config.topic, timeout)?;
@@ -274,6 +323,7 @@ impl KafkaSource {
             validator: Validator::default(),
             watermark: None,
             name,
+            erring_since: None,
         })
     }
 
@@ -286,6 +336,17 @@ impl KafkaSource {
     /// partition, the offset from which a replay rebuilds all windows ending at or after it.
     fn commit_behind(&mut self, durable: i64, mode: CommitMode) -> Result<(), SourceFailure> {
         let from = durable.saturating_sub(self.config.replay_ms + self.config.lateness_ms);
+        if self
+            .consumer
+            .context()
+            .commit_failed
+            .swap(false, Ordering::Relaxed)
+        {
+            // An earlier asynchronous commit failed (broker away): send every offset again.
+            for p in &mut self.partitions {
+                p.committed = None;
+            }
+        }
         let mut list = TopicPartitionList::new();
         for p in &mut self.partitions {
             let offset = p.replay_offset(from);
@@ -382,6 +443,9 @@ fn partition_count(
     Ok(count as i32)
 }
 
+/// How often a source waiting for its broker says so.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Most messages taken per poll.
 const POLL_BATCH: usize = 4096;
 
@@ -399,6 +463,8 @@ impl TelemetrySource for KafkaSource {
         } else {
             EventTime(i64::MAX / 2)
         };
+        // One clock reading per batch (a batch takes well under a millisecond).
+        let polled_at = Instant::now();
         let mut taken = 0;
         while taken < POLL_BATCH {
             let Some(result) = self.consumer.poll(Duration::ZERO) else {
@@ -415,11 +481,25 @@ impl TelemetrySource for KafkaSource {
                 }
                 Err(e) => {
                     // Broker away, leader change…: librdkafka retries by itself; the source
-                    // waits (the windows simply do not advance) and says so.
-                    tracing::warn!(error = %e, "kafka consumer error (retrying)");
+                    // waits (the windows simply do not advance) and says so, every 10 s.
+                    let now = Instant::now();
+                    if self
+                        .erring_since
+                        .is_none_or(|(_, said)| now.duration_since(said) >= ERROR_LOG_EVERY)
+                    {
+                        let since = self.erring_since.map_or(now, |(since, _)| since);
+                        tracing::warn!(error = %e, waiting_s = now.duration_since(since).as_secs(), "kafka consumer error (waiting for the broker)");
+                        self.erring_since = Some((since, now));
+                    }
                     return Ok(SourceStatus::Idle(Some(Duration::from_millis(100))));
                 }
             };
+            if let Some((since, _)) = self.erring_since.take() {
+                tracing::info!(
+                    after_s = since.elapsed().as_secs(),
+                    "kafka consumer reading again"
+                );
+            }
             let (p, offset) = (message.partition(), message.offset());
             match partition_mut(&mut self.partitions, p) {
                 // Not ours, or past the end of a bounded read: left for the next run.
@@ -428,8 +508,8 @@ impl TelemetrySource for KafkaSource {
                 Some(_) => {}
             }
             taken += 1;
-            let origin = format!("{}/{}@{}", self.config.topic, p, offset);
-            let decoded = wire::decode(message.payload().unwrap_or_default(), Some(origin));
+            // The origin (`topic/partition@offset`) is only kept by rejections: made then.
+            let decoded = wire::decode(message.payload().unwrap_or_default(), None);
             let ts = match decoded.and_then(|raw| self.validator.validate(raw, now_wall)) {
                 Ok(reading) => {
                     let ts = reading.ts.0;
@@ -438,7 +518,9 @@ impl TelemetrySource for KafkaSource {
                         .push(pmi_core::Sequenced { group: 0, reading });
                     Some(ts)
                 }
-                Err(rejected) => {
+                Err(mut rejected) => {
+                    rejected.reading.origin =
+                        Some(format!("{}/{}@{}", self.config.topic, p, offset));
                     batch.rejected.push(rejected);
                     None
                 }
@@ -446,7 +528,7 @@ impl TelemetrySource for KafkaSource {
             let part = partition_mut(&mut self.partitions, p).expect("owned partition");
             part.position = offset + 1;
             part.at_end = false;
-            part.last_message = Instant::now();
+            part.last_message = polled_at;
             if let Some(ts) = ts {
                 part.max_ts = Some(part.max_ts.map_or(ts, |m| m.max(ts)));
             }
@@ -462,8 +544,12 @@ impl TelemetrySource for KafkaSource {
             return Ok(SourceStatus::Finished);
         }
         if taken == 0 {
-            // Nothing now: the idle rule may still move the watermark, so come back soon.
-            return Ok(SourceStatus::Idle(Some(Duration::from_millis(20))));
+            // Nothing now. Partitions not at their end: a fetch is on its way, so look
+            // again very soon; all at their end: only the idle rule may still move the
+            // watermark.
+            let fetching = self.partitions.iter().any(|p| !p.at_end && !p.ended);
+            let delay = if fetching { 1 } else { 20 };
+            return Ok(SourceStatus::Idle(Some(Duration::from_millis(delay))));
         }
         Ok(SourceStatus::Ready)
     }
@@ -482,13 +568,28 @@ impl TelemetrySource for KafkaSource {
 
     fn finish(&mut self) -> Result<(), SourceFailure> {
         // Every output is durable: commit so that a later run over new messages replays
-        // just the longest window before them (its sinks drop what this run wrote).
+        // just the longest window before them (its sinks drop what this run wrote). Every
+        // offset is sent (an asynchronous commit of the same offset may have failed), and a
+        // broker that is away is waited for, up to the setup timeout.
         let end = self
             .partitions
             .iter()
             .filter_map(|p| p.max_ts)
             .min()
             .map_or(i64::MAX, |t| t + 1);
-        self.commit_behind(end, CommitMode::Sync)
+        let deadline = Instant::now() + self.config.setup_timeout;
+        loop {
+            for p in &mut self.partitions {
+                p.committed = None;
+            }
+            match self.commit_behind(end, CommitMode::Sync) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e.message, "final kafka offset commit failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
