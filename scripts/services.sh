@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test services on loopback, for the tests and for users without their own:
 #   bash scripts/services.sh up      start them (idempotent), print the environment to use
-#   bash scripts/services.sh down    stop them
+#   bash scripts/services.sh down [tansu|moto|postgres …]   stop them (all, or those named)
 #   bash scripts/services.sh env     print the environment (for `eval "$(… env)"`)
 #   bash scripts/services.sh status
 #
@@ -180,9 +180,17 @@ case "${1:-}" in
         print_env
         ;;
     down)
-        stop "$DIR/tansu.pid"
-        stop "$DIR/moto.pid"
-        postgres_down
+        # down [tansu] [moto] [postgres]: those named, or all.
+        shift
+        names="${*:-tansu moto postgres}"
+        for name in $names; do
+            case "$name" in
+                tansu) stop "$DIR/tansu.pid" ;;
+                moto) stop "$DIR/moto.pid" ;;
+                postgres) postgres_down ;;
+                *) echo "services: unknown service $name" >&2; exit 2 ;;
+            esac
+        done
         ;;
     env)
         print_env

@@ -106,13 +106,42 @@ fn a_live_run_into_s3_and_a_backfill_from_s3_give_the_same_features() {
         from_s3 == live_features,
         "features differ between live and backfill"
     );
-    let predictions = |url: &str| -> usize {
-        common::s3_batches(&format!("{url}/predictions"))
-            .iter()
-            .map(|b| b.num_rows())
-            .sum()
+    // Predictions value for value: (vehicle, pane end, risk bits, severity, component, model).
+    let predictions = |url: &str| {
+        use arrow::array::{Array, AsArray};
+        let mut rows = Vec::new();
+        for b in common::s3_batches(&format!("{url}/predictions")) {
+            let text = |name: &str| b.column_by_name(name).unwrap().as_string::<i32>().clone();
+            let (ids, severity, component, model) = (
+                text("vehicle_id"),
+                text("severity"),
+                text("component"),
+                text("model"),
+            );
+            let ends = b.column_by_name("pane_end").unwrap();
+            let ends = ends.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+            let risk = b.column_by_name("risk").unwrap();
+            let risk = risk.as_primitive::<arrow::datatypes::Float64Type>();
+            for r in 0..b.num_rows() {
+                rows.push((
+                    ids.value(r).to_owned(),
+                    ends.value(r),
+                    risk.value(r).to_bits(),
+                    severity.value(r).to_owned(),
+                    component.is_valid(r).then(|| component.value(r).to_owned()),
+                    model.value(r).to_owned(),
+                ));
+            }
+        }
+        rows.sort();
+        rows
     };
-    assert_eq!(predictions(&backfill), predictions(&live));
+    let live_predictions = predictions(&live);
+    assert_eq!(live_predictions.len(), live_features.len());
+    assert!(
+        predictions(&backfill) == live_predictions,
+        "predictions differ"
+    );
 
     // Only the second day: the first day's folders are not read, and every reading read is
     // of that day.
