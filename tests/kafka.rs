@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{check, pmi, read_count, unique};
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,35 +21,7 @@ fn brokers() -> String {
     )
 }
 
-fn unique(name: &str) -> String {
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
-
-fn pmi(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pmi"));
-    c.current_dir(dir).env("PMI_LOG", "warn");
-    c
-}
-
 const START: &str = "1767254400000";
-
-fn check(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Simulates the same fleet twice: to the topic and to Parquet under `dir/sim`.
 fn produce(dir: &Path, topic: &str, vehicles: &str, duration: &str) {
@@ -119,12 +93,6 @@ fn kafka_run_with(
     c
 }
 
-/// Readings read, from a run's report line.
-fn numbers(report: &str) -> u64 {
-    let after = report.split("read ").nth(1).expect(report);
-    after.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn kafka_readings_give_the_features_of_backfill_and_a_replay_writes_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,7 +100,7 @@ fn kafka_readings_give_the_features_of_backfill_and_a_replay_writes_nothing_twic
     produce(dir.path(), &topic, "6", "20m");
 
     let first = check(kafka_run(dir.path(), &topic, "g", "kafka").arg("--kafka-bounded"));
-    assert_eq!(numbers(&first), 7200, "{first}");
+    assert_eq!(read_count(&first), 7200, "{first}");
     let expected = common::feature_rows(&dir.path().join("backfill"));
     assert!(!expected.is_empty());
     assert_eq!(common::feature_rows(&dir.path().join("kafka")), expected);
@@ -143,7 +111,7 @@ fn kafka_readings_give_the_features_of_backfill_and_a_replay_writes_nothing_twic
     // Same group again: the committed offsets replay only the longest window, and the
     // sinks drop what the first run wrote.
     let second = check(kafka_run(dir.path(), &topic, "g", "kafka").arg("--kafka-bounded"));
-    let replayed = numbers(&second);
+    let replayed = read_count(&second);
     assert!(replayed > 0 && replayed < 7200, "{second}");
     assert!(second.contains("already durable"), "{second}");
     assert_eq!(common::feature_rows(&dir.path().join("kafka")), expected);
@@ -525,7 +493,7 @@ fn serve_with_kafka_produces_accepted_readings_to_the_topic() {
     // The graph over the topic: exactly the fleet, nothing rejected, the features of a
     // backfill of the same readings.
     let report = check(kafka_run(d, &topic, "serve", "kafka").arg("--kafka-bounded"));
-    assert_eq!(numbers(&report), 4800, "{report}");
+    assert_eq!(read_count(&report), 4800, "{report}");
     assert_eq!(count(&report, "rejected"), 0, "{report}");
     check(pmi(d).args(["simulate", "--out", "sim"]).args(fleet));
     check(pmi(d).args(["backfill", "--input", "sim/telemetry", "--out", "backfill"]));
@@ -535,7 +503,7 @@ fn serve_with_kafka_produces_accepted_readings_to_the_topic() {
 
     // The two rejected readings are in the dead-letter topic (not readings: all rejected).
     let report = check(kafka_run(d, &dead, "serve", "dead").arg("--kafka-bounded"));
-    assert_eq!(numbers(&report), 2, "{report}");
+    assert_eq!(read_count(&report), 2, "{report}");
     assert_eq!(count(&report, "rejected"), 2, "{report}");
 }
 
@@ -574,11 +542,11 @@ fn a_two_process_cluster_reading_kafka_equals_one_process() {
             "{text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        read += numbers(&text);
+        read += read_count(&text);
     }
     assert_eq!(read, 7200, "every reading read once over the two processes");
     let single = check(kafka_run(d, &topic, "single", "single").arg("--kafka-bounded"));
-    assert_eq!(numbers(&single), 7200, "{single}");
+    assert_eq!(read_count(&single), 7200, "{single}");
 
     let (p0, p1) = (
         common::feature_rows(&d.join("p0")),

@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use common::{check, pmi, read_count};
 
 /// The test bucket's URL with a prefix of this test's own.
 fn s3(name: &str) -> String {
@@ -15,38 +14,7 @@ fn s3(name: &str) -> String {
         "PMI_S3_URL is not set: start the test services with \
          `eval \"$(bash scripts/services.sh up)\"` (scripts/test.sh does)",
     );
-    format!(
-        "{}/{name}-{}-{}",
-        base.trim_end_matches('/'),
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
-
-fn pmi(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pmi"));
-    c.current_dir(dir).env("PMI_LOG", "warn");
-    c
-}
-
-fn check(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Readings read, from a run's report line.
-fn read_count(report: &str) -> usize {
-    let after = report.split("read ").nth(1).expect(report);
-    after.split_whitespace().next().unwrap().parse().unwrap()
+    format!("{}/{}", base.trim_end_matches('/'), common::unique(name))
 }
 
 /// 2026-01-01T22:00Z: a six-hour run crosses midnight into 2026-01-02.
@@ -99,7 +67,7 @@ fn a_live_run_into_s3_and_a_backfill_from_s3_give_the_same_features() {
         .iter()
         .map(|b| b.num_rows())
         .sum();
-    assert_eq!(read_count(&report), telemetry_rows, "{report}");
+    assert_eq!(read_count(&report), telemetry_rows as u64, "{report}");
     let from_s3 = common::feature_rows_of(common::s3_batches(&format!("{backfill}/features")));
     assert_eq!(from_s3.len(), live_features.len());
     assert!(
@@ -162,7 +130,7 @@ fn a_live_run_into_s3_and_a_backfill_from_s3_give_the_same_features() {
         .map(|b| b.num_rows())
         .sum();
     assert!(day2_rows > 0 && day2_rows < telemetry_rows);
-    assert_eq!(read_count(&report), day2_rows, "{report}");
+    assert_eq!(read_count(&report), day2_rows as u64, "{report}");
     let day2_features = common::feature_rows_of(common::s3_batches(&format!("{day2}/features")));
     let midnight = 1_767_312_000_000;
     assert!(day2_features.iter().all(|(_, end, _)| *end > midnight));

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
@@ -119,4 +120,41 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A name no other test (or run of the tests) uses: `name-<pid>-<nanoseconds>`.
+pub fn unique(name: &str) -> String {
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// The `pmi` binary, to run in `dir` with warnings-only logs.
+pub fn pmi(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pmi"));
+    c.current_dir(dir).env("PMI_LOG", "warn");
+    c
+}
+
+/// Runs `c`; fails the test with its output if it fails, else returns its stdout.
+pub fn check(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Readings read, from a run's report line (`…: read N readings: …`).
+pub fn read_count(report: &str) -> u64 {
+    let after = report.split("read ").nth(1).expect(report);
+    after.split_whitespace().next().unwrap().parse().unwrap()
 }
