@@ -788,26 +788,8 @@ mod tests {
     use std::fs::File;
     use std::path::{Path, PathBuf};
 
-    /// Every `*.parquet` file under `dir`, recursively, in path order.
-    fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![dir.to_owned()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-
-    /// Every file under `dir`, recursively.
-    fn all_files(dir: &Path) -> Vec<String> {
+    /// Every file under `dir` (recursively, hidden and staged ones included), sorted.
+    fn walk(dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_owned()];
         while let Some(d) = stack.pop() {
@@ -816,12 +798,28 @@ mod tests {
                 if p.is_dir() {
                     stack.push(p);
                 } else {
-                    out.push(p.strip_prefix(dir).unwrap().display().to_string());
+                    out.push(p);
                 }
             }
         }
         out.sort();
         out
+    }
+
+    /// Every `*.parquet` file under `dir`, recursively, in path order.
+    fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+        walk(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect()
+    }
+
+    /// Every file under `dir`, recursively, relative to it.
+    fn all_files(dir: &Path) -> Vec<String> {
+        walk(dir)
+            .iter()
+            .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+            .collect()
     }
 
     fn reading(i: i64) -> Telemetry {
