@@ -175,15 +175,27 @@ pub(crate) fn with_database(
     Ok(sinks)
 }
 
-/// Parquet outputs of one worker under `out`; see [`parquet_sinks_checkpointed`].
-fn parquet_sinks(
-    out: &Store,
-    writer: &str,
-    schema: &FeatureSchema,
+/// The sinks of a run that is not transactional (simulator, HTTP ingest, backfill): the
+/// Parquet datasets under `out` and the SQL outputs of `database`, whose schema is prepared
+/// here, once, before any worker starts. Worker `w` writes as `<run id>-<w>`.
+fn worker_sinks(
+    out: Store,
+    schema: FeatureSchema,
     telemetry: bool,
     alerts_to_console: bool,
-) -> Result<WorkerSinks, DataflowError> {
-    parquet_sinks_checkpointed(out, writer, schema, telemetry, alerts_to_console, None)
+    database: Option<SqlOutputs>,
+) -> Result<
+    impl Fn(usize) -> Result<WorkerSinks, DataflowError> + Send + Sync + 'static,
+    DataflowError,
+> {
+    prepare_database(database.as_ref())?;
+    let id = run_id();
+    Ok(move |w| {
+        let writer = format!("{id}-{w}");
+        let sinks =
+            parquet_sinks_checkpointed(&out, &writer, &schema, telemetry, alerts_to_console, None)?;
+        with_database(sinks, database.as_ref(), &writer)
+    })
 }
 
 /// Parquet outputs of one worker under `out`. With `checkpoints` (a folder of `out` for
@@ -307,11 +319,13 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
     };
     let config = job.fleet.simulator_config(span);
     let (pace, lateness) = (job.pace, job.graph.window.lateness_ms());
-    let out = job.out.clone();
-    let telemetry = job.write_telemetry;
-    let id = run_id();
-    prepare_database(job.database.as_ref())?;
-    let database = job.database.clone();
+    let sinks = worker_sinks(
+        job.out.clone(),
+        schema,
+        job.write_telemetry,
+        true,
+        job.database.clone(),
+    )?;
     run(
         &job.graph,
         move |w, peers| {
@@ -322,11 +336,7 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
                 s
             })
         },
-        move |w| {
-            let writer = format!("{id}-{w}");
-            let sinks = parquet_sinks(&out, &writer, &schema, telemetry, true)?;
-            with_database(sinks, database.as_ref(), &writer)
-        },
+        sinks,
         scorer,
         false,
     )
@@ -356,19 +366,17 @@ pub fn ingest(job: &IngestJob, queue: IngestSources) -> Result<RunReport, Datafl
     let schema = job.graph.window.schema()?;
     let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
     let lateness = job.graph.window.lateness_ms();
-    let out = job.out.clone();
-    let telemetry = job.write_telemetry;
-    let id = run_id();
-    prepare_database(job.database.as_ref())?;
-    let database = job.database.clone();
+    let sinks = worker_sinks(
+        job.out.clone(),
+        schema,
+        job.write_telemetry,
+        true,
+        job.database.clone(),
+    )?;
     run(
         &job.graph,
         move |_w, _peers| Ok(queue.source(lateness)),
-        move |w| {
-            let writer = format!("{id}-{w}");
-            let sinks = parquet_sinks(&out, &writer, &schema, telemetry, true)?;
-            with_database(sinks, database.as_ref(), &writer)
-        },
+        sinks,
         scorer,
         false,
     )
@@ -504,19 +512,18 @@ fn backfill_with(
     let schema = job.graph.window.schema()?;
     let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
     let plan = Arc::new(plan(&job.input, job.range, job.graph.window.lateness_ms())?);
-    let out = job.out.clone();
-    let id = run_id();
     let p = plan.clone();
-    prepare_database(job.database.as_ref())?;
-    let database = job.database.clone();
+    let sinks = worker_sinks(
+        job.out.clone(),
+        schema,
+        false,
+        console,
+        job.database.clone(),
+    )?;
     run(
         &job.graph,
         move |w, peers| Ok(ParquetSource::new(&p, w, peers)),
-        move |w| {
-            let writer = format!("{id}-{w}");
-            let sinks = parquet_sinks(&out, &writer, &schema, false, console)?;
-            with_database(sinks, database.as_ref(), &writer)
-        },
+        sinks,
         scorer,
         measure_state,
     )

@@ -324,21 +324,9 @@ pub fn ensure_topic(
     partitions: i32,
     timeout: Duration,
 ) -> Result<(), SinkError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| kafka_err(topic, e))?;
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let (admin, options, runtime) = admin_client(brokers, topic, timeout)?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(timeout));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| SinkError::Io {
-            path: "tokio runtime".into(),
-            source,
-        })?;
     let results = runtime
         .block_on(admin.create_topics([&new], &options))
         .map_err(|e| kafka_err(topic, e))?;
@@ -354,15 +342,25 @@ pub fn ensure_topic(
     Ok(())
 }
 
-/// Deletes `topic` (bench topics; a missing topic is not an error).
-pub fn delete_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<(), SinkError> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+/// An admin client, its request options and a runtime to wait on them, for one request
+/// about `topic` (topic set-up is rare and happens outside the graph's workers).
+fn admin_client(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<
+    (
+        rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+        rdkafka::admin::AdminOptions,
+        tokio::runtime::Runtime,
+    ),
+    SinkError,
+> {
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(|e| kafka_err(topic, e))?;
-    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(timeout));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -370,6 +368,12 @@ pub fn delete_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<(),
             path: "tokio runtime".into(),
             source,
         })?;
+    Ok((admin, options, runtime))
+}
+
+/// Deletes `topic` (bench topics; a missing topic is not an error).
+pub fn delete_topic(brokers: &str, topic: &str, timeout: Duration) -> Result<(), SinkError> {
+    let (admin, options, runtime) = admin_client(brokers, topic, timeout)?;
     let results = runtime
         .block_on(admin.delete_topics(&[topic], &options))
         .map_err(|e| kafka_err(topic, e))?;
