@@ -53,27 +53,44 @@ pub struct Alert {
     pub risk: f64,
     /// Pane end of that prediction.
     pub pane_end: EventTime,
+    /// The model that made that prediction.
+    pub model: String,
+    /// That prediction's reasons, most important first.
+    pub explanation: Vec<String>,
     /// The vehicle's registry row.
     pub info: VehicleInfo,
 }
 
+/// The fields of an [`Alert`] that compare directly (all but `risk`).
+type AlertKey<'a> = (
+    &'a VehicleId,
+    Severity,
+    Option<Component>,
+    EventTime,
+    &'a VehicleInfo,
+    &'a str,
+    &'a [String],
+);
+
 impl Alert {
-    fn cmp_key(
-        &self,
-    ) -> (
-        &VehicleId,
-        Severity,
-        Option<Component>,
-        EventTime,
-        &VehicleInfo,
-    ) {
+    fn cmp_key(&self) -> AlertKey<'_> {
         (
             &self.vehicle_id,
             self.severity,
             self.component,
             self.pane_end,
             &self.info,
+            &self.model,
+            &self.explanation,
         )
+    }
+
+    /// When the alert's response SLA ends: its pane end plus the severity's SLA
+    /// ([`Severity::sla_hours`]); `None` for `normal`.
+    pub fn sla_due(&self) -> Option<EventTime> {
+        self.severity
+            .sla_hours()
+            .map(|h| EventTime(self.pane_end.0 + i64::from(h) * 3_600_000))
     }
 }
 
@@ -91,7 +108,8 @@ impl PartialOrd for Alert {
     }
 }
 
-/// By vehicle, severity, component, pane end, info, then risk ([`f64::total_cmp`]).
+/// By vehicle, severity, component, pane end, info, model, explanation, then risk
+/// ([`f64::total_cmp`]).
 impl Ord for Alert {
     fn cmp(&self, other: &Self) -> Ordering {
         self.cmp_key()
@@ -249,6 +267,11 @@ pub struct AlertConfig {
     pub margin: f64,
     /// Severity thresholds; must be the scorer's (the level is recomputed from the risk).
     pub thresholds: SeverityThresholds,
+    /// Whether a vehicle must be in the registry to have an alert. `false` (the default):
+    /// an unregistered vehicle's alert carries an empty [`VehicleInfo`] (the agents then
+    /// hand it to a person: nobody to call, nowhere to book); `true`: it is held as
+    /// [`Hold::Unregistered`] until the vehicle is registered.
+    pub require_registry: bool,
 }
 
 impl AlertConfig {
@@ -276,6 +299,33 @@ impl Default for AlertConfig {
             floor: Self::DEFAULT_FLOOR,
             margin: Self::DEFAULT_MARGIN,
             thresholds: SeverityThresholds::default(),
+            require_registry: false,
+        }
+    }
+}
+
+/// A change of one of the tables the alert collection is checked against, as the graph's
+/// table inputs take it (`diff` +1 inserts a row, −1 removes it). The SQL registry,
+/// appointments and maintenance records are read as these (a snapshot at start, then the
+/// differences), and the agents' own bookings arrive the same way.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableUpdate {
+    /// A registry row of a vehicle.
+    Registry(VehicleId, VehicleInfo, isize),
+    /// An open appointment of a vehicle, for one component or (`None`) the whole vehicle.
+    Appointment(VehicleId, Option<Component>, isize),
+    /// A recent repair of a vehicle's component.
+    Maintenance(VehicleId, Component, isize),
+}
+
+impl TableUpdate {
+    /// The same row with the opposite sign.
+    pub fn negate(self) -> TableUpdate {
+        match self {
+            TableUpdate::Registry(v, i, d) => TableUpdate::Registry(v, i, -d),
+            TableUpdate::Appointment(v, c, d) => TableUpdate::Appointment(v, c, -d),
+            TableUpdate::Maintenance(v, c, d) => TableUpdate::Maintenance(v, c, -d),
         }
     }
 }
@@ -291,6 +341,8 @@ mod tests {
             component: Some(Component::Battery),
             risk,
             pane_end: EventTime(1_000),
+            model: "test".into(),
+            explanation: vec![],
             info: VehicleInfo::default(),
         }
     }

@@ -22,7 +22,7 @@ pub mod telemetry;
 pub mod time;
 pub mod wire;
 
-pub use alert::{Alert, AlertChange, AlertConfig, Hold, RetractReason, VehicleInfo};
+pub use alert::{Alert, AlertChange, AlertConfig, Hold, RetractReason, TableUpdate, VehicleInfo};
 pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;
 pub use error::{ConfigError, ErrorClass};

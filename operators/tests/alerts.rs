@@ -202,7 +202,17 @@ fn alert(
         component: Some(component),
         risk,
         pane_end: EventTime(pane),
+        model: "test".into(),
+        explanation: vec![],
         info: info(customer),
+    }
+}
+
+/// The settings most tests use: a vehicle needs a registry row to have an alert.
+fn strict() -> AlertConfig {
+    AlertConfig {
+        require_registry: true,
+        ..AlertConfig::default()
     }
 }
 
@@ -309,21 +319,21 @@ fn scenario() -> (Vec<Step>, BTreeMap<u64, Vec<AlertChange>>) {
 #[test]
 fn scripted_alert_changes_one_worker() {
     let (steps, expected) = scenario();
-    let outcome = run(AlertConfig::default(), steps, 1);
+    let outcome = run(strict(), steps, 1);
     assert_eq!(outcome.changes, expected);
 }
 
 #[test]
 fn scripted_alert_changes_two_workers() {
     let (steps, expected) = scenario();
-    let outcome = run(AlertConfig::default(), steps, 2);
+    let outcome = run(strict(), steps, 2);
     assert_eq!(outcome.changes, expected);
 }
 
 #[test]
 fn scripted_holds_and_levels() {
     let (steps, _) = scenario();
-    let outcome = run(AlertConfig::default(), steps, 2);
+    let outcome = run(strict(), steps, 2);
     // B is held as unregistered until t2, A as booked from t3 to t4.
     let holds: Vec<_> = outcome.holds.iter().map(|(t, h)| (*t, h.clone())).collect();
     assert_eq!(
@@ -369,7 +379,7 @@ fn hysteresis_stops_flapping() {
             ..Default::default()
         })
         .collect();
-    let with = run(AlertConfig::default(), steps.clone(), 2);
+    let with = run(strict(), steps.clone(), 2);
     assert_eq!(
         with.changes.len(),
         1,
@@ -409,12 +419,56 @@ fn unknown_vehicle_alerts_only_once_registered() {
     steps[0].predictions = vec![battery("X", 1, 0.9)];
     steps[1].predictions = vec![battery("X", 2, 0.92)];
     steps[2].registry.push(((vid("X"), info("CX")), 1));
-    let outcome = run(AlertConfig::default(), steps, 2);
+    let outcome = run(strict(), steps, 2);
     let x = alert("X", Severity::Critical, Component::Battery, 0.9, 1, "CX");
     assert_eq!(
         outcome.changes,
         BTreeMap::from([(2, vec![AlertChange::Raised(x)])])
     );
+}
+
+#[test]
+fn unknown_vehicle_alerts_with_empty_info_by_default() {
+    let mut steps = vec![Step::default(); 3];
+    steps[0].predictions = vec![battery("X", 1, 0.9)];
+    steps[1].predictions = vec![battery("X", 2, 0.92)];
+    steps[2].registry.push(((vid("X"), info("CX")), 1));
+    let outcome = run(AlertConfig::default(), steps, 2);
+    let anonymous = Alert {
+        info: VehicleInfo::default(),
+        ..alert("X", Severity::Critical, Component::Battery, 0.9, 1, "CX")
+    };
+    let registered = alert("X", Severity::Critical, Component::Battery, 0.9, 1, "CX");
+    assert_eq!(
+        outcome.changes,
+        BTreeMap::from([
+            (0, vec![AlertChange::Raised(anonymous.clone())]),
+            (
+                2,
+                vec![AlertChange::Changed {
+                    from: anonymous,
+                    to: registered
+                }]
+            )
+        ])
+    );
+    assert!(
+        outcome.holds.values().all(|h| h.is_empty()),
+        "{:?}",
+        outcome.holds
+    );
+}
+
+#[test]
+fn oracle_without_registry_requirement() {
+    let mut seen = Seen::new();
+    for seed in 400..408 {
+        check_against_oracle(seed, 2, AlertConfig::default(), &mut seen);
+    }
+    assert!(!seen.contains("Unregistered"), "{seen:?}");
+    for kind in ["raised", "changed", "Booked", "Recovered"] {
+        assert!(seen.contains(kind), "{kind} not seen: {seen:?}");
+    }
 }
 
 #[test]
@@ -429,7 +483,7 @@ fn component_appointments_cover_their_component_only() {
     steps[1].appointments = vec![((vid("A"), Some(Component::Battery)), 1); 2];
     // Risk with no component named: covered by any appointment of the vehicle.
     steps[2].predictions = vec![scored("A", 2, 0.95, None, true)];
-    let outcome = run(AlertConfig::default(), steps, 1);
+    let outcome = run(strict(), steps, 1);
     let a = alert("A", Severity::High, Component::Battery, 0.8, 1, "CA");
     assert_eq!(
         outcome.changes,
@@ -654,7 +708,7 @@ const EVERY_KIND: [&str; 6] = [
 fn oracle_one_worker() {
     let mut seen = Seen::new();
     for seed in 0..12 {
-        check_against_oracle(seed, 1, AlertConfig::default(), &mut seen);
+        check_against_oracle(seed, 1, strict(), &mut seen);
     }
     assert_eq!(seen, EVERY_KIND.iter().map(|k| k.to_string()).collect());
 }
@@ -663,7 +717,7 @@ fn oracle_one_worker() {
 fn oracle_two_workers() {
     let mut seen = Seen::new();
     for seed in 100..112 {
-        check_against_oracle(seed, 2, AlertConfig::default(), &mut seen);
+        check_against_oracle(seed, 2, strict(), &mut seen);
     }
     assert_eq!(seen, EVERY_KIND.iter().map(|k| k.to_string()).collect());
 }
@@ -673,7 +727,7 @@ fn oracle_other_settings() {
     let config = AlertConfig {
         floor: Severity::Low,
         margin: 0.1,
-        ..Default::default()
+        ..strict()
     };
     let mut seen = Seen::new();
     for seed in 200..206 {
@@ -682,7 +736,7 @@ fn oracle_other_settings() {
     let config = AlertConfig {
         floor: Severity::High,
         margin: 0.0,
-        ..Default::default()
+        ..strict()
     };
     for seed in 300..306 {
         check_against_oracle(seed, 1, config, &mut seen);
@@ -702,7 +756,7 @@ fn component_change_is_one_change_on_two_workers() {
     let battery_alert = alert("A", Severity::High, Component::Battery, 0.8, 1, "CA");
     let fuel_alert = alert("A", Severity::High, Component::FuelPump, 0.8, 2, "CA");
     for workers in [1, 2, 3] {
-        let outcome = run(AlertConfig::default(), steps.clone(), workers);
+        let outcome = run(strict(), steps.clone(), workers);
         assert_eq!(
             outcome.changes,
             BTreeMap::from([

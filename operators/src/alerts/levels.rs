@@ -93,15 +93,22 @@ pub struct Level {
     pub risk: f64,
     /// The setting prediction's pane end.
     pub pane_end: EventTime,
+    /// The setting prediction's model.
+    pub model: String,
+    /// The setting prediction's reasons.
+    pub explanation: Vec<String>,
 }
 
 impl Level {
-    fn of(severity: Severity, p: &Prediction) -> Level {
+    /// The level `severity` set by prediction `p` (its evidence).
+    pub fn of(severity: Severity, p: &Prediction) -> Level {
         Level {
             severity,
             component: p.component,
             risk: p.risk,
             pane_end: p.pane_end,
+            model: p.model.clone(),
+            explanation: p.explanation.clone(),
         }
     }
 }
@@ -120,19 +127,32 @@ impl PartialOrd for Level {
     }
 }
 
-/// By severity, component, pane end, then risk ([`f64::total_cmp`]).
+/// By severity, component, pane end, model, explanation, then risk ([`f64::total_cmp`]).
 impl Ord for Level {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.severity, self.component, self.pane_end)
-            .cmp(&(other.severity, other.component, other.pane_end))
+        self.key()
+            .cmp(&other.key())
             .then_with(|| self.risk.total_cmp(&other.risk))
     }
 }
 
 impl std::hash::Hash for Level {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        (self.severity, self.component, self.pane_end).hash(state);
+        self.key().hash(state);
         self.risk.to_bits().hash(state);
+    }
+}
+
+impl Level {
+    #[allow(clippy::type_complexity)]
+    fn key(&self) -> (Severity, Option<Component>, EventTime, &str, &[String]) {
+        (
+            self.severity,
+            self.component,
+            self.pane_end,
+            &self.model,
+            &self.explanation,
+        )
     }
 }
 

@@ -11,7 +11,9 @@
 //! 2. This module: levels at or above [`AlertConfig::floor`] are *candidates*. A candidate
 //!    becomes an alert when
 //!    - the vehicle is in the registry (join; with several rows for one vehicle the least
-//!      [`VehicleInfo`] is used, rows with a non-positive count are absent),
+//!      [`VehicleInfo`] is used, rows with a non-positive count are absent); unless
+//!      [`AlertConfig::require_registry`] is set, a vehicle absent from the registry passes
+//!      this step with an empty [`VehicleInfo`],
 //!    - no open appointment covers it: an appointment `(vehicle, None)` covers every alert
 //!      of the vehicle, `(vehicle, Some(c))` covers an alert whose component is `c` or whose
 //!      component is unknown (`None`),
@@ -24,7 +26,8 @@
 //!    an appointment opens or a repair is done and retracts it when the appointment closes or
 //!    the repair stops being recent.
 //! 3. A candidate without an alert is *held*, for the first failing reason in the order
-//!    above: [`Hold::Unregistered`], [`Hold::Appointment`], [`Hold::Maintenance`]. The hold
+//!    above: [`Hold::Unregistered`] (only with `require_registry`), [`Hold::Appointment`],
+//!    [`Hold::Maintenance`]. The hold
 //!    collection is what lets [`AlertChange::from_updates`] tell why an alert was retracted.
 //!
 //! [`changes`] turns the two collections into a stream of typed [`AlertChange`]s.
@@ -156,8 +159,26 @@ where
                 )
             });
         let unregistered = candidates
+            .clone()
             .antijoin(registry.map(|(vehicle, _)| vehicle))
-            .map(|(vehicle, _)| (vehicle, Hold::Unregistered));
+            .map(|(vehicle, _)| vehicle);
+        // Unregistered vehicles: held, or alerted with an empty registry row.
+        let (registered, unregistered) = if config.require_registry {
+            let held = unregistered.map(|vehicle| (vehicle, Hold::Unregistered));
+            (registered, held)
+        } else {
+            let anonymous =
+                candidates
+                    .clone()
+                    .semijoin(unregistered.clone())
+                    .map(|(vehicle, level)| {
+                        ((vehicle, level.component), (level, VehicleInfo::default()))
+                    });
+            let none = unregistered
+                .filter(|_| false)
+                .map(|v| (v, Hold::Unregistered));
+            (registered.concat(anonymous), none)
+        };
 
         // The (vehicle, alert component) pairs an open appointment covers.
         let booked_keys = tables
@@ -188,6 +209,8 @@ where
             component: level.component,
             risk: level.risk,
             pane_end: level.pane_end,
+            model: level.model,
+            explanation: level.explanation,
             info,
         });
         let holds = unregistered

@@ -89,6 +89,8 @@ pub fn levels(
                 component: pred.component,
                 risk: pred.risk,
                 pane_end: pred.pane_end,
+                model: pred.model.clone(),
+                explanation: pred.explanation.clone(),
             };
             let next = match &level {
                 None => set(raw),
@@ -147,9 +149,14 @@ pub fn snapshot(config: &AlertConfig, inputs: &Inputs, at: u64) -> Snapshot {
     let mut snapshot = Snapshot::default();
     for (vehicle, level) in levels.iter().filter(|(_, l)| l.severity >= config.floor) {
         // The least registry row of the vehicle (the set is sorted).
-        let Some((_, info)) = registry.iter().find(|(v, _)| v == vehicle) else {
-            snapshot.holds.insert((vehicle.clone(), Hold::Unregistered));
-            continue;
+        let unregistered = VehicleInfo::default();
+        let info = match registry.iter().find(|(v, _)| v == vehicle) {
+            Some((_, info)) => info,
+            None if !config.require_registry => &unregistered,
+            None => {
+                snapshot.holds.insert((vehicle.clone(), Hold::Unregistered));
+                continue;
+            }
         };
         let booked = appointments.iter().any(|(v, c)| {
             v == vehicle && (c.is_none() || level.component.is_none() || *c == level.component)
@@ -168,6 +175,8 @@ pub fn snapshot(config: &AlertConfig, inputs: &Inputs, at: u64) -> Snapshot {
                 component: level.component,
                 risk: level.risk,
                 pane_end: level.pane_end,
+                model: level.model.clone(),
+                explanation: level.explanation.clone(),
                 info: info.clone(),
             });
         }
