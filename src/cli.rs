@@ -1133,8 +1133,12 @@ fn database(
     };
     config.validate()?;
     Ok(Some(jobs::SqlOutputs {
-        config,
         telemetry: d.telemetry,
+        watch_every: std::time::Duration::from_millis(settings.alerts.watch_every_ms.max(10)),
+        recent_repairs: std::time::Duration::from_secs(
+            u64::from(settings.alerts.recent_repair_days) * 86_400,
+        ),
+        ..jobs::SqlOutputs::new(config)
     }))
 }
 
@@ -1163,7 +1167,13 @@ fn graph_config(settings: &Settings) -> pmi_dataflows::GraphConfig {
     pmi_dataflows::GraphConfig {
         window: settings.window.clone(),
         workers: settings.run.workers,
-        alert_floor: settings.run.alert_floor,
+        alerts: pmi_core::AlertConfig {
+            floor: settings.alerts.floor,
+            margin: settings.alerts.margin,
+            thresholds: settings.severity,
+            fall_after_ms: settings.alerts.fall_after_s * 1000,
+            require_registry: settings.alerts.require_registry,
+        },
         ..Default::default()
     }
 }

@@ -27,6 +27,42 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// SQL database settings (`[database]`).
     pub database: DatabaseSettings,
+    /// Alert collection settings (`[alerts]`).
+    pub alerts: AlertSettings,
+}
+
+/// `[alerts]`: which predictions become alerts, and the tables they are checked against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Lowest severity level that raises an alert (default `medium`).
+    pub floor: Severity,
+    /// Hysteresis margin: a level is left only when the risk falls this far below its
+    /// threshold (default 0.05; 0 disables hysteresis).
+    pub margin: f64,
+    /// How long the risk must stay below a level before the level falls, s (default 900).
+    pub fall_after_s: u64,
+    /// Only vehicles in the registry get alerts (default false: an unknown vehicle's
+    /// alert has no owner or centre and goes to a person).
+    pub require_registry: bool,
+    /// How often the registry, open appointments and repairs are read again, ms
+    /// (default 1000).
+    pub watch_every_ms: u64,
+    /// How long a repair keeps a component's alerts back, days (default 30).
+    pub recent_repair_days: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            floor: Severity::Medium,
+            margin: pmi_core::AlertConfig::DEFAULT_MARGIN,
+            fall_after_s: pmi_core::AlertConfig::DEFAULT_FALL_AFTER_MS / 1000,
+            require_registry: false,
+            watch_every_ms: 1000,
+            recent_repair_days: 30,
+        }
+    }
 }
 
 /// `[database]`: where predictions and alerts (and optionally telemetry) are upserted, as
@@ -130,8 +166,6 @@ pub struct RunSettings {
     pub out_dir: String,
     /// Timely worker threads (default 1).
     pub workers: usize,
-    /// Lowest severity printed as an alert (default `medium`).
-    pub alert_floor: Severity,
     /// Also archive accepted telemetry as Parquet (default true).
     pub write_telemetry: bool,
 }
@@ -141,7 +175,6 @@ impl Default for RunSettings {
         RunSettings {
             out_dir: "pmi-data".into(),
             workers: 1,
-            alert_floor: Severity::Medium,
             write_telemetry: true,
         }
     }
@@ -184,6 +217,14 @@ impl Settings {
             toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))?;
         settings.window.validate()?;
         settings.severity.validate()?;
+        pmi_core::AlertConfig {
+            floor: settings.alerts.floor,
+            margin: settings.alerts.margin,
+            thresholds: settings.severity,
+            fall_after_ms: settings.alerts.fall_after_s * 1000,
+            require_registry: settings.alerts.require_registry,
+        }
+        .validate()?;
         Ok(settings)
     }
 }

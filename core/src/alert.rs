@@ -57,8 +57,31 @@ pub struct Alert {
     pub model: String,
     /// That prediction's reasons, most important first.
     pub explanation: Vec<String>,
+    /// Feature values of that prediction's vector that the agents diagnose from
+    /// (`name`, value); may be empty.
+    pub features: Vec<(String, f64)>,
     /// The vehicle's registry row.
     pub info: VehicleInfo,
+}
+
+/// Orders feature lists by name, then value ([`f64::total_cmp`]).
+pub fn cmp_features(a: &[(String, f64)], b: &[(String, f64)]) -> Ordering {
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        let o = na.cmp(nb).then_with(|| va.total_cmp(vb));
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Hashes a feature list consistently with [`cmp_features`].
+pub fn hash_features<H: Hasher>(features: &[(String, f64)], state: &mut H) {
+    features.len().hash(state);
+    for (n, v) in features {
+        n.hash(state);
+        v.to_bits().hash(state);
+    }
 }
 
 /// The fields of an [`Alert`] that compare directly (all but `risk`).
@@ -108,13 +131,14 @@ impl PartialOrd for Alert {
     }
 }
 
-/// By vehicle, severity, component, pane end, info, model, explanation, then risk
-/// ([`f64::total_cmp`]).
+/// By vehicle, severity, component, pane end, info, model, explanation, then risk and
+/// features (floats by [`f64::total_cmp`]).
 impl Ord for Alert {
     fn cmp(&self, other: &Self) -> Ordering {
         self.cmp_key()
             .cmp(&other.cmp_key())
             .then_with(|| self.risk.total_cmp(&other.risk))
+            .then_with(|| cmp_features(&self.features, &other.features))
     }
 }
 
@@ -122,6 +146,7 @@ impl Hash for Alert {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.cmp_key().hash(state);
         self.risk.to_bits().hash(state);
+        hash_features(&self.features, state);
     }
 }
 
@@ -267,6 +292,12 @@ pub struct AlertConfig {
     pub margin: f64,
     /// Severity thresholds; must be the scorer's (the level is recomputed from the risk).
     pub thresholds: SeverityThresholds,
+    /// How long (ms of event time, by pane end) a vehicle's in-service predictions must keep
+    /// pointing below its level before the level falls (default 15 minutes; 0: at the
+    /// first such prediction). A prediction that holds the level restarts the wait; rises
+    /// are never delayed. Together with the margin this keeps a risk that swings with the
+    /// engine load from raising and retracting an alert every few minutes.
+    pub fall_after_ms: u64,
     /// Whether a vehicle must be in the registry to have an alert. `false` (the default):
     /// an unregistered vehicle's alert carries an empty [`VehicleInfo`] (the agents then
     /// hand it to a person: nobody to call, nowhere to book); `true`: it is held as
@@ -279,6 +310,8 @@ impl AlertConfig {
     pub const DEFAULT_FLOOR: Severity = Severity::Medium;
     /// Default hysteresis margin.
     pub const DEFAULT_MARGIN: f64 = 0.05;
+    /// Default fall delay: 15 minutes.
+    pub const DEFAULT_FALL_AFTER_MS: u64 = 15 * 60_000;
 
     /// Checks the thresholds and that the margin lies in [0, 1).
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
@@ -299,36 +332,29 @@ impl Default for AlertConfig {
             floor: Self::DEFAULT_FLOOR,
             margin: Self::DEFAULT_MARGIN,
             thresholds: SeverityThresholds::default(),
+            fall_after_ms: Self::DEFAULT_FALL_AFTER_MS,
             require_registry: false,
         }
     }
 }
 
-/// A change of one of the tables the alert collection is checked against, as the graph's
-/// table inputs take it (`diff` +1 inserts a row, −1 removes it). The SQL registry,
-/// appointments and maintenance records are read as these (a snapshot at start, then the
-/// differences), and the agents' own bookings arrive the same way.
+/// A row of one of the tables the alert collection is checked against, as the graph's table
+/// inputs take it. The SQL registry, open appointments and recent maintenance records are
+/// read as these (a snapshot at start, then the differences as [`TableUpdate`]s), so the
+/// agents' bookings reach the graph the same way.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TableUpdate {
+pub enum TableRow {
     /// A registry row of a vehicle.
-    Registry(VehicleId, VehicleInfo, isize),
+    Registry(VehicleId, VehicleInfo),
     /// An open appointment of a vehicle, for one component or (`None`) the whole vehicle.
-    Appointment(VehicleId, Option<Component>, isize),
+    Appointment(VehicleId, Option<Component>),
     /// A recent repair of a vehicle's component.
-    Maintenance(VehicleId, Component, isize),
+    Maintenance(VehicleId, Component),
 }
 
-impl TableUpdate {
-    /// The same row with the opposite sign.
-    pub fn negate(self) -> TableUpdate {
-        match self {
-            TableUpdate::Registry(v, i, d) => TableUpdate::Registry(v, i, -d),
-            TableUpdate::Appointment(v, c, d) => TableUpdate::Appointment(v, c, -d),
-            TableUpdate::Maintenance(v, c, d) => TableUpdate::Maintenance(v, c, -d),
-        }
-    }
-}
+/// A row inserted (`+1`) into or removed (`−1`) from a table of the alert collection.
+pub type TableUpdate = (TableRow, isize);
 
 #[cfg(test)]
 mod tests {
@@ -343,6 +369,7 @@ mod tests {
             pane_end: EventTime(1_000),
             model: "test".into(),
             explanation: vec![],
+            features: vec![],
             info: VehicleInfo::default(),
         }
     }

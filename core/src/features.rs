@@ -251,6 +251,22 @@ impl FeatureSchema {
         Some((c * self.windows_s.len() + w) * Stat::ALL.len() + s)
     }
 
+    /// Index of the "engine ran" test: the longest window's rpm maximum. A vehicle whose
+    /// engine did not turn during the longest window was parked (its predictions score near
+    /// the base rate and must not clear an alert; training leaves them out of evaluation).
+    /// `None` when the schema has no rpm channel.
+    pub fn engine_ran(&self) -> Option<usize> {
+        let longest = *self.windows_s.last()?;
+        self.index_of(Channel::Sensor(crate::Sensor::Rpm), longest, Stat::Max)
+    }
+
+    /// Whether vector `v` of this schema shows the vehicle in service (see
+    /// [`FeatureSchema::engine_ran`]; without an rpm channel every vector counts).
+    pub fn in_service(&self, v: &FeatureVector) -> bool {
+        self.engine_ran()
+            .is_none_or(|i| v.values.get(i).is_some_and(|x| *x > 0.0))
+    }
+
     /// Index of a feature by name.
     pub fn index_of_name(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n == name)

@@ -22,7 +22,9 @@ pub mod telemetry;
 pub mod time;
 pub mod wire;
 
-pub use alert::{Alert, AlertChange, AlertConfig, Hold, RetractReason, TableUpdate, VehicleInfo};
+pub use alert::{
+    Alert, AlertChange, AlertConfig, Hold, RetractReason, TableRow, TableUpdate, VehicleInfo,
+};
 pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;
 pub use error::{ConfigError, ErrorClass};

@@ -103,6 +103,17 @@ impl SeverityThresholds {
             Severity::Normal
         }
     }
+    /// The lowest risk of `severity` (−∞ for `Normal`).
+    pub fn of(&self, severity: Severity) -> f64 {
+        match severity {
+            Severity::Normal => f64::NEG_INFINITY,
+            Severity::Low => self.low,
+            Severity::Medium => self.medium,
+            Severity::High => self.high,
+            Severity::Critical => self.critical,
+        }
+    }
+
     /// Checks that thresholds are in (0, 1] and descending.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
         let t = [self.critical, self.high, self.medium, self.low];

@@ -6,10 +6,18 @@
 //!            ┌─ readings ─► [telemetry sink]
 //! source ────┼─ readings ─► PaneWindows ─► features ─┬─► [features sink]
 //!  (driver)  │                  │ │                   └─► score ─► predictions ─┬─► [predictions sink]
-//!            │                  │ └ late ─────┐                                 └─► alerts ≥ floor ─► [alerts]
+//!            │                  │ │                                             └─► AlertCollection ─► changes ─► [alerts]
+//!            │                  │ │     registry, open appointments, repairs ──────────┘ (differential inputs)
+//!            │                  │ └ late ─────┐
 //!            ├─ late ───────────┼─────────────┴──► [late sink]
 //!            └─ rejected ───────┴ duplicates ────► [dead-letter sink]
 //! ```
+//!
+//! The alert collection (`pmi_operators::alerts`) is checked against three tables that
+//! enter as differential input collections on worker 0 of the cluster: the rows of
+//! [`AlertTableFeed::initial`] at time 0, then each batch of [`AlertTableFeed::updates`] at
+//! the source's current time (so a booking retracts its alert as soon as the stream passes
+//! it). The tables' inputs follow the source's frontier and close with it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,14 +25,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::ProbeHandle;
 
+use differential_dataflow::input::{Input, InputSession};
 use pmi_core::{
-    EventKey, FeatureVector, Prediction, Rejected, Severity, Telemetry, TelemetrySource,
-    WindowConfig,
+    AlertChange, AlertConfig, Component, EventKey, FeatureVector, Prediction, Rejected, TableRow,
+    TableUpdate, Telemetry, TelemetrySource, VehicleId, VehicleInfo, WindowConfig,
 };
+use pmi_operators::alerts::{AlertChanges, AlertCollection, AlertTables, ScoredPane};
 use pmi_operators::source::{telemetry_source, SourceCounters, SourceOptions, Throttle};
 use pmi_operators::windows::{pane_windows_with_gauges, WindowGauges, WindowSpec};
 
@@ -44,8 +54,13 @@ pub struct GraphConfig {
     pub window: WindowConfig,
     /// Timely worker threads in this process.
     pub workers: usize,
-    /// Predictions at or above this severity go to the alerts sink.
-    pub alert_floor: Severity,
+    /// The alert collection: floor, hysteresis, whether a registry row is required.
+    pub alerts: AlertConfig,
+    /// The registry, open appointments and recent repairs the alerts are checked against.
+    pub tables: AlertTableFeed,
+    /// Features an alert carries for the agents to diagnose from (names of the schema;
+    /// others are ignored). Usually the diagnosis catalogue's.
+    pub alert_features: Arc<Vec<String>>,
     /// How far (ms of event time) a source may run ahead of the end of the graph.
     pub max_ahead_ms: u64,
     /// Several `pmi` processes forming one timely cluster (timely's own networking); `None`:
@@ -56,6 +71,46 @@ pub struct GraphConfig {
     pub checkpoint_every: Option<Duration>,
     /// Live counters the workers update while the graph runs (for `/stats`); `None`: none.
     pub stats: Option<Arc<GraphStats>>,
+}
+
+/// The rows of the alert collection's tables and their later changes (usually from
+/// `pmi_sinks::sql::tables::TableWatcher`). Only worker 0 of the cluster reads them.
+#[derive(Clone, Debug, Default)]
+pub struct AlertTableFeed {
+    /// Rows present at start (inserted at time 0).
+    pub initial: Arc<Vec<TableUpdate>>,
+    /// Later changes; `None`: the tables never change during the run.
+    pub updates: Option<crossbeam_channel::Receiver<Vec<TableUpdate>>>,
+}
+
+/// The table inputs of one worker's alert collection.
+struct TableInputs {
+    registry: InputSession<u64, (VehicleId, VehicleInfo), isize>,
+    appointments: InputSession<u64, (VehicleId, Option<Component>), isize>,
+    maintenance: InputSession<u64, (VehicleId, Component), isize>,
+}
+
+impl TableInputs {
+    fn apply(&mut self, updates: &[TableUpdate]) {
+        for (row, diff) in updates {
+            match row.clone() {
+                TableRow::Registry(v, i) => self.registry.update((v, i), *diff),
+                TableRow::Appointment(v, c) => self.appointments.update((v, c), *diff),
+                TableRow::Maintenance(v, c) => self.maintenance.update((v, c), *diff),
+            }
+        }
+    }
+
+    fn advance_to(&mut self, time: u64) {
+        if time > *self.registry.time() {
+            self.registry.advance_to(time);
+            self.appointments.advance_to(time);
+            self.maintenance.advance_to(time);
+        }
+        self.registry.flush();
+        self.appointments.flush();
+        self.maintenance.flush();
+    }
 }
 
 /// This process's place in a cluster of `pmi` processes, each running `workers` threads.
@@ -110,7 +165,9 @@ impl Default for GraphConfig {
         GraphConfig {
             window: WindowConfig::default(),
             workers: 1,
-            alert_floor: Severity::Medium,
+            alerts: AlertConfig::default(),
+            tables: AlertTableFeed::default(),
+            alert_features: Arc::default(),
             max_ahead_ms: 20_000,
             cluster: None,
             checkpoint_every: None,
@@ -127,8 +184,8 @@ pub struct WorkerSinks {
     pub features: Box<dyn ChunkSink<FeatureVector>>,
     /// Predictions.
     pub predictions: Box<dyn ChunkSink<Prediction>>,
-    /// Predictions at or above the alert floor.
-    pub alerts: Box<dyn ChunkSink<Prediction>>,
+    /// Changes of the alert collection (raised, changed, retracted).
+    pub alerts: Box<dyn ChunkSink<AlertChange>>,
     /// Rejected readings with their reasons.
     pub dead_letter: Box<dyn ChunkSink<Rejected>>,
     /// Late readings.
@@ -149,8 +206,8 @@ pub struct DatabaseSinks {
     pub telemetry: Option<Box<dyn ChunkSink<Telemetry>>>,
     /// `failure_predictions`.
     pub predictions: Box<dyn ChunkSink<Prediction>>,
-    /// `alerts` (predictions at or above the alert floor).
-    pub alerts: Box<dyn ChunkSink<Prediction>>,
+    /// `alerts` (the alert changes, as rows).
+    pub alerts: Box<dyn ChunkSink<AlertChange>>,
 }
 
 /// The last durable checkpoint of each output whose records are stamped deterministically
@@ -183,7 +240,7 @@ pub struct RunReport {
     pub features: u64,
     /// Predictions written.
     pub predictions: u64,
-    /// Alerts raised (predictions at or above the floor).
+    /// Alert changes (raised, changed, retracted).
     pub alerts: u64,
     /// Telemetry rows archived.
     pub telemetry_rows: u64,
@@ -354,7 +411,7 @@ where
         )
     });
 
-    worker.dataflow::<u64, _, _>(|scope| {
+    let (tables, tables_clock) = worker.dataflow::<u64, _, _>(|scope| {
         let options = SourceOptions {
             lateness_ms: config.window.lateness_ms(),
             throttle: Some(Throttle {
@@ -402,11 +459,43 @@ where
                 suppressed.clone(),
             ));
         }
+        let (tables_clock, _) = src.readings.clone().probe();
         let windows = pane_windows_with_gauges(src.readings, spec.clone(), gauges.clone());
         let score = scorer.clone();
-        let predictions = windows.features.clone().map(move |v| score(&v));
-        let floor = config.alert_floor;
-        let alerts = predictions.clone().filter(move |p| p.severity >= floor);
+        let schema = spec.schema().clone();
+        let carried: Vec<(String, usize)> = config
+            .alert_features
+            .iter()
+            .filter_map(|name| Some((name.clone(), schema.index_of_name(name)?)))
+            .collect();
+        // Only a prediction that can set an alert's level carries features.
+        let carry_from = config.alerts.thresholds.of(config.alerts.floor) - config.alerts.margin;
+        let scored = windows.features.clone().map(move |v| {
+            let prediction = score(&v);
+            let features = if prediction.risk >= carry_from {
+                carried
+                    .iter()
+                    .filter_map(|(name, i)| Some((name.clone(), v.get(*i)?)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            ScoredPane {
+                in_service: schema.in_service(&v),
+                prediction,
+                features,
+            }
+        });
+        let predictions = scored.clone().map(|s| s.prediction);
+        let (registry_in, registry) = scope.new_collection();
+        let (appointments_in, appointments) = scope.new_collection();
+        let (maintenance_in, maintenance) = scope.new_collection();
+        let tables = AlertTables {
+            registry,
+            appointments,
+            maintenance,
+        };
+        let alerts = scored.alerts(&config.alerts, tables).alert_changes();
         if let Some((_, db_predictions, db_alerts)) = &db {
             acks.push(write_to(
                 predictions.clone(),
@@ -473,10 +562,39 @@ where
             suppressed.clone(),
         ));
         scope.concatenate(acks).probe_with(&durable);
+        (
+            TableInputs {
+                registry: registry_in,
+                appointments: appointments_in,
+                maintenance: maintenance_in,
+            },
+            tables_clock,
+        )
     });
 
+    // The alert tables: worker 0 feeds them; every worker's inputs follow its source.
+    let mut tables = Some(tables);
+    let feed = (index == 0).then(|| config.tables.clone());
+    if let (Some(feed), Some(t)) = (&feed, tables.as_mut()) {
+        t.apply(&feed.initial);
+        t.advance_to(0);
+    }
     let mut peak = (0u64, 0u64);
     while worker.step_or_park(Some(Duration::from_millis(5))) {
+        if let Some(t) = tables.as_mut() {
+            match tables_clock.with_frontier(|f| f.first().copied()) {
+                Some(now) => {
+                    if let Some(updates) = feed.as_ref().and_then(|f| f.updates.as_ref()) {
+                        for batch in updates.try_iter() {
+                            t.apply(&batch);
+                        }
+                    }
+                    t.advance_to(now);
+                }
+                // The source is done: so are the tables.
+                None => tables = None,
+            }
+        }
         if let Some(g) = &gauges {
             let g = g.lock().expect("gauges lock");
             if g.state_bytes as u64 > peak.0 {

@@ -6,15 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pmi_core::{EventTime, FeatureSchema, RawReading, SeverityThresholds, Validator, WindowConfig};
+use pmi_core::{
+    AlertChange, EventTime, FeatureSchema, RawReading, SeverityThresholds, Validator, WindowConfig,
+};
 use pmi_models::rules::{InactiveReason, RuleScorer, RuleSet};
 use pmi_sinks::console::ConsoleAlerts;
 use pmi_sinks::parquet_out::{
     BackgroundWriter, DatasetOptions, FeatureLayout, GroundTruthLayout, ParquetDataset,
     PredictionLayout, RawLayout, RejectedLayout, TelemetryLayout,
 };
-use pmi_sinks::sql::{AlertTable, PredictionTable, SqlConfig, SqlSink, TelemetryTable};
+use pmi_sinks::sql::tables::TableWatcher;
+use pmi_sinks::sql::{AlertRow, AlertTable, PredictionTable, SqlConfig, SqlSink, TelemetryTable};
 use pmi_sinks::CountingSink;
+use pmi_sinks::Mapped;
 pub use pmi_sources::fleet::ForcedFailure;
 use pmi_sources::fleet::{BadReadings, Fleet, SimulatorConfig};
 use pmi_sources::ingest::IngestSources;
@@ -22,7 +26,9 @@ use pmi_sources::parquet_in::{TelemetryFiles, TimeRange, VehicleInterner};
 use pmi_sources::store::Store;
 
 use crate::backfill::{plan, ParquetSource};
-use crate::graph::{run, DatabaseSinks, GraphConfig, RunReport, ScoreFn, WorkerSinks};
+use crate::graph::{
+    run, AlertTableFeed, DatabaseSinks, GraphConfig, RunReport, ScoreFn, WorkerSinks,
+};
 use crate::scoring::ModelScorer;
 use crate::simulated::{Pace, SimulatedSource};
 use crate::DataflowError;
@@ -140,6 +146,52 @@ pub struct SqlOutputs {
     pub config: SqlConfig,
     /// Also write every accepted reading to `vehicle_telemetry`.
     pub telemetry: bool,
+    /// How often the alert collection's tables (registry, open appointments, recent
+    /// repairs) are read again for changes.
+    pub watch_every: Duration,
+    /// How long a repair keeps a component's alerts back.
+    pub recent_repairs: Duration,
+}
+
+impl SqlOutputs {
+    /// Predictions and alerts to `config`'s database; tables watched every second, repairs
+    /// recent for 30 days.
+    pub fn new(config: SqlConfig) -> Self {
+        SqlOutputs {
+            config,
+            telemetry: false,
+            watch_every: Duration::from_secs(1),
+            recent_repairs: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// `graph` ready for a job: the alert collection's thresholds are the scorer's, and with a
+/// database (schema prepared) its tables are read now and watched for changes while the
+/// returned watcher lives.
+pub(crate) fn graph_for(
+    graph: &GraphConfig,
+    severity: SeverityThresholds,
+    database: Option<&SqlOutputs>,
+) -> Result<(GraphConfig, Option<TableWatcher>), DataflowError> {
+    let mut graph = graph.clone();
+    graph.alerts.thresholds = severity;
+    // Only worker 0 of the cluster (in process 0) reads the tables.
+    let first_process = graph.cluster.as_ref().is_none_or(|c| c.process == 0);
+    let Some(sql) = database.filter(|_| first_process) else {
+        return Ok((graph, None));
+    };
+    let watched =
+        TableWatcher::start(&sql.config, sql.watch_every, sql.recent_repairs).map_err(sink_err)?;
+    tracing::info!(
+        rows = watched.initial.len(),
+        "alert tables read from the database"
+    );
+    graph.tables = AlertTableFeed {
+        initial: Arc::new(watched.initial),
+        updates: Some(watched.updates),
+    };
+    Ok((graph, Some(watched.watcher)))
 }
 
 /// Creates or migrates the schema before a job's workers start (once, not per worker).
@@ -169,10 +221,18 @@ pub(crate) fn with_database(
             predictions: Box::new(
                 SqlSink::<PredictionTable>::start(&sql.config, writer).map_err(sink_err)?,
             ),
-            alerts: Box::new(SqlSink::<AlertTable>::start(&sql.config, writer).map_err(sink_err)?),
+            alerts: Box::new(Mapped::new(
+                Box::new(SqlSink::<AlertTable>::start(&sql.config, writer).map_err(sink_err)?),
+                alert_rows,
+            )),
         });
     }
     Ok(sinks)
+}
+
+/// The `alerts` rows of a chunk of alert changes.
+fn alert_rows(changes: Vec<AlertChange>) -> Vec<AlertRow> {
+    changes.iter().flat_map(AlertRow::of).collect()
 }
 
 /// The sinks of a run that is not transactional (simulator, HTTP ingest, backfill): the
@@ -326,8 +386,12 @@ pub fn live(job: &LiveJob) -> Result<RunReport, DataflowError> {
         true,
         job.database.clone(),
     )?;
+    if let Some(sql) = &job.database {
+        crate::registry::seed(&sql.config, &job.fleet)?;
+    }
+    let (graph, _tables) = graph_for(&job.graph, job.severity, job.database.as_ref())?;
     run(
-        &job.graph,
+        &graph,
         move |w, peers| {
             let s = SimulatedSource::new(config.clone(), w, peers, pace, end, lateness)?;
             Ok(if pace == Pace::Realtime {
@@ -373,8 +437,9 @@ pub fn ingest(job: &IngestJob, queue: IngestSources) -> Result<RunReport, Datafl
         true,
         job.database.clone(),
     )?;
+    let (graph, _tables) = graph_for(&job.graph, job.severity, job.database.as_ref())?;
     run(
-        &job.graph,
+        &graph,
         move |_w, _peers| Ok(queue.source(lateness)),
         sinks,
         scorer,
@@ -520,8 +585,9 @@ fn backfill_with(
         console,
         job.database.clone(),
     )?;
+    let (graph, _tables) = graph_for(&job.graph, job.severity, job.database.as_ref())?;
     run(
-        &job.graph,
+        &graph,
         move |w, peers| Ok(ParquetSource::new(&p, w, peers)),
         sinks,
         scorer,

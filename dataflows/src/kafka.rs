@@ -28,7 +28,8 @@ use pmi_sources::store::Store;
 
 use crate::graph::{run, GraphConfig, RunReport};
 use crate::jobs::{
-    parquet_sinks_checkpointed, prepare_database, run_id, scorer, with_database, SqlOutputs,
+    graph_for, parquet_sinks_checkpointed, prepare_database, run_id, scorer, with_database,
+    SqlOutputs,
 };
 use crate::DataflowError;
 
@@ -87,6 +88,7 @@ pub fn kafka(job: &KafkaJob) -> Result<RunReport, DataflowError> {
     let group = job.source.group.clone();
     let id = run_id();
     prepare_database(job.database.as_ref())?;
+    let (graph, _tables) = graph_for(&graph, job.severity, job.database.as_ref())?;
     let database = job.database.clone();
     run(
         &graph,

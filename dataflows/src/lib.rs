@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod kafka;
 pub mod kafka_bench;
 pub mod layout;
+pub mod registry;
 pub mod scoring;
 pub mod simulated;
 pub mod sink;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pmi_core::{FeatureVector, Prediction, Rejected, Telemetry};
+use pmi_core::{AlertChange, FeatureVector, Prediction, Rejected, Telemetry};
 use pmi_operators::source::SourceCounters;
 use pmi_sinks::{ChunkSink, SinkError, SinkStats};
 
@@ -116,7 +116,7 @@ impl GraphStats {
                 sinks.predictions,
                 counted(|g, n| add(&g.predictions, n)),
             )),
-            alerts: Box::new(Counted::<Prediction>::new(
+            alerts: Box::new(Counted::<AlertChange>::new(
                 sinks.alerts,
                 counted(|g, n| add(&g.alerts, n)),
             )),

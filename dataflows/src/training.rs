@@ -18,9 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pmi_core::{
-    Channel, EventKey, EventTime, FailureEvent, FeatureSchema, FeatureVector, Prediction,
-    RawReading, Sensor, Sequenced, Severity, SourceBatch, SourceFailure, SourceStatus, Stat,
-    TelemetrySource, Validator,
+    EventKey, EventTime, FailureEvent, FeatureSchema, FeatureVector, Prediction, RawReading,
+    Sequenced, Severity, SourceBatch, SourceFailure, SourceStatus, TelemetrySource, Validator,
 };
 use pmi_models::dataset::{label_at, split_by_group, Dataset, Event, SplitShares};
 use pmi_models::ensemble::Ensemble;
@@ -127,12 +126,6 @@ fn kept_pane_ends(moments: &[EventTime], plan: &SnapshotPlan, seed: u64) -> Hash
         });
     }
     keep
-}
-
-/// Index of the "engine ran" test in a schema: the longest window's rpm maximum.
-fn engine_ran_feature(schema: &FeatureSchema) -> Option<usize> {
-    let longest = *schema.windows_s.last()?;
-    schema.index_of(Channel::Sensor(Sensor::Rpm), longest, Stat::Max)
 }
 
 /// Computes a simulated training set; `progress(done, total)` is called every few seconds
@@ -251,7 +244,7 @@ fn labelled(
     for v in vehicles {
         ds.group(v);
     }
-    let ran = engine_ran_feature(schema);
+    let ran = schema.engine_ran();
     let mut parked = 0u64;
     let mut in_service = Vec::with_capacity(vectors.len());
     let none = Vec::new();

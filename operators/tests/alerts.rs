@@ -181,6 +181,9 @@ fn scored(
             explanation: vec![],
         },
         in_service,
+        // A feature that differs with the risk, so that tests see features travel from
+        // the setting prediction to the alert.
+        features: vec![("risk_feature".into(), risk)],
     }
 }
 
@@ -204,6 +207,7 @@ fn alert(
         pane_end: EventTime(pane),
         model: "test".into(),
         explanation: vec![],
+        features: vec![("risk_feature".into(), risk)],
         info: info(customer),
     }
 }
@@ -212,6 +216,7 @@ fn alert(
 fn strict() -> AlertConfig {
     AlertConfig {
         require_registry: true,
+        fall_after_ms: 0,
         ..AlertConfig::default()
     }
 }
@@ -390,7 +395,7 @@ fn hysteresis_stops_flapping() {
     let without = run(
         AlertConfig {
             margin: 0.0,
-            ..Default::default()
+            ..strict()
         },
         steps,
         2,
@@ -462,8 +467,12 @@ fn unknown_vehicle_alerts_with_empty_info_by_default() {
 #[test]
 fn oracle_without_registry_requirement() {
     let mut seen = Seen::new();
+    let config = AlertConfig {
+        fall_after_ms: 0,
+        ..AlertConfig::default()
+    };
     for seed in 400..408 {
-        check_against_oracle(seed, 2, AlertConfig::default(), &mut seen);
+        check_against_oracle(seed, 2, config, &mut seen);
     }
     assert!(!seen.contains("Unregistered"), "{seen:?}");
     for kind in ["raised", "changed", "Booked", "Recovered"] {
@@ -741,6 +750,14 @@ fn oracle_other_settings() {
     for seed in 300..306 {
         check_against_oracle(seed, 1, config, &mut seen);
     }
+    // Falls delayed by three panes.
+    let config = AlertConfig {
+        fall_after_ms: 3,
+        ..strict()
+    };
+    for seed in 500..506 {
+        check_against_oracle(seed, 2, config, &mut seen);
+    }
     assert_eq!(seen, EVERY_KIND.iter().map(|k| k.to_string()).collect());
 }
 
@@ -752,9 +769,9 @@ fn component_change_is_one_change_on_two_workers() {
     let mut steps = vec![Step::default(); 2];
     steps[0].registry.push(((vid("A"), info("CA")), 1));
     steps[0].predictions = vec![battery("A", 1, 0.8)];
-    steps[1].predictions = vec![scored("A", 2, 0.8, Some(Component::FuelPump), true)];
+    steps[1].predictions = vec![scored("A", 2, 0.82, Some(Component::FuelPump), true)];
     let battery_alert = alert("A", Severity::High, Component::Battery, 0.8, 1, "CA");
-    let fuel_alert = alert("A", Severity::High, Component::FuelPump, 0.8, 2, "CA");
+    let fuel_alert = alert("A", Severity::High, Component::FuelPump, 0.82, 2, "CA");
     for workers in [1, 2, 3] {
         let outcome = run(strict(), steps.clone(), workers);
         assert_eq!(

@@ -153,6 +153,18 @@ impl KafkaRecord for Prediction {
     }
 }
 
+/// An alert change as JSON: `{"raised": alert}`, `{"changed": {"from", "to"}}` or
+/// `{"retracted": {"alert", "reason"}}`, keyed by vehicle (so a vehicle's changes stay in
+/// order on one partition).
+impl KafkaRecord for pmi_core::AlertChange {
+    fn key(&self) -> &str {
+        self.vehicle_id().as_str()
+    }
+    fn value(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an alert change always serialises")
+    }
+}
+
 impl KafkaRecord for Telemetry {
     fn key(&self) -> &str {
         self.vehicle_id.as_str()

@@ -6,10 +6,11 @@
 //!   late, raw readings, ground truth) in a local folder or an S3-compatible store,
 //!   partitioned by date, in bounded batches and files written atomically, on a background
 //!   thread behind a bounded channel.
-//! - [`console`]: alerts printed for a person to read.
-//! - [`kafka`]: records to Kafka topics (predictions, alerts, dead letters, telemetry).
+//! - [`console`]: alert changes printed for a person to read.
+//! - [`kafka`]: records to Kafka topics (predictions, alert changes, dead letters,
+//!   telemetry).
 //! - [`sql`]: SQLite / PostgreSQL storage: schema and migrations, batched idempotent sinks
-//!   for telemetry, predictions and alerts, the registry and query helpers.
+//!   for telemetry, predictions and alert changes, the registry and query helpers.
 #![forbid(unsafe_code)]
 
 pub mod console;
@@ -100,6 +101,35 @@ impl<T: Clone> ChunkSink<T> for Tee<T> {
         let a = self.a.durable()?.unwrap_or(taken);
         let b = self.b.durable()?.unwrap_or(taken);
         Ok(Some(a.min(b)))
+    }
+}
+
+/// A sink of `A`s that turns each chunk into `B`s for another sink (e.g. alert changes
+/// into `alerts` rows). Checkpoints and durability are the inner sink's.
+pub struct Mapped<A, B> {
+    inner: Box<dyn ChunkSink<B>>,
+    map: fn(Vec<A>) -> Vec<B>,
+}
+
+impl<A, B> Mapped<A, B> {
+    /// `inner`, fed `map(chunk)`.
+    pub fn new(inner: Box<dyn ChunkSink<B>>, map: fn(Vec<A>) -> Vec<B>) -> Self {
+        Mapped { inner, map }
+    }
+}
+
+impl<A, B> ChunkSink<A> for Mapped<A, B> {
+    fn send(&mut self, chunk: Vec<A>) -> Result<(), SinkError> {
+        self.inner.send((self.map)(chunk))
+    }
+    fn close(self: Box<Self>) -> Result<SinkStats, SinkError> {
+        self.inner.close()
+    }
+    fn checkpoint(&mut self, token: u64) -> Result<(), SinkError> {
+        self.inner.checkpoint(token)
+    }
+    fn durable(&self) -> Result<Option<u64>, SinkError> {
+        self.inner.durable()
     }
 }
 

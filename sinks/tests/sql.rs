@@ -13,14 +13,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pmi_core::{Alert, AlertChange, RetractReason, VehicleInfo};
 use pmi_core::{Component, EventTime, Prediction, Sensor, Severity, Telemetry, VehicleId};
 use pmi_core::{RawReading, Validator, SENSOR_COUNT};
 use pmi_sinks::sql::registry::{
     self, ContactChannel, Customer, OpeningHours, ServiceCenter, Vehicle,
 };
 use pmi_sinks::sql::{
-    admin, AlertStatus, AlertTable, Backend, Database, ForeignKey, PredictionTable, SqlConfig,
-    SqlSink, TelemetryTable, Timescale, TABLES,
+    admin, AlertRow, AlertStatus, AlertTable, Backend, Database, ForeignKey, PredictionTable,
+    Retraction, SqlConfig, SqlSink, TelemetryTable, Timescale, TABLES,
 };
 use pmi_sinks::{ChunkSink, SinkError};
 
@@ -132,6 +133,7 @@ both!(
     predictions_are_stored_value_for_value,
     telemetry_is_stored_value_for_value_with_nulls,
     alerts_upsert_keeps_an_agents_status,
+    alert_changes_keep_one_active_row_per_vehicle,
     writing_the_same_chunks_twice_leaves_one_row_each,
     durable_follows_commits_in_checkpoint_order,
     a_permanent_error_fails_the_sink_naming_the_table,
@@ -163,6 +165,31 @@ fn prediction(v: &str, pane_end: i64, risk: f64) -> Prediction {
             vec![]
         },
     }
+}
+
+/// The alert a prediction sets (no registry row).
+fn alert_of(p: &Prediction) -> Alert {
+    Alert {
+        vehicle_id: p.vehicle_id.clone(),
+        severity: p.severity,
+        component: p.component,
+        risk: p.risk,
+        pane_end: p.pane_end,
+        model: p.model.clone(),
+        explanation: p.explanation.clone(),
+        features: vec![("coolant_temp_c_mean_300s".into(), p.risk * 100.0)],
+        info: VehicleInfo::default(),
+    }
+}
+
+/// Active alert rows of predictions.
+fn rows(ps: &[Prediction]) -> Vec<AlertRow> {
+    ps.iter()
+        .map(|p| AlertRow {
+            alert: alert_of(p),
+            retraction: None,
+        })
+        .collect()
 }
 
 fn predictions(vehicles: usize, panes: usize) -> Vec<Prediction> {
@@ -270,6 +297,7 @@ async fn tables_have_their_keys(t: TestDb) {
         ("maintenance_records", pk(&["maintenance_id"])),
         ("rca_capa_records", pk(&["rca_id"])),
         ("agent_audit_log", audit_pk),
+        ("agent_workflows", pk(&["alert_id"])),
     ] {
         assert_eq!(t.db.primary_key(table).await.unwrap(), key, "{table}");
     }
@@ -309,6 +337,13 @@ async fn tables_have_their_keys(t: TestDb) {
         ("failure_predictions", vec![]),
         ("alerts", vec![]),
         ("agent_audit_log", vec![]),
+        (
+            "agent_workflows",
+            vec![
+                fk("alert_id", "alerts", "alert_id"),
+                fk("appointment_id", "appointments", "appointment_id"),
+            ],
+        ),
     ] {
         keys.sort();
         assert_eq!(t.db.foreign_keys(table).await.unwrap(), keys, "{table}");
@@ -356,7 +391,7 @@ async fn alerts_upsert_keeps_an_agents_status(t: TestDb) {
         prediction("VEH_000002", 1_700_000_010_000, 0.8),
         prediction("VEH_000003", 1_700_000_010_000, 0.95),
     ];
-    write_all::<AlertTable>(&t.config(100), vec![first.clone()]);
+    write_all::<AlertTable>(&t.config(100), vec![rows(&first)]);
     let alerts = t.db.alerts(None).await.unwrap();
     assert_eq!(alerts.len(), 3);
     // Most urgent first; all open; SLA from the severity.
@@ -399,7 +434,7 @@ async fn alerts_upsert_keeps_an_agents_status(t: TestDb) {
     again[0] = prediction("VEH_000001", 1_700_000_010_000, 0.97);
     again[0].component = Some(Component::Thermostat);
     again.push(prediction("VEH_000004", 1_700_000_020_000, 0.55));
-    write_all::<AlertTable>(&t.config(100), vec![again.clone()]);
+    write_all::<AlertTable>(&t.config(100), vec![rows(&again)]);
     let after = t.db.alerts(None).await.unwrap();
     assert_eq!(after.len(), 4);
     let get = |v: &str| {
@@ -430,6 +465,67 @@ async fn alerts_upsert_keeps_an_agents_status(t: TestDb) {
     assert_eq!(t.db.alerts(Some(AlertStatus::Open)).await.unwrap().len(), 2);
 }
 
+async fn alert_changes_keep_one_active_row_per_vehicle(t: TestDb) {
+    let high = alert_of(&prediction("VEH_000001", 1_700_000_010_000, 0.8));
+    let critical = alert_of(&prediction("VEH_000001", 1_700_000_020_000, 0.95));
+    let other = alert_of(&prediction("VEH_000002", 1_700_000_010_000, 0.6));
+    let changes = [
+        AlertChange::Raised(high.clone()),
+        AlertChange::Raised(other.clone()),
+        AlertChange::Changed {
+            from: high.clone(),
+            to: critical.clone(),
+        },
+        AlertChange::Retracted {
+            alert: other.clone(),
+            reason: RetractReason::Booked,
+        },
+    ];
+    let chunk: Vec<AlertRow> = changes.iter().flat_map(AlertRow::of).collect();
+    assert_eq!(chunk.len(), 5);
+    // Written, then replayed: the same rows.
+    write_all::<AlertTable>(&t.config(2), vec![chunk.clone()]);
+    let first = t.db.alerts(None).await.unwrap();
+    write_all::<AlertTable>(&t.config(100), vec![chunk]);
+    let again = t.db.alerts(None).await.unwrap();
+    assert_eq!(first, again);
+    let state: Vec<(&str, Severity, bool, Option<&str>)> = again
+        .iter()
+        .map(|a| {
+            (
+                a.prediction.vehicle_id.as_str(),
+                a.prediction.severity,
+                a.active,
+                a.retraction.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("VEH_000001", Severity::Critical, true, None),
+            (
+                "VEH_000001",
+                Severity::High,
+                false,
+                Some(Retraction::Superseded.name())
+            ),
+            ("VEH_000002", Severity::Medium, false, Some("booked")),
+        ]
+    );
+    let queue = t.db.open_alerts(Severity::Low).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].prediction.pane_end, critical.pane_end);
+    // The booking is cancelled: the same alert is raised again and is active once more.
+    write_all::<AlertTable>(
+        &t.config(100),
+        vec![AlertRow::of(&AlertChange::Raised(other))],
+    );
+    let queue = t.db.open_alerts(Severity::Low).await.unwrap();
+    assert_eq!(queue.len(), 2);
+    assert!(queue.iter().all(|a| a.active && a.retraction.is_none()));
+}
+
 async fn writing_the_same_chunks_twice_leaves_one_row_each(t: TestDb) {
     let input = predictions(20, 10);
     let chunks: Vec<Vec<Prediction>> = input.chunks(25).map(|c| c.to_vec()).collect();
@@ -439,8 +535,9 @@ async fn writing_the_same_chunks_twice_leaves_one_row_each(t: TestDb) {
     doubled.extend(chunks.clone());
     write_all::<PredictionTable>(&t.config(60), doubled);
     write_all::<PredictionTable>(&t.config(1000), chunks.clone());
-    write_all::<AlertTable>(&t.config(60), chunks.clone());
-    write_all::<AlertTable>(&t.config(60), chunks);
+    let alert_chunks: Vec<Vec<AlertRow>> = chunks.iter().map(|c| rows(c)).collect();
+    write_all::<AlertTable>(&t.config(60), alert_chunks.clone());
+    write_all::<AlertTable>(&t.config(60), alert_chunks);
     assert_eq!(t.db.count("failure_predictions").await.unwrap(), 200);
     assert_eq!(t.db.count("alerts").await.unwrap(), 200);
     assert_eq!(
@@ -615,7 +712,7 @@ async fn postgres_away_past_the_deadline_fails_the_sink_naming_the_table() {
     };
     let started = Instant::now();
     let mut sink = SqlSink::<AlertTable>::start(&config, "test").unwrap();
-    sink.send(predictions(2, 1)).unwrap();
+    sink.send(rows(&predictions(2, 1))).unwrap();
     let e = Box::new(sink).close().unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert!(e.to_string().contains("table `alerts`"), "{e}");

@@ -8,15 +8,22 @@
 //! prediction `p` (see below), with `raw = thresholds.classify(p.risk)`:
 //!
 //! - **rise**: if `raw > C`, the level becomes `raw` (at once: worsening is never delayed);
-//! - **hold / fall**: otherwise, if `p` is in service, the level becomes the highest
+//! - **hold / fall**: otherwise, if `p` is in service, its *target* is the highest
 //!   `L ≤ C` with `p.risk ≥ threshold(L) − margin` (`threshold(Normal)` = −∞), which is at
-//!   least `raw`: a level entered at `risk ≥ threshold` is left only when the risk falls
-//!   below `threshold − margin`, and then drops to the level that risk holds;
-//! - **parked**: a prediction that is not in service never lowers the level (it can raise it);
+//!   least `raw`. A target equal to `C` holds the level (and ends any wait to fall). A
+//!   target below `C` starts a wait at `p`'s pane end if none is running; once `p`'s pane
+//!   end is at least [`AlertConfig::fall_after_ms`] after the wait's start, the level drops
+//!   to `p`'s target and the wait ends. So a level entered at `risk ≥ threshold` is left
+//!   only when the in-service risk stays below `threshold − margin` for the fall delay
+//!   (with a delay of 0: at the first such prediction);
+//! - **parked**: a prediction that is not in service never lowers the level (it can raise
+//!   it) and neither starts nor ends a wait; a rise ends the wait;
 //! - the evidence (`risk`, `pane_end`, `component`) is replaced by `p`'s when the level
 //!   changes, and also, at the same level above `Normal`, when an in-service `p` names a
-//!   component other than the current one; otherwise it stays (so the record, and every
-//!   alert built on it, changes only on level or component changes, not on every prediction).
+//!   component other than the current one with a higher risk than the current evidence
+//!   (the strongest evidence at a level wins, so two components scoring alike do not take
+//!   turns); otherwise it stays (so the record, and every alert built on it, changes only
+//!   on level or component changes, not on every prediction).
 //!
 //! A vehicle's first prediction sets its level to `raw` (not in service: to `raw` as well;
 //! there is nothing to lower).
@@ -68,14 +75,20 @@ pub struct ScoredPane {
     /// Whether the vehicle was in service during the pane; `false` predictions never lower
     /// the level.
     pub in_service: bool,
+    /// Feature values the agents diagnose from (`name`, value), carried into the level and
+    /// the alert when this prediction sets them. The caller chooses which (usually the
+    /// diagnosis catalogue's) and may leave it empty for predictions that cannot set an
+    /// alert's level.
+    pub features: Vec<(String, f64)>,
 }
 
 impl ScoredPane {
-    /// A prediction of a vehicle in service.
+    /// A prediction of a vehicle in service, without features.
     pub fn in_service(prediction: Prediction) -> Self {
         ScoredPane {
             prediction,
             in_service: true,
+            features: Vec::new(),
         }
     }
 }
@@ -97,18 +110,22 @@ pub struct Level {
     pub model: String,
     /// The setting prediction's reasons.
     pub explanation: Vec<String>,
+    /// The setting prediction's features ([`ScoredPane::features`]).
+    pub features: Vec<(String, f64)>,
 }
 
 impl Level {
-    /// The level `severity` set by prediction `p` (its evidence).
-    pub fn of(severity: Severity, p: &Prediction) -> Level {
+    /// The level `severity` set by scored prediction `p` (its evidence).
+    pub fn of(severity: Severity, p: &ScoredPane) -> Level {
+        let pred = &p.prediction;
         Level {
             severity,
-            component: p.component,
-            risk: p.risk,
-            pane_end: p.pane_end,
-            model: p.model.clone(),
-            explanation: p.explanation.clone(),
+            component: pred.component,
+            risk: pred.risk,
+            pane_end: pred.pane_end,
+            model: pred.model.clone(),
+            explanation: pred.explanation.clone(),
+            features: p.features.clone(),
         }
     }
 }
@@ -127,12 +144,14 @@ impl PartialOrd for Level {
     }
 }
 
-/// By severity, component, pane end, model, explanation, then risk ([`f64::total_cmp`]).
+/// By severity, component, pane end, model, explanation, then risk and features (floats by
+/// [`f64::total_cmp`]).
 impl Ord for Level {
     fn cmp(&self, other: &Self) -> Ordering {
         self.key()
             .cmp(&other.key())
             .then_with(|| self.risk.total_cmp(&other.risk))
+            .then_with(|| pmi_core::alert::cmp_features(&self.features, &other.features))
     }
 }
 
@@ -140,6 +159,7 @@ impl std::hash::Hash for Level {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.key().hash(state);
         self.risk.to_bits().hash(state);
+        pmi_core::alert::hash_features(&self.features, state);
     }
 }
 
@@ -158,14 +178,7 @@ impl Level {
 
 /// The threshold of `level` (−∞ for `Normal`).
 fn threshold(config: &AlertConfig, level: Severity) -> f64 {
-    let t = &config.thresholds;
-    match level {
-        Severity::Normal => f64::NEG_INFINITY,
-        Severity::Low => t.low,
-        Severity::Medium => t.medium,
-        Severity::High => t.high,
-        Severity::Critical => t.critical,
-    }
+    config.thresholds.of(level)
 }
 
 fn below(level: Severity) -> Severity {
@@ -179,35 +192,56 @@ fn below(level: Severity) -> Severity {
 
 /// One step of the hysteresis rule of the module docs: the level after `current` (`None`
 /// before the vehicle's first prediction) sees `p`, or `None` when the level record stays
-/// as it is. Does not check pane-end order (the operator does).
-pub fn next_level(config: &AlertConfig, current: Option<&Level>, p: &ScoredPane) -> Option<Level> {
+/// as it is. `falling_since` is the start of the running wait to fall (the vehicle's state
+/// beside its level; `None` at first). Does not check pane-end order (the operator does).
+pub fn next_level(
+    config: &AlertConfig,
+    current: Option<&Level>,
+    falling_since: &mut Option<EventTime>,
+    p: &ScoredPane,
+) -> Option<Level> {
     let pred = &p.prediction;
     let raw = config.thresholds.classify(pred.risk);
     let Some(current) = current else {
-        return Some(Level::of(raw, pred));
+        *falling_since = None;
+        return Some(Level::of(raw, p));
     };
     let level = if raw > current.severity {
+        *falling_since = None;
         raw
     } else if !p.in_service {
         current.severity
     } else {
-        let mut level = current.severity;
-        while level > Severity::Normal && pred.risk < threshold(config, level) - config.margin {
-            level = below(level);
+        let mut target = current.severity;
+        while target > Severity::Normal && pred.risk < threshold(config, target) - config.margin {
+            target = below(target);
         }
-        level
+        if target == current.severity {
+            *falling_since = None;
+            target
+        } else {
+            let since = *falling_since.get_or_insert(pred.pane_end);
+            if pred.pane_end.0 - since.0 >= config.fall_after_ms as i64 {
+                *falling_since = None;
+                target
+            } else {
+                current.severity
+            }
+        }
     };
     let new_component = p.in_service
         && level > Severity::Normal
         && pred.component.is_some()
-        && pred.component != current.component;
-    (level != current.severity || new_component).then(|| Level::of(level, pred))
+        && pred.component != current.component
+        && pred.risk > current.risk;
+    (level != current.severity || new_component).then(|| Level::of(level, p))
 }
 
 /// Per-vehicle state of the operator.
 struct VehicleState {
     last_pane: EventTime,
     level: Level,
+    falling_since: Option<EventTime>,
 }
 
 /// Extension trait: per-vehicle severity levels with hysteresis from a stream of predictions.
@@ -263,7 +297,8 @@ where
                         let pane = p.prediction.pane_end;
                         match states.get_mut(vehicle) {
                             None => {
-                                let level = next_level(&config, None, p)
+                                let mut falling_since = None;
+                                let level = next_level(&config, None, &mut falling_since, p)
                                     .expect("a first prediction sets a level");
                                 session.give((
                                     (vehicle.clone(), level.clone()),
@@ -275,12 +310,19 @@ where
                                     VehicleState {
                                         last_pane: pane,
                                         level,
+                                        falling_since,
                                     },
                                 );
                             }
                             Some(state) if pane > state.last_pane => {
                                 state.last_pane = pane;
-                                if let Some(level) = next_level(&config, Some(&state.level), p) {
+                                let next = next_level(
+                                    &config,
+                                    Some(&state.level),
+                                    &mut state.falling_since,
+                                    p,
+                                );
+                                if let Some(level) = next {
                                     let old = std::mem::replace(&mut state.level, level.clone());
                                     session.give((
                                         (vehicle.clone(), old),
@@ -316,17 +358,21 @@ mod tests {
                 explanation: vec![],
             },
             in_service,
+            features: vec![],
         }
     }
 
-    /// Levels after each prediction of a sequence of risks.
+    /// Levels after each prediction of a sequence of risks, one pane (10 s) apart.
     fn levels(config: &AlertConfig, risks: &[(f64, bool)]) -> Vec<Severity> {
         let mut current: Option<Level> = None;
+        let mut falling = None;
         risks
             .iter()
-            .map(|&(r, in_service)| {
-                let p = scored(r, Some(Component::Battery), in_service);
-                if let Some(l) = next_level(config, current.as_ref(), &p) {
+            .enumerate()
+            .map(|(i, &(r, in_service))| {
+                let mut p = scored(r, Some(Component::Battery), in_service);
+                p.prediction.pane_end = EventTime(i as i64 * 10_000);
+                if let Some(l) = next_level(config, current.as_ref(), &mut falling, &p) {
                     current = Some(l);
                 }
                 current.as_ref().unwrap().severity
@@ -334,10 +380,58 @@ mod tests {
             .collect()
     }
 
+    /// The defaults without a fall delay.
+    fn immediate() -> AlertConfig {
+        AlertConfig {
+            fall_after_ms: 0,
+            ..AlertConfig::default()
+        }
+    }
+
+    #[test]
+    fn falls_wait_for_the_delay_and_a_held_level_restarts_it() {
+        use Severity::*;
+        let c = AlertConfig {
+            fall_after_ms: 30_000, // three panes
+            ..AlertConfig::default()
+        };
+        // High, then lower for 0, 10, 20 s (waiting), at 30 s it falls.
+        assert_eq!(
+            levels(
+                &c,
+                &[
+                    (0.8, true),
+                    (0.6, true),
+                    (0.6, true),
+                    (0.6, true),
+                    (0.6, true)
+                ]
+            ),
+            vec![High, High, High, High, Medium]
+        );
+        // A prediction holding the level restarts the wait; a parked one does not.
+        assert_eq!(
+            levels(
+                &c,
+                &[
+                    (0.8, true),
+                    (0.6, true),
+                    (0.6, true),
+                    (0.76, true),
+                    (0.6, true),
+                    (0.6, false),
+                    (0.6, true),
+                    (0.6, true)
+                ]
+            ),
+            vec![High, High, High, High, High, High, High, Medium]
+        );
+    }
+
     #[test]
     fn rises_at_once_and_falls_only_below_the_margin() {
         use Severity::*;
-        let c = AlertConfig::default(); // medium 0.5, high 0.75, critical 0.9, margin 0.05
+        let c = immediate(); // medium 0.5, high 0.75, critical 0.9, margin 0.05
         assert_eq!(
             levels(
                 &c,
@@ -367,7 +461,7 @@ mod tests {
     #[test]
     fn parked_predictions_never_lower_but_may_raise() {
         use Severity::*;
-        let c = AlertConfig::default();
+        let c = immediate();
         assert_eq!(
             levels(
                 &c,
@@ -386,27 +480,45 @@ mod tests {
     #[test]
     fn evidence_changes_only_with_level_or_component() {
         let c = AlertConfig::default();
-        let first = next_level(&c, None, &scored(0.8, Some(Component::Battery), true)).unwrap();
+        let mut f = None;
+        let first = next_level(
+            &c,
+            None,
+            &mut f,
+            &scored(0.8, Some(Component::Battery), true),
+        )
+        .unwrap();
         // Same level, same component, other risk: no change.
         assert!(next_level(
             &c,
             Some(&first),
+            &mut f,
             &scored(0.85, Some(Component::Battery), true)
         )
         .is_none());
         // No component named: no change.
-        assert!(next_level(&c, Some(&first), &scored(0.85, None, true)).is_none());
+        assert!(next_level(&c, Some(&first), &mut f, &scored(0.85, None, true)).is_none());
         // Another component while parked: no change.
         assert!(next_level(
             &c,
             Some(&first),
+            &mut f,
             &scored(0.85, Some(Component::FuelPump), false)
         )
         .is_none());
-        // Another component in service: the evidence moves.
+        // Another component in service, but weaker evidence: no change.
+        assert!(next_level(
+            &c,
+            Some(&first),
+            &mut f,
+            &scored(0.78, Some(Component::FuelPump), true)
+        )
+        .is_none());
+        // Another component in service with stronger evidence: the evidence moves.
         let moved = next_level(
             &c,
             Some(&first),
+            &mut f,
             &scored(0.85, Some(Component::FuelPump), true),
         )
         .unwrap();

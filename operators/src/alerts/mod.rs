@@ -211,6 +211,7 @@ where
             pane_end: level.pane_end,
             model: level.model,
             explanation: level.explanation,
+            features: level.features,
             info,
         });
         let holds = unregistered

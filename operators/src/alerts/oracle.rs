@@ -74,6 +74,9 @@ pub fn levels(
         });
         let mut level: Option<Level> = None;
         let mut last_pane = None;
+        // Pane end of the first in-service prediction since the level was last held or
+        // changed that pointed below it.
+        let mut wait: Option<i64> = None;
         for (_, p) in ps {
             let pred = &p.prediction;
             if last_pane.is_some_and(|l| pred.pane_end <= l) {
@@ -91,25 +94,40 @@ pub fn levels(
                 pane_end: pred.pane_end,
                 model: pred.model.clone(),
                 explanation: pred.explanation.clone(),
+                features: p.features.clone(),
             };
             let next = match &level {
                 None => set(raw),
                 Some(cur) => {
                     let severity = if raw > cur.severity {
+                        wait = None;
                         raw
                     } else if !p.in_service {
                         cur.severity
                     } else {
-                        table
+                        let target = table
                             .iter()
                             .filter(|(s, _)| *s <= cur.severity)
                             .find(|(_, thr)| pred.risk >= thr - config.margin)
-                            .map_or(Severity::Normal, |e| e.0)
+                            .map_or(Severity::Normal, |e| e.0);
+                        if target == cur.severity {
+                            wait = None;
+                            target
+                        } else {
+                            let started = *wait.get_or_insert(pred.pane_end.0);
+                            if pred.pane_end.0 - started >= config.fall_after_ms as i64 {
+                                wait = None;
+                                target
+                            } else {
+                                cur.severity
+                            }
+                        }
                     };
                     let other_component = p.in_service
                         && severity != Severity::Normal
                         && pred.component.is_some()
-                        && pred.component != cur.component;
+                        && pred.component != cur.component
+                        && pred.risk > cur.risk;
                     if severity != cur.severity || other_component {
                         set(severity)
                     } else {
@@ -177,6 +195,7 @@ pub fn snapshot(config: &AlertConfig, inputs: &Inputs, at: u64) -> Snapshot {
                 pane_end: level.pane_end,
                 model: level.model.clone(),
                 explanation: level.explanation.clone(),
+                features: level.features.clone(),
                 info: info.clone(),
             });
         }

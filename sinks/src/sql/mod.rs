@@ -49,6 +49,7 @@ mod query;
 pub mod registry;
 mod sink;
 mod table;
+pub mod tables;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -63,10 +64,12 @@ use crate::SinkError;
 
 pub use query::{AlertStatus, ForeignKey, StoredAlert};
 pub use sink::SqlSink;
-pub use table::{AlertTable, PredictionTable, SqlTable, TableSpec, TelemetryTable};
+pub use table::{
+    AlertRow, AlertTable, PredictionTable, Retraction, SqlTable, TableSpec, TelemetryTable,
+};
 
 /// The tables of the schema, in creation order.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "customers",
     "service_centers",
     "vehicles",
@@ -77,6 +80,7 @@ pub const TABLES: [&str; 10] = [
     "rca_capa_records",
     "maintenance_records",
     "agent_audit_log",
+    "agent_workflows",
 ];
 
 /// The tables that become TimescaleDB hypertables, with their time column.

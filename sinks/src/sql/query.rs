@@ -10,7 +10,8 @@ use pmi_core::{VehicleId, SENSOR_COUNT};
 use super::{on_pool, Backend, Database, TABLES};
 use crate::SinkError;
 
-/// Where an alert is in its life. Only agents change it; the alerts sink never does.
+/// Where an alert's handling is. Only agents change it; the alerts sink never does (it
+/// writes whether the alert is still active, [`StoredAlert::active`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
@@ -50,8 +51,15 @@ pub struct StoredAlert {
     pub alert_id: i64,
     /// The prediction the alert was raised from (vehicle, pane, risk, severity, …).
     pub prediction: Prediction,
-    /// Open, acknowledged or resolved.
+    /// Open, acknowledged or resolved (the agents' view).
     pub status: AlertStatus,
+    /// Whether the alert is in the dataflow's alert collection now.
+    pub active: bool,
+    /// Why it left the collection (`booked`, `repaired`, `unregistered`, `recovered`,
+    /// `superseded`), when it did.
+    pub retraction: Option<String>,
+    /// The feature values it was raised on (name, value), by name.
+    pub features: Vec<(String, f64)>,
     /// When the response is due (pane end + the severity's SLA), ms since the epoch.
     pub sla_due_at: Option<i64>,
     /// When the row was first written, ms since the epoch.
@@ -83,6 +91,13 @@ fn corrupt(context: &str, message: String) -> SinkError {
         context: context.to_owned(),
         message,
     }
+}
+
+/// A JSON object of feature values, sorted by name (nulls skipped).
+fn parse_features(context: &str, text: &str) -> Result<Vec<(String, f64)>, SinkError> {
+    let map: std::collections::BTreeMap<String, Option<f64>> = serde_json::from_str(text)
+        .map_err(|e| corrupt(context, format!("features `{text}`: {e}")))?;
+    Ok(map.into_iter().filter_map(|(n, v)| Some((n, v?))).collect())
 }
 
 impl Database {
@@ -232,7 +247,7 @@ impl Database {
     pub async fn alerts(&self, status: Option<AlertStatus>) -> Result<Vec<StoredAlert>, SinkError> {
         let sql = format!(
             "SELECT vehicle_id, {}, risk, severity, component, model, {}, alert_id, status, \
-                    {}, {}, {} \
+                    {}, {}, {}, active, retraction, {} \
              FROM alerts WHERE ($1 IS NULL OR status = $1) \
              ORDER BY severity_rank DESC, pane_end, vehicle_id",
             self.ms("pane_end"),
@@ -240,15 +255,18 @@ impl Database {
             self.ms("sla_due_at"),
             self.ms("raised_at"),
             self.ms("updated_at"),
+            self.json("features"),
         );
         self.fetch_alerts(&sql, status.map(|s| s.name())).await
     }
 
-    /// Alerts not resolved with severity at least `min`, most urgent first: the agents'
-    /// work queue.
+    /// Active alerts not resolved with severity at least `min`, most urgent first: the
+    /// agents' work queue.
     pub async fn open_alerts(&self, min: Severity) -> Result<Vec<StoredAlert>, SinkError> {
         let mut all = self.alerts(None).await?;
-        all.retain(|a| a.status != AlertStatus::Resolved && a.prediction.severity >= min);
+        all.retain(|a| {
+            a.active && a.status != AlertStatus::Resolved && a.prediction.severity >= min
+        });
         Ok(all)
     }
 
@@ -281,6 +299,11 @@ impl Database {
                         r.try_get::<Option<i64>, _>(9)?,
                         r.try_get::<i64, _>(10)?,
                         r.try_get::<i64, _>(11)?,
+                        (
+                            r.try_get::<bool, _>(12)?,
+                            r.try_get::<Option<String>, _>(13)?,
+                            r.try_get::<String, _>(14)?,
+                        ),
                     ))
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -288,7 +311,15 @@ impl Database {
         });
         rows.into_iter()
             .map(
-                |((v, t, risk, sev, comp, model, expl), id, status, sla, raised, updated)| {
+                |(
+                    (v, t, risk, sev, comp, model, expl),
+                    id,
+                    status,
+                    sla,
+                    raised,
+                    updated,
+                    (active, retraction, features),
+                )| {
                     Ok(StoredAlert {
                         alert_id: id,
                         prediction: prediction(
@@ -304,6 +335,9 @@ impl Database {
                         status: AlertStatus::from_name(&status).ok_or_else(|| {
                             corrupt(CONTEXT, format!("unknown status `{status}`"))
                         })?,
+                        active,
+                        retraction,
+                        features: parse_features(CONTEXT, &features)?,
                         sla_due_at: sla,
                         raised_at: raised,
                         updated_at: updated,

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use pmi_core::{EventTime, Prediction, Sensor, Telemetry};
+use pmi_core::{Alert, AlertChange, EventTime, Prediction, RetractReason, Sensor, Telemetry};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, SqliteConnection};
 
 /// A column's type, as the writer binds it.
@@ -21,6 +22,8 @@ pub enum ColumnType {
     Integer,
     /// JSON text (`JSONB` / `TEXT` checked by `json_valid`).
     Json,
+    /// A boolean (`BOOLEAN` / `INTEGER` 0-1).
+    Bool,
 }
 
 impl ColumnType {
@@ -30,6 +33,7 @@ impl ColumnType {
             ColumnType::Timestamp => "timestamptz[]",
             ColumnType::Float => "float8[]",
             ColumnType::Integer => "int8[]",
+            ColumnType::Bool => "bool[]",
         }
     }
 }
@@ -56,6 +60,7 @@ pub(crate) enum Column {
     Timestamp(Vec<Option<i64>>),
     Float(Vec<Option<f64>>),
     Integer(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
 }
 
 /// A batch in columns, in [`TableSpec::columns`] order.
@@ -75,6 +80,7 @@ impl Columns {
                 ColumnType::Timestamp => Column::Timestamp(Vec::with_capacity(capacity)),
                 ColumnType::Float => Column::Float(Vec::with_capacity(capacity)),
                 ColumnType::Integer => Column::Integer(Vec::with_capacity(capacity)),
+                ColumnType::Bool => Column::Bool(Vec::with_capacity(capacity)),
             })
             .collect();
         Columns { cols, rows: 0 }
@@ -106,6 +112,13 @@ impl Columns {
         match &mut self.cols[i] {
             Column::Integer(c) => c.push(v),
             other => panic!("column {i} is not an integer: {other:?}"),
+        }
+    }
+    /// Appends a boolean to column `i`.
+    pub fn boolean(&mut self, i: usize, v: Option<bool>) {
+        match &mut self.cols[i] {
+            Column::Bool(c) => c.push(v),
+            other => panic!("column {i} is not a boolean: {other:?}"),
         }
     }
 }
@@ -208,14 +221,75 @@ impl SqlTable for PredictionTable {
     }
 }
 
-/// Alerts (the predictions at or above the alert floor) into `alerts`, one row per
-/// `(vehicle_id, pane_end)`. A new alert is `open`; writing it again (a replay, a rescored
-/// pane) updates its risk, severity, component, model, explanation and SLA but never its
-/// status, so an alert an agent acknowledged or resolved stays so.
+/// One row of `alerts` as the alert-change sink writes it: an alert and whether it is in
+/// the dataflow's alert collection now (and if not, why it left).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertRow {
+    /// The alert (its `(vehicle_id, pane_end)` is the row's natural key).
+    pub alert: Alert,
+    /// `None`: active; `Some(why)`: retracted.
+    pub retraction: Option<Retraction>,
+}
+
+/// Why an alert left the collection, as `alerts.retraction` stores it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retraction {
+    /// Retracted by the dataflow ([`RetractReason`]).
+    Retracted(RetractReason),
+    /// Replaced by a newer alert of the same vehicle (a changed severity, component or
+    /// registry row is a new row; the old one is superseded).
+    Superseded,
+}
+
+impl Retraction {
+    /// The stored name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Retraction::Retracted(RetractReason::Booked) => "booked",
+            Retraction::Retracted(RetractReason::Repaired) => "repaired",
+            Retraction::Retracted(RetractReason::Unregistered) => "unregistered",
+            Retraction::Retracted(RetractReason::Recovered) => "recovered",
+            Retraction::Superseded => "superseded",
+        }
+    }
+}
+
+impl AlertRow {
+    /// The rows an alert change writes, in order: `Raised` its alert (active), `Changed`
+    /// the old alert (superseded) and the new (active), `Retracted` the alert with why.
+    pub fn of(change: &AlertChange) -> Vec<AlertRow> {
+        let row = |alert: &Alert, retraction| AlertRow {
+            alert: alert.clone(),
+            retraction,
+        };
+        match change {
+            AlertChange::Raised(a) => vec![row(a, None)],
+            AlertChange::Changed { from, to } => {
+                if (&from.vehicle_id, from.pane_end) == (&to.vehicle_id, to.pane_end) {
+                    // Same row (e.g. a registry change): it stays active.
+                    vec![row(to, None)]
+                } else {
+                    vec![row(from, Some(Retraction::Superseded)), row(to, None)]
+                }
+            }
+            AlertChange::Retracted { alert, reason } => {
+                vec![row(alert, Some(Retraction::Retracted(*reason)))]
+            }
+        }
+    }
+}
+
+/// Alert changes into `alerts`, one row per alert, keyed by `(vehicle_id, pane_end)` (the
+/// pane of the prediction that set the alert's level). A raised alert is inserted `open`
+/// and `active`; a retraction or a superseding change clears `active` and records why and
+/// when (`retraction`, `retracted_at`). Writing a row again (a replay) changes nothing
+/// unless a value differs, and never touches `status`: that is the agents' (an alert an
+/// agent resolved stays resolved).
 pub struct AlertTable;
 
 impl SqlTable for AlertTable {
-    type Record = Prediction;
+    type Record = AlertRow;
     const SPEC: TableSpec = TableSpec {
         table: "alerts",
         columns: &[
@@ -228,6 +302,10 @@ impl SqlTable for AlertTable {
             ("model", ColumnType::Text),
             ("explanation", ColumnType::Json),
             ("sla_due_at", ColumnType::Timestamp),
+            ("active", ColumnType::Bool),
+            ("retraction", ColumnType::Text),
+            ("retracted_at", ColumnType::Timestamp),
+            ("features", ColumnType::Json),
             ("raised_at", ColumnType::Timestamp),
             ("updated_at", ColumnType::Timestamp),
         ],
@@ -240,27 +318,47 @@ impl SqlTable for AlertTable {
             "model",
             "explanation",
             "sla_due_at",
+            "active",
+            "retraction",
+            "features",
         ],
-        touch: &["updated_at"],
+        touch: &["retracted_at", "updated_at"],
     };
-    fn key(r: &Prediction) -> (&str, i64) {
-        (r.vehicle_id.as_str(), r.pane_end.0)
+    fn key(r: &AlertRow) -> (&str, i64) {
+        (r.alert.vehicle_id.as_str(), r.alert.pane_end.0)
     }
-    fn push(r: &Prediction, now_ms: i64, c: &mut Columns) {
-        c.text(0, Some(r.vehicle_id.to_string()));
-        c.timestamp(1, Some(r.pane_end.0));
-        c.text(2, Some(r.severity.name().to_owned()));
-        c.integer(3, Some(r.severity as i64));
-        c.text(4, r.component.map(|x| x.name().to_owned()));
-        c.float(5, Some(r.risk));
-        c.text(6, Some(r.model.clone()));
-        c.text(7, Some(explanation_json(&r.explanation)));
-        let sla = r.severity.sla_hours();
-        c.timestamp(8, sla.map(|h| r.pane_end.0 + i64::from(h) * 3_600_000));
-        c.timestamp(9, Some(now_ms));
-        c.timestamp(10, Some(now_ms));
+    fn push(r: &AlertRow, now_ms: i64, c: &mut Columns) {
+        let a = &r.alert;
+        c.text(0, Some(a.vehicle_id.to_string()));
+        c.timestamp(1, Some(a.pane_end.0));
+        c.text(2, Some(a.severity.name().to_owned()));
+        c.integer(3, Some(a.severity as i64));
+        c.text(4, a.component.map(|x| x.name().to_owned()));
+        c.float(5, Some(a.risk));
+        c.text(6, Some(a.model.clone()));
+        c.text(7, Some(explanation_json(&a.explanation)));
+        c.timestamp(8, a.sla_due().map(|t| t.0));
+        c.boolean(9, Some(r.retraction.is_none()));
+        c.text(10, r.retraction.map(|x| x.name().to_owned()));
+        c.timestamp(11, r.retraction.map(|_| now_ms));
+        c.text(12, Some(features_json(&a.features)));
+        c.timestamp(13, Some(now_ms));
+        c.timestamp(14, Some(now_ms));
         c.rows += 1;
     }
+}
+
+/// Features as a JSON object (name → value; non-finite values as null).
+pub(crate) fn features_json(features: &[(String, f64)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = features
+        .iter()
+        .map(|(n, v)| {
+            let value =
+                serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into);
+            (n.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 fn explanation_json(reasons: &[String]) -> String {
@@ -381,6 +479,7 @@ pub(crate) async fn write_pg(
             Column::Timestamp(v) => q.bind(v.iter().map(|t| t.map(to_utc)).collect::<Vec<_>>()),
             Column::Float(v) => q.bind(v),
             Column::Integer(v) => q.bind(v),
+            Column::Bool(v) => q.bind(v),
         };
     }
     q.execute(conn).await.map(drop)
@@ -410,6 +509,7 @@ pub(crate) async fn write_sqlite(
                     Column::Timestamp(v) => q.bind(v[r]),
                     Column::Float(v) => q.bind(v[r]),
                     Column::Integer(v) => q.bind(v[r]),
+                    Column::Bool(v) => q.bind(v[r]),
                 };
             }
         }
@@ -432,7 +532,8 @@ mod tests {
     fn statements_name_every_column_and_keep_status_out_of_alert_updates() {
         let pg = pg_upsert_sql(&AlertTable::SPEC);
         assert!(pg.starts_with("INSERT INTO alerts (vehicle_id, pane_end, severity"));
-        assert!(pg.contains("$11::timestamptz[]") && pg.contains("u.explanation::jsonb"));
+        assert!(pg.contains("$15::timestamptz[]") && pg.contains("u.explanation::jsonb"));
+        assert!(pg.contains("$10::bool[]"));
         assert!(pg.contains("ON CONFLICT (vehicle_id, pane_end) DO UPDATE SET"));
         assert!(!pg.contains("status"));
         assert!(pg.contains("updated_at = EXCLUDED.updated_at"));
