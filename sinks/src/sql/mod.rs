@@ -66,7 +66,7 @@ pub use sink::SqlSink;
 pub use table::{AlertTable, PredictionTable, SqlTable, TableSpec, TelemetryTable};
 
 /// The tables of the schema, in creation order.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 12] = [
     "customers",
     "service_centers",
     "vehicles",
@@ -77,6 +77,8 @@ pub const TABLES: [&str; 10] = [
     "rca_capa_records",
     "maintenance_records",
     "agent_audit_log",
+    "technicians",
+    "service_center_closures",
 ];
 
 /// The tables that become TimescaleDB hypertables, with their time column.
