@@ -949,7 +949,7 @@ struct World {
 }
 
 fn world() -> impl Strategy<Value = World> {
-    let span = (6u32..18, 1u32..5);
+    let span = (6u32..18, 1u32..7);
     let day = prop::collection::vec(span, 0..3);
     (
         0..ZONES.len(),
@@ -958,12 +958,12 @@ fn world() -> impl Strategy<Value = World> {
         prop::collection::vec(day, 7),
         prop::collection::vec(prop::collection::vec(0..4usize, 1..3), 0..4),
         prop::collection::vec(0u32..8, 0..3),
-        prop::collection::vec((0u32..72, 4u32..120, any::<bool>()), 2..8),
+        prop::collection::vec((0u32..48, 12u32..96, any::<bool>()), 3..12),
     )
         .prop_flat_map(|(zone, base, bays, week, technicians, closed, vehicles)| {
             let n = vehicles.len();
             let requests =
-                prop::collection::vec((0..n, prop::option::of(0..4usize), 1u32..5), 4..16);
+                prop::collection::vec((0..n, prop::option::of(0..4usize), 1u32..7), 6..24);
             (
                 Just((zone, base, bays, week, technicians, closed, vehicles)),
                 requests,
@@ -1213,8 +1213,116 @@ async fn run_world(backend: Backend, w: World) {
             assert_eq!(a.alert_id, Some(alert_id));
         }
     }
+    // The offers at the end equal a from-scratch oracle's free starts (wall clock, minute
+    // by minute), for every request: nothing free is missed, nothing taken is offered.
+    let everything = Scheduler::new(
+        t.db.clone(),
+        SchedulingConfig {
+            max_offers: 100_000,
+            ..SchedulingConfig::default()
+        },
+    )
+    .unwrap();
+    let distinct: BTreeSet<(usize, Option<usize>, u32)> = w.requests.iter().copied().collect();
+    for (v, component, slots) in distinct {
+        let component = component.map(|c| Component::ALL[c]);
+        let duration = 30 * slots;
+        let request = SlotRequest {
+            vehicle_id: vehicle_id(v),
+            center_id: None,
+            component,
+            duration_minutes: duration,
+            earliest: windows[v].0,
+            deadline: windows[v].1,
+            preferred: None,
+        };
+        let offered = starts(&everything.find_slots(&request).await.unwrap());
+        let oracle = Oracle {
+            tz,
+            hours: &business_hours,
+            closed: &closed,
+            bays: w.bays,
+            technicians: &technicians,
+            open: &open,
+        };
+        let expected = oracle.free_starts(component, duration, windows[v]);
+        assert_eq!(
+            offered, expected,
+            "vehicle {v}, {component:?}, {duration} min"
+        );
+    }
     drop(s);
+    drop(everything);
     drop(t);
+}
+
+/// Free starts computed from scratch: every :00 and :30 of the window's local days whose
+/// whole job lies in opening minutes, with a free bay and a free qualified technician.
+struct Oracle<'a> {
+    tz: Tz,
+    hours: &'a [OpeningHours],
+    closed: &'a BTreeSet<NaiveDate>,
+    bays: u32,
+    technicians: &'a [Technician],
+    open: &'a [&'a pmi_agents::Appointment],
+}
+
+impl Oracle<'_> {
+    fn is_open(&self, weekday: u8, minute: u32) -> bool {
+        self.hours.iter().any(|h| {
+            let open = h.open[..2].parse::<u32>().unwrap() * 60;
+            let close = h.close[..2].parse::<u32>().unwrap() * 60;
+            h.weekday == weekday && open <= minute && minute < close
+        })
+    }
+
+    fn free_starts(
+        &self,
+        component: Option<Component>,
+        duration: u32,
+        (earliest, deadline): (EventTime, EventTime),
+    ) -> BTreeSet<i64> {
+        let mut out = BTreeSet::new();
+        let first = local(self.tz, earliest).date_naive();
+        let last = local(self.tz, deadline).date_naive();
+        for day in first.iter_days().take_while(|d| *d <= last) {
+            if self.closed.contains(&day) {
+                continue;
+            }
+            let weekday = day.weekday().number_from_monday() as u8;
+            for start in (0..24 * 60 - duration).step_by(30) {
+                if !(start..start + duration).all(|m| self.is_open(weekday, m)) {
+                    continue;
+                }
+                let naive = day.and_hms_opt(start / 60, start % 60, 0).unwrap();
+                let s = self
+                    .tz
+                    .from_local_datetime(&naive)
+                    .single()
+                    .unwrap()
+                    .timestamp_millis();
+                let e = s + i64::from(duration) * 60_000;
+                if s < earliest.0 || e > deadline.0 {
+                    continue;
+                }
+                let overlaps = |a: &pmi_agents::Appointment| a.starts_at.0 < e && s < a.ends_at.0;
+                let bay_free = (1..=self.bays)
+                    .any(|bay| !self.open.iter().any(|a| a.bay == bay && overlaps(a)));
+                let tech_free = self.technicians.is_empty()
+                    || self.technicians.iter().any(|t| {
+                        component.is_none_or(|c| t.skills.contains(&c))
+                            && !self.open.iter().any(|a| {
+                                a.technician.as_deref() == Some(t.technician_id.as_str())
+                                    && overlaps(a)
+                            })
+                    });
+                if bay_free && tech_free {
+                    out.insert(s);
+                }
+            }
+        }
+        out
+    }
 }
 
 fn run_blocking(backend: Backend, w: World) {
