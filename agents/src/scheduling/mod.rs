@@ -197,7 +197,18 @@ impl Scheduler {
             .write_booking(conn, Target::New(&request))
             .await);
         let id = match booked {
-            Ok(id) => id,
+            Ok(id) => {
+                tracing::info!(
+                    appointment_id = id,
+                    vehicle_id = %request.vehicle_id,
+                    center_id = %request.slot.center_id,
+                    bay = request.slot.bay,
+                    starts_at = %request.slot.starts_at.to_rfc3339(),
+                    alert_id = ?request.alert_id,
+                    "appointment booked"
+                );
+                id
+            }
             // Lost a race the per-centre lock does not cover (the same vehicle or alert
             // booked at another centre at the same moment): say what won.
             Err(e) if is_unique_violation(&e) => {
@@ -297,7 +308,13 @@ impl Scheduler {
             )
             .await);
         match moved {
-            Ok(_) => {}
+            Ok(_) => tracing::info!(
+                appointment_id,
+                center_id = %slot.center_id,
+                bay = slot.bay,
+                starts_at = %slot.starts_at.to_rfc3339(),
+                "appointment rescheduled"
+            ),
             Err(e) if is_unique_violation(&e) => {
                 let vehicle = self
                     .appointment(appointment_id)
@@ -457,10 +474,18 @@ impl Scheduler {
                     action,
                 }),
                 Some(None) => Ok(()),
-                Some(Some(status)) => conn
-                    .set_status(appointment_id, status.name(), note)
-                    .await
-                    .map_err(sql("updating appointment")),
+                Some(Some(status)) => {
+                    conn.set_status(appointment_id, status.name(), note)
+                        .await
+                        .map_err(sql("updating appointment"))?;
+                    tracing::info!(
+                        appointment_id,
+                        status = status.name(),
+                        action,
+                        "appointment status changed"
+                    );
+                    Ok(())
+                }
             }
         }
         .await)?;
@@ -595,13 +620,13 @@ impl Scheduler {
                 "must be in 1 ..= 1440",
             ));
         }
-        if deadline < earliest + duration {
+        if deadline < earliest.saturating_add(duration) {
             return Err(BookError::invalid(
                 "deadline",
                 "must leave at least `duration_minutes` after `earliest`",
             ));
         }
-        if deadline - earliest > i64::from(self.config.max_window_days) * 86_400_000 {
+        if deadline.saturating_sub(earliest) > i64::from(self.config.max_window_days) * 86_400_000 {
             return Err(BookError::invalid(
                 "deadline",
                 format!(

@@ -109,9 +109,10 @@ pub struct Slot {
 /// What to book.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BookRequest {
-    /// Where and when (usually one of [`super::Scheduler::find_slots`]'s offers). With a
-    /// centre that schedules technicians and no technician given, a free qualified one is
-    /// assigned.
+    /// Where and when (usually one of [`super::Scheduler::find_slots`]'s offers). At a
+    /// centre with `technicians` rows, a named technician must be one of them, active and
+    /// skilled for the component; with none named, a free qualified one is assigned. At a
+    /// centre without such rows the technician is free text (still never double-booked).
     pub slot: Slot,
     /// The vehicle.
     pub vehicle_id: String,
