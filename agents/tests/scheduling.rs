@@ -495,7 +495,7 @@ async fn technicians_skills_and_time_limit_slots(t: TestDb) {
             every_day("08:00", "10:00"),
             2,
         )],
-        3,
+        4,
         None,
     )
     .await;
@@ -573,6 +573,30 @@ async fn technicians_skills_and_time_limit_slots(t: TestDb) {
     unnamed.slot.technician = None;
     let a = s.book(unnamed).await.unwrap();
     assert_eq!(a.technician.as_deref(), Some("T_COOL"));
+    // The next day: a busy technician is refused even when a bay is free.
+    let day2 = |bay: u32, h: u32, m: u32, technician: Option<&str>| Slot {
+        center_id: "MUC".into(),
+        bay,
+        technician: technician.map(str::to_owned),
+        starts_at: local_ms(tz, 2026, 6, 2, h, m),
+        ends_at: EventTime(local_ms(tz, 2026, 6, 2, h, m).0 + 3_600_000),
+    };
+    let mut first = booking(day2(1, 8, 0, Some("T_BAT")), 2, None);
+    first.component = Some(Component::Battery);
+    s.book(first).await.unwrap();
+    let mut busy = booking(day2(2, 8, 30, Some("T_BAT")), 3, None);
+    busy.component = Some(Component::Battery);
+    let e = s.book(busy.clone()).await.unwrap_err();
+    assert!(
+        matches!(&e, BookError::TechnicianBusy { technician, .. } if technician == "T_BAT"),
+        "{e}"
+    );
+    busy.slot.technician = None;
+    let e = s.book(busy.clone()).await.unwrap_err();
+    assert!(matches!(e, BookError::NoTechnician { .. }), "{e}");
+    busy.component = Some(Component::Radiator);
+    let a = s.book(busy).await.unwrap();
+    assert_eq!((a.bay, a.technician.as_deref()), (2, Some("T_COOL")));
 }
 
 async fn preferred_times_come_first(t: TestDb) {
