@@ -197,7 +197,11 @@ impl Scheduler {
             .write_booking(conn, Target::New(&request))
             .await);
         let id = match booked {
-            Ok(id) => {
+            Ok((id, false)) => {
+                tracing::debug!(appointment_id = id, alert_id = ?request.alert_id, "alert already booked");
+                id
+            }
+            Ok((id, true)) => {
                 tracing::info!(
                     appointment_id = id,
                     vehicle_id = %request.vehicle_id,
@@ -728,12 +732,13 @@ impl Scheduler {
     }
 
     /// Checks and writes a booking inside a transaction that holds the centre's lock;
-    /// returns the appointment's id.
+    /// returns the appointment's id and whether it was written (`false`: the alert's open
+    /// appointment, found).
     async fn write_booking<C: Store>(
         &self,
         conn: &mut C,
         target: Target<'_>,
-    ) -> Result<i64, BookError> {
+    ) -> Result<(i64, bool), BookError> {
         let slot = match &target {
             Target::New(request) => &request.slot,
             Target::Move { slot, .. } => *slot,
@@ -748,7 +753,7 @@ impl Scheduler {
                         .await
                         .map_err(sql("reading appointments"))?;
                     if let Some(id) = open {
-                        return Ok(id);
+                        return Ok((id, false));
                     }
                 }
                 let known = conn
@@ -859,7 +864,7 @@ impl Scheduler {
                     .clone(),
             ),
         };
-        match target {
+        let id = match target {
             Target::New(request) => conn
                 .insert(&NewAppointment {
                     vehicle_id: &vehicle_id,
@@ -889,7 +894,8 @@ impl Scheduler {
                 .await
                 .map(|()| appointment_id)
                 .map_err(sql("moving appointment")),
-        }
+        }?;
+        Ok((id, true))
     }
 }
 
