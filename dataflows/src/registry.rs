@@ -1,12 +1,13 @@
 //! The simulated fleet's registry: one customer per vehicle, a handful of service centres
-//! in different time zones, and the vehicles with their home centre, upserted into the
+//! in different time zones with their technicians, and the vehicles with their home centre, upserted into the
 //! database before a simulator run so that its alerts carry an owner and a workshop and
 //! the agents have somewhere to book. Deterministic from the fleet (same ids every run),
 //! so a rerun rewrites the same rows.
 
+use pmi_core::{Component, System};
 use pmi_sinks::sql::registry::{
-    upsert_customers, upsert_service_centers, upsert_vehicles, ContactChannel, Customer,
-    OpeningHours, ServiceCenter, Vehicle,
+    upsert_customers, upsert_service_centers, upsert_technicians, upsert_vehicles, ContactChannel,
+    Customer, OpeningHours, PreferredTime, ServiceCenter, Technician, Vehicle,
 };
 use pmi_sinks::sql::{Database, SqlConfig};
 use pmi_sources::fleet::Fleet;
@@ -25,10 +26,32 @@ const CITIES: [(&str, &str, &str); 4] = [
     ("PUN", "Pune", "Asia/Kolkata"),
 ];
 
+/// The simulated registry of a fleet.
+#[derive(Clone, Debug, Default)]
+pub struct FleetRegistry {
+    /// One customer per vehicle (every fourth prefers weekday mornings).
+    pub customers: Vec<Customer>,
+    /// One centre per [`VEHICLES_PER_CENTER`] vehicles.
+    pub centers: Vec<ServiceCenter>,
+    /// Six technicians per centre, two per pair of systems.
+    pub technicians: Vec<Technician>,
+    /// The vehicles.
+    pub vehicles: Vec<Vehicle>,
+}
+
+/// The skills of a centre's technicians: each covers two systems, and every system is
+/// covered by two of them.
+const SKILLS: [[System; 2]; 6] = [
+    [System::Cooling, System::Oil],
+    [System::Vibration, System::Electrical],
+    [System::Fuel, System::Cooling],
+    [System::Oil, System::Vibration],
+    [System::Electrical, System::Fuel],
+    [System::Cooling, System::Vibration],
+];
+
 /// The registry rows of `fleet`.
-pub fn fleet_registry(
-    fleet: &FleetSpec,
-) -> Result<(Vec<Customer>, Vec<ServiceCenter>, Vec<Vehicle>), DataflowError> {
+pub fn fleet_registry(fleet: &FleetSpec) -> Result<FleetRegistry, DataflowError> {
     let config = fleet.simulator_config(std::time::Duration::from_secs(86_400));
     let sim = Fleet::new(config).map_err(|e| DataflowError::Input(e.to_string()))?;
     let centers_needed = fleet.vehicles.div_ceil(VEHICLES_PER_CENTER).max(1);
@@ -76,6 +99,15 @@ pub fn fleet_registry(
             },
             contact_consent: true,
             locale: Some("en-US".into()),
+            preferred_times: (i % 4 == 0).then(|| {
+                (1..=5)
+                    .map(|d| PreferredTime {
+                        weekday: d,
+                        from: "08:00".into(),
+                        to: "12:00".into(),
+                    })
+                    .collect()
+            }),
         });
         vehicles.push(Vehicle {
             vehicle_id: v.id.to_string(),
@@ -87,19 +119,40 @@ pub fn fleet_registry(
             model_year: None,
         });
     }
-    Ok((customers, centers, vehicles))
+    let technicians = centers
+        .iter()
+        .flat_map(|c| {
+            SKILLS.iter().enumerate().map(|(k, systems)| Technician {
+                technician_id: format!("TECH_{}_{}", c.center_id.trim_start_matches("SC_"), k + 1),
+                center_id: c.center_id.clone(),
+                name: format!("Technician {} of {}", k + 1, c.name),
+                skills: Component::ALL
+                    .into_iter()
+                    .filter(|x| systems.contains(&x.system()))
+                    .collect(),
+                active: true,
+            })
+        })
+        .collect();
+    Ok(FleetRegistry {
+        customers,
+        centers,
+        technicians,
+        vehicles,
+    })
 }
 
 /// Upserts the registry of `fleet` into the database of `config` (schema prepared).
 pub fn seed(config: &SqlConfig, fleet: &FleetSpec) -> Result<(), DataflowError> {
-    let (customers, centers, vehicles) = fleet_registry(fleet)?;
+    let r = fleet_registry(fleet)?;
     let err = |e: pmi_sinks::SinkError| DataflowError::Sink(e.to_string());
     let rt = tokio_runtime()?;
     rt.block_on(async {
         let db = Database::connect(config).await.map_err(err)?;
-        upsert_customers(&db, &customers).await.map_err(err)?;
-        upsert_service_centers(&db, &centers).await.map_err(err)?;
-        upsert_vehicles(&db, &vehicles).await.map_err(err)?;
+        upsert_customers(&db, &r.customers).await.map_err(err)?;
+        upsert_service_centers(&db, &r.centers).await.map_err(err)?;
+        upsert_technicians(&db, &r.technicians).await.map_err(err)?;
+        upsert_vehicles(&db, &r.vehicles).await.map_err(err)?;
         db.close().await;
         Ok(())
     })

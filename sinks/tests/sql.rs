@@ -298,6 +298,8 @@ async fn tables_have_their_keys(t: TestDb) {
         ("rca_capa_records", pk(&["rca_id"])),
         ("agent_audit_log", audit_pk),
         ("agent_workflows", pk(&["alert_id"])),
+        ("technicians", pk(&["technician_id"])),
+        ("service_center_closures", pk(&["center_id", "day"])),
     ] {
         assert_eq!(t.db.primary_key(table).await.unwrap(), key, "{table}");
     }
@@ -343,6 +345,14 @@ async fn tables_have_their_keys(t: TestDb) {
                 fk("alert_id", "alerts", "alert_id"),
                 fk("appointment_id", "appointments", "appointment_id"),
             ],
+        ),
+        (
+            "technicians",
+            vec![fk("center_id", "service_centers", "center_id")],
+        ),
+        (
+            "service_center_closures",
+            vec![fk("center_id", "service_centers", "center_id")],
         ),
     ] {
         keys.sort();
@@ -614,6 +624,11 @@ async fn registry_upserts_and_enforces_references(t: TestDb) {
         preferred_channel: ContactChannel::Sms,
         contact_consent: true,
         locale: Some("en-GB".into()),
+        preferred_times: Some(vec![registry::PreferredTime {
+            weekday: 6,
+            from: "09:00".into(),
+            to: "12:00".into(),
+        }]),
     };
     let center = ServiceCenter {
         center_id: "SC_BER".into(),
@@ -653,9 +668,40 @@ async fn registry_upserts_and_enforces_references(t: TestDb) {
             .await
             .unwrap();
     }
-    for table in ["customers", "service_centers", "vehicles"] {
+    let technician = registry::Technician {
+        technician_id: "TECH_1".into(),
+        center_id: "SC_BER".into(),
+        name: "Grace Hopper".into(),
+        skills: vec![Component::Thermostat, Component::Battery],
+        active: true,
+    };
+    let closure = registry::Closure {
+        center_id: "SC_BER".into(),
+        day: chrono::NaiveDate::from_ymd_opt(2026, 12, 25).unwrap(),
+        reason: Some("Christmas".into()),
+    };
+    for _ in 0..2 {
+        registry::upsert_technicians(&t.db, std::slice::from_ref(&technician))
+            .await
+            .unwrap();
+        registry::upsert_closures(&t.db, std::slice::from_ref(&closure))
+            .await
+            .unwrap();
+    }
+    for table in [
+        "customers",
+        "service_centers",
+        "vehicles",
+        "technicians",
+        "service_center_closures",
+    ] {
         assert_eq!(t.db.count(table).await.unwrap(), 1, "{table}");
     }
+    let stray = registry::Technician {
+        center_id: "SC_NOWHERE".into(),
+        ..technician
+    };
+    assert!(registry::upsert_technicians(&t.db, &[stray]).await.is_err());
     let orphan = Vehicle {
         vehicle_id: "VEH_000002".into(),
         customer_id: Some("CUST_UNKNOWN".into()),

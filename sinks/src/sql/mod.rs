@@ -69,7 +69,7 @@ pub use table::{
 };
 
 /// The tables of the schema, in creation order.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 13] = [
     "customers",
     "service_centers",
     "vehicles",
@@ -80,6 +80,8 @@ pub const TABLES: [&str; 11] = [
     "rca_capa_records",
     "maintenance_records",
     "agent_audit_log",
+    "technicians",
+    "service_center_closures",
     "agent_workflows",
 ];
 

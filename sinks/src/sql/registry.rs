@@ -1,8 +1,11 @@
-//! The vehicle registry: customers, service centres and vehicles, upserted by id (seeding,
-//! the simulator, an import, the HTTP API). Small tables: one statement per row in one
-//! transaction.
+//! The vehicle registry: customers, service centres, vehicles, technicians and closed days,
+//! upserted by id (seeding, the simulator, an import, the HTTP API). Small tables: one
+//! statement per row in one transaction.
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+
+use pmi_core::Component;
 
 use super::{on_pool, Backend, Database};
 use crate::SinkError;
@@ -55,6 +58,48 @@ pub struct Customer {
     pub contact_consent: bool,
     /// Language for messages, e.g. `de-DE`.
     pub locale: Option<String>,
+    /// When they like to bring the vehicle in (local time of the centre); `None`: no
+    /// preference.
+    #[serde(default)]
+    pub preferred_times: Option<Vec<PreferredTime>>,
+}
+
+/// A time of the week a customer prefers for appointments, local time of the centre.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferredTime {
+    /// ISO weekday: 1 Monday … 7 Sunday.
+    pub weekday: u8,
+    /// From, `HH:MM`.
+    pub from: String,
+    /// To, `HH:MM` (`24:00` for the end of the day).
+    pub to: String,
+}
+
+/// A technician of a service centre.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Technician {
+    /// Id, e.g. `TECH_BER_01`.
+    pub technician_id: String,
+    /// The centre they work at.
+    pub center_id: String,
+    /// Name.
+    pub name: String,
+    /// Components they may work on.
+    pub skills: Vec<Component>,
+    /// Whether they are scheduled (on leave, left: `false`).
+    pub active: bool,
+}
+
+/// A day a service centre is closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closure {
+    /// The centre.
+    pub center_id: String,
+    /// The centre's local date.
+    pub day: NaiveDate,
+    /// Why (holiday, stocktaking, …).
+    pub reason: Option<String>,
 }
 
 /// One opening span of a service centre, local time of its time zone.
@@ -133,20 +178,28 @@ impl Database {
 /// Inserts or updates `customers` by id. Returns the number of rows written.
 pub async fn upsert_customers(db: &Database, customers: &[Customer]) -> Result<u64, SinkError> {
     let now = db.now_sql();
+    let times = match db.backend() {
+        Backend::Postgres => "$8::jsonb",
+        Backend::Sqlite => "$8",
+    };
     let sql = format!(
         "INSERT INTO customers (customer_id, name, email, phone, preferred_channel, \
-           contact_consent, consent_updated_at, locale) \
-         VALUES ($1, $2, $3, $4, $5, $6, {now}, $7) \
+           contact_consent, consent_updated_at, locale, preferred_times) \
+         VALUES ($1, $2, $3, $4, $5, $6, {now}, $7, {times}) \
          ON CONFLICT (customer_id) DO UPDATE SET name = excluded.name, email = excluded.email, \
            phone = excluded.phone, preferred_channel = excluded.preferred_channel, \
            consent_updated_at = CASE WHEN customers.contact_consent = excluded.contact_consent \
              THEN customers.consent_updated_at ELSE {now} END, \
            contact_consent = excluded.contact_consent, locale = excluded.locale, \
-           updated_at = {now}"
+           preferred_times = excluded.preferred_times, updated_at = {now}"
     );
     let written = on_pool!(db, |pool| async {
         let mut tx = pool.begin().await?;
         for c in customers {
+            let times = c
+                .preferred_times
+                .as_ref()
+                .map(|t| serde_json::to_string(t).expect("preferred times serialise"));
             sqlx::query(&sql)
                 .bind(&c.customer_id)
                 .bind(&c.name)
@@ -155,6 +208,7 @@ pub async fn upsert_customers(db: &Database, customers: &[Customer]) -> Result<u
                 .bind(c.preferred_channel.name())
                 .bind(c.contact_consent)
                 .bind(&c.locale)
+                .bind(times)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -242,4 +296,64 @@ pub async fn upsert_vehicles(db: &Database, vehicles: &[Vehicle]) -> Result<u64,
     .await);
     written.map_err(err("vehicles"))?;
     Ok(vehicles.len() as u64)
+}
+
+/// Inserts or updates `technicians` by id (their centre must exist). Returns the number of
+/// rows written.
+pub async fn upsert_technicians(
+    db: &Database,
+    technicians: &[Technician],
+) -> Result<u64, SinkError> {
+    let now = db.now_sql();
+    let skills = match db.backend() {
+        Backend::Postgres => "$4::jsonb",
+        Backend::Sqlite => "$4",
+    };
+    let sql = format!(
+        "INSERT INTO technicians (technician_id, center_id, name, skills, active) \
+         VALUES ($1, $2, $3, {skills}, $5) \
+         ON CONFLICT (technician_id) DO UPDATE SET center_id = excluded.center_id, \
+           name = excluded.name, skills = excluded.skills, active = excluded.active, \
+           updated_at = {now}"
+    );
+    let written = on_pool!(db, |pool| async {
+        let mut tx = pool.begin().await?;
+        for t in technicians {
+            let skills = serde_json::to_string(&t.skills).expect("components serialise");
+            sqlx::query(&sql)
+                .bind(&t.technician_id)
+                .bind(&t.center_id)
+                .bind(&t.name)
+                .bind(skills)
+                .bind(t.active)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+    .await);
+    written.map_err(err("technicians"))?;
+    Ok(technicians.len() as u64)
+}
+
+/// Inserts or updates closed days by `(center_id, day)` (their centre must exist). Returns
+/// the number of rows written.
+pub async fn upsert_closures(db: &Database, closures: &[Closure]) -> Result<u64, SinkError> {
+    let sql = "INSERT INTO service_center_closures (center_id, day, reason) VALUES ($1, $2, $3) \
+               ON CONFLICT (center_id, day) DO UPDATE SET reason = excluded.reason";
+    let written = on_pool!(db, |pool| async {
+        let mut tx = pool.begin().await?;
+        for c in closures {
+            sqlx::query(sql)
+                .bind(&c.center_id)
+                .bind(c.day)
+                .bind(&c.reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+    .await);
+    written.map_err(err("service_center_closures"))?;
+    Ok(closures.len() as u64)
 }
