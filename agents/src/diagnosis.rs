@@ -141,7 +141,7 @@ pub struct Catalogue {
 }
 
 /// What the agent concludes for one alert.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
     /// The component the alert implicates.
     pub component: Component,

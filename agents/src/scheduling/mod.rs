@@ -27,7 +27,7 @@
 
 mod config;
 mod hours;
-mod store;
+pub(crate) mod store;
 mod types;
 
 use std::collections::BTreeSet;
