@@ -53,6 +53,41 @@ enum Command {
     /// graph (same outputs as `run`), GET /stats, /health, /metrics, /openapi.json, and
     /// POST /predict, GET /model/info with the registry's current model (hot reload).
     Serve(ServeArgs),
+    /// The maintenance agents over the database the graph writes: one workflow per alert
+    /// (diagnose, slots within the SLA, customer, book, confirm), and the HTTP API: GET
+    /// /alerts, /appointments, /escalations, /workflows/{alert_id}, POST
+    /// /appointments/{id}/reschedule and /cancel.
+    Agents(AgentsArgs),
+}
+
+#[derive(Debug, Args)]
+struct AgentsArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8090", env = "PMI_AGENTS_LISTEN")]
+    listen: std::net::SocketAddr,
+    /// Work until a pass finds nothing to do, then exit (no HTTP API).
+    #[arg(long)]
+    once: bool,
+    /// The clock SLAs and slots follow: `wall` (live operation) or `event` (the alerts'
+    /// event time: replays and simulations) [default: wall].
+    #[arg(long, value_enum, env = "PMI_AGENTS_CLOCK")]
+    clock: Option<ClockArg>,
+    /// Diagnosis catalogue (TOML) [default: the embedded agents/catalogue/diagnosis.toml].
+    #[arg(long, env = "PMI_CATALOGUE")]
+    catalogue: Option<PathBuf>,
+    /// Where the graph's output lives, for the default SQLite file [default: ./pmi-data].
+    #[arg(long, env = "PMI_OUT")]
+    out: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClockArg {
+    /// Wall-clock time.
+    Wall,
+    /// The alerts' event time.
+    Event,
 }
 
 #[derive(Debug, Args)]
@@ -359,6 +394,12 @@ struct RunArgs {
     source: SourceKind,
     #[command(flatten)]
     kafka: KafkaArgs,
+    /// Do not run the maintenance agents beside the graph.
+    #[arg(long)]
+    no_agents: bool,
+    /// Diagnosis catalogue (TOML) [default: the embedded one].
+    #[arg(long, env = "PMI_CATALOGUE")]
+    catalogue: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -599,8 +640,55 @@ pub fn main() -> anyhow::Result<()> {
                 ),
                 database: database(&mut settings, &args.database)?,
             };
+            settings.run.agents &= !args.no_agents;
+            let agents = match (&job.database, settings.run.agents) {
+                (Some(sql), true) => {
+                    // The schema must exist before the agent reads it.
+                    pmi_sinks::sql::prepare(&sql.config)?;
+                    let mut master = settings.agents.clone();
+                    master.clock = match pace {
+                        Pace::Max => pmi_agents::Clock::EventTime,
+                        Pace::Realtime => pmi_agents::Clock::Wall,
+                    };
+                    Some(crate::agents::InProcess::start(
+                        sql.config.clone(),
+                        master,
+                        settings.scheduling.clone(),
+                        catalogue(args.catalogue.as_deref())?,
+                    )?)
+                }
+                _ => None,
+            };
             let report = jobs::live(&job)?;
             print_report("run", &report, &settings.run.out_dir);
+            if let Some(agents) = agents {
+                let summary = agents.finish()?;
+                crate::agents::print_summary("agents", &summary);
+            }
+        }
+        Command::Agents(args) => {
+            if let Some(o) = args.out.clone() {
+                settings.run.out_dir = o;
+            }
+            let Some(sql) = database(&mut settings, &args.database)? else {
+                anyhow::bail!(
+                    "pmi agents needs a database: drop --no-database / [database] enabled = false"
+                );
+            };
+            let mut master = settings.agents.clone();
+            master.clock = match args.clock {
+                Some(ClockArg::Event) => pmi_agents::Clock::EventTime,
+                Some(ClockArg::Wall) | None => pmi_agents::Clock::Wall,
+            };
+            let listen = (!args.once).then_some(args.listen);
+            crate::agents::serve(
+                &sql.config,
+                master,
+                settings.scheduling.clone(),
+                catalogue(args.catalogue.as_deref())?,
+                listen,
+                args.once,
+            )?;
         }
         Command::Simulate(args) => {
             apply_fleet(&mut settings, &args.fleet);
@@ -1098,6 +1186,14 @@ fn run_kafka(settings: &mut Settings, args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The diagnosis catalogue at `path`, or the embedded one.
+fn catalogue(path: Option<&std::path::Path>) -> anyhow::Result<pmi_agents::Catalogue> {
+    Ok(match path {
+        Some(p) => pmi_agents::Catalogue::load(p)?,
+        None => pmi_agents::Catalogue::embedded(),
+    })
+}
+
 /// The SQL outputs of a run: `[database]` with the flags over it. The default is the
 /// SQLite file `pmi.sqlite` beside the Parquet output.
 fn database(
@@ -1165,6 +1261,8 @@ fn fleet_spec(settings: &Settings, start: EventTime) -> FleetSpec {
 
 fn graph_config(settings: &Settings) -> pmi_dataflows::GraphConfig {
     pmi_dataflows::GraphConfig {
+        // What the diagnosis reads travels with the alert.
+        alert_features: std::sync::Arc::new(pmi_agents::Catalogue::embedded().feature_names()),
         window: settings.window.clone(),
         workers: settings.run.workers,
         alerts: pmi_core::AlertConfig {

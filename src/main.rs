@@ -4,6 +4,7 @@
 //! Settings come in layers: defaults → `--config FILE` (TOML) → `PMI_*` environment →
 //! flags.
 
+mod agents;
 mod cli;
 mod ingest;
 mod post;

@@ -29,6 +29,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Alert collection settings (`[alerts]`).
     pub alerts: AlertSettings,
+    /// The master agent (`[agents]`).
+    pub agents: pmi_agents::MasterConfig,
+    /// The scheduling agent (`[scheduling]`).
+    pub scheduling: pmi_agents::SchedulingConfig,
 }
 
 /// `[alerts]`: which predictions become alerts, and the tables they are checked against.
@@ -168,6 +172,9 @@ pub struct RunSettings {
     pub workers: usize,
     /// Also archive accepted telemetry as Parquet (default true).
     pub write_telemetry: bool,
+    /// Run the maintenance agents beside the graph when it writes to a database (default
+    /// true).
+    pub agents: bool,
 }
 
 impl Default for RunSettings {
@@ -175,6 +182,7 @@ impl Default for RunSettings {
         RunSettings {
             out_dir: "pmi-data".into(),
             workers: 1,
+            agents: true,
             write_telemetry: true,
         }
     }
@@ -225,6 +233,8 @@ impl Settings {
             require_registry: settings.alerts.require_registry,
         }
         .validate()?;
+        settings.agents.validate()?;
+        settings.scheduling.validate()?;
         Ok(settings)
     }
 }

@@ -255,6 +255,18 @@ impl Catalogue {
         })
     }
 
+    /// Every feature the catalogue's evidence names, sorted, once each (what an alert must
+    /// carry for the diagnosis).
+    pub fn feature_names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&str> = self
+            .modes
+            .values()
+            .flatten()
+            .flat_map(|m| m.evidence.iter().map(|e| e.feature.as_str()))
+            .collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+
     /// Checks that every evidence feature exists in `schema` (a misspelt name would never
     /// be met). Errors name the component, mode and feature.
     pub fn check_features(&self, schema: &FeatureSchema) -> Result<(), CatalogueError> {

@@ -521,6 +521,19 @@ impl MasterAgent {
             .next())
     }
 
+    /// How many workflows are in each state.
+    pub async fn state_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, AgentError> {
+        let rows: Vec<(String, i64)> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT state, COUNT(*) FROM agent_workflows GROUP BY state"
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(sql_err("agent_workflows"))?);
+        Ok(rows.into_iter().collect())
+    }
+
     /// Workflows in `state` (e.g. the human queue: [`WorkflowState::Escalated`]).
     pub async fn workflows_in(&self, state: WorkflowState) -> Result<Vec<Workflow>, AgentError> {
         self.query_workflows(None, None, Some(state)).await
@@ -820,13 +833,15 @@ impl MasterAgent {
                 {
                     Ok(moved) => moved,
                     Err(e) if e.is_retryable() => return Err(AgentError::Book(e)),
-                    Err(e) => return master(Self::escalate(
-                        wf,
-                        format!(
+                    Err(e) => {
+                        return master(Self::escalate(
+                            wf,
+                            format!(
                             "open appointment {} starts after the SLA and cannot move earlier: {e}",
                             open.appointment_id
                         ),
-                    )),
+                        ))
+                    }
                 }
             };
             let details = json!({ "appointment_id": appointment.appointment_id,
