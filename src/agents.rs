@@ -425,3 +425,149 @@ pub fn print_pass(what: &str, r: &PassReport) {
         r.started, r.confirmed, r.escalated, r.cancelled, r.reopened, r.failed
     );
 }
+
+/// What `pmi bench --agents` measured.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchReport {
+    /// Database backend.
+    pub backend: String,
+    /// Alerts raised at once.
+    pub alerts: usize,
+    /// Workflows advanced at once.
+    pub concurrency: usize,
+    /// Workflows confirmed (appointment inside the SLA).
+    pub confirmed: i64,
+    /// Workflows escalated (no capacity within the SLA, …).
+    pub escalated: i64,
+    /// Wall-clock time from the first workflow created to the last one finished, s.
+    pub seconds: f64,
+    /// Finished workflows per second.
+    pub workflows_per_s: f64,
+    /// Alert-to-outcome latency (workflow created → finished), ms: p50, p95, p99, max.
+    pub latency_ms: [i64; 4],
+}
+
+/// `pmi bench --agents N`: N simultaneous alerts (a registry of N vehicles at N/25 centres,
+/// severities 10 % critical, 30 % high, 60 % medium, one working-day morning) through the
+/// master agent with `concurrency` workflows at once, on a fresh database of the server at
+/// `url` (PostgreSQL: a scratch database, dropped after; SQLite: the file).
+pub fn bench(url: &str, alerts: usize, concurrency: usize) -> anyhow::Result<BenchReport> {
+    use pmi_core::{Alert, AlertChange, Component, Severity, VehicleId, VehicleInfo};
+    use pmi_sinks::sql::{admin, AlertRow, AlertTable, Backend, SqlSink};
+    use pmi_sinks::ChunkSink;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let backend = Backend::from_url(url)
+        .ok_or_else(|| anyhow::anyhow!("--sql `{url}`: expected sqlite:// or postgres://"))?;
+    let (mut config, scratch) = match backend {
+        Backend::Postgres => {
+            let name = admin::unique_name("pmi_agents_bench");
+            rt.block_on(admin::create_database(url, &name))?;
+            (
+                SqlConfig::new(&admin::with_database(url, &name)),
+                Some(name),
+            )
+        }
+        Backend::Sqlite => (SqlConfig::new(url), None),
+    };
+    config.max_connections = concurrency as u32 + 4;
+    let result = (|| -> anyhow::Result<BenchReport> {
+        pmi_sinks::sql::prepare(&config)?;
+        // The registry of a simulated fleet of `alerts` vehicles.
+        let fleet = pmi_dataflows::jobs::FleetSpec {
+            vehicles: alerts as u32,
+            seed: 7,
+            start: EventTime(0),
+            failures_per_vehicle_month: 1.0,
+            bad_readings: false,
+            forced_failures: Vec::new(),
+        };
+        pmi_dataflows::registry::seed(&config, &fleet)?;
+        // Monday 2026-03-02 06:00 UTC, spread over ten minutes.
+        let monday = 1_772_431_200_000i64;
+        let catalogue = Catalogue::embedded();
+        let changes: Vec<AlertRow> = (0..alerts)
+            .map(|i| {
+                let (severity, risk) = match i % 10 {
+                    0 => (Severity::Critical, 0.95),
+                    1..=3 => (Severity::High, 0.8),
+                    _ => (Severity::Medium, 0.6),
+                };
+                let component = Component::ALL[i % Component::ALL.len()];
+                let features = catalogue
+                    .feature_names()
+                    .into_iter()
+                    .map(|n| (n, 0.0))
+                    .collect();
+                let alert = Alert {
+                    vehicle_id: VehicleId::parse(&format!("VEH_{i:06}")).expect("valid id"),
+                    severity,
+                    component: Some(component),
+                    risk,
+                    pane_end: EventTime(monday + (i as i64 % 600) * 1000),
+                    model: "bench".into(),
+                    explanation: vec![],
+                    features,
+                    info: VehicleInfo::default(),
+                };
+                AlertRow::of(&AlertChange::Raised(alert)).remove(0)
+            })
+            .collect();
+        let mut sink = SqlSink::<AlertTable>::start(&config, "bench")?;
+        sink.send(changes)?;
+        Box::new(sink).close()?;
+
+        rt.block_on(async {
+            let master = MasterConfig {
+                concurrency,
+                clock: pmi_agents::Clock::EventTime,
+                ..MasterConfig::default()
+            };
+            let agent = master_agent(
+                &config,
+                master,
+                SchedulingConfig::default(),
+                Catalogue::embedded(),
+                false,
+            )
+            .await?;
+            let started = std::time::Instant::now();
+            agent.drain(10_000).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let workflows = agent.workflows(None).await?;
+            let counts = agent.state_counts().await?;
+            let mut latency: Vec<i64> = workflows
+                .iter()
+                .filter(|w| w.state.is_terminal())
+                .map(|w| w.updated_at - w.created_at)
+                .collect();
+            latency.sort_unstable();
+            let q = |p: f64| {
+                latency
+                    .get(((latency.len() as f64 - 1.0) * p).round() as usize)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let finished = latency.len();
+            Ok(BenchReport {
+                backend: format!("{backend:?}"),
+                alerts,
+                concurrency,
+                confirmed: counts.get("confirmed").copied().unwrap_or(0),
+                escalated: counts.get("escalated").copied().unwrap_or(0),
+                seconds,
+                workflows_per_s: finished as f64 / seconds.max(1e-9),
+                latency_ms: [
+                    q(0.5),
+                    q(0.95),
+                    q(0.99),
+                    latency.last().copied().unwrap_or(0),
+                ],
+            })
+        })
+    })();
+    if let Some(name) = scratch {
+        rt.block_on(admin::drop_database(url, &name))?;
+    }
+    result
+}

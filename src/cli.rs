@@ -568,6 +568,14 @@ struct BenchArgs {
     /// Predictions written by the --sql benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     sql_rows: usize,
+    /// Instead of the graph: this many simultaneous alerts through the master agent, on
+    /// the database of --sql (default: a SQLite file in --dir or a temporary folder);
+    /// reports alert-to-appointment latency and throughput.
+    #[arg(long)]
+    agents: Option<usize>,
+    /// Workflows the --agents benchmark advances at once.
+    #[arg(long, default_value_t = 8)]
+    agents_concurrency: usize,
     /// What the graph reads: Parquet (a backfill), or a Kafka topic filled for the run
     /// (compared with plain rdkafka consumers on the same topic).
     #[arg(long, value_enum, default_value = "parquet")]
@@ -767,6 +775,38 @@ pub fn main() -> anyhow::Result<()> {
             print_report("backfill", &report, &out);
         }
         Command::Bench(args) => {
+            if let Some(n) = args.agents {
+                let tmp = tempfile::tempdir()?;
+                let url = match &args.sql {
+                    Some(u) => u.clone(),
+                    None => format!(
+                        "sqlite://{}",
+                        args.dir
+                            .as_deref()
+                            .unwrap_or(tmp.path())
+                            .join("agents-bench.sqlite")
+                            .display()
+                    ),
+                };
+                let r = crate::agents::bench(&url, n, args.agents_concurrency)?;
+                println!(
+                    "bench: {} simultaneous alerts through the master agent ({}, {} at once): \
+                     {} confirmed, {} escalated in {:.2} s = {:.0} workflows/s; \
+                     alert-to-outcome latency p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+                    r.alerts,
+                    r.backend,
+                    r.concurrency,
+                    r.confirmed,
+                    r.escalated,
+                    r.seconds,
+                    r.workflows_per_s,
+                    r.latency_ms[0],
+                    r.latency_ms[1],
+                    r.latency_ms[2],
+                    r.latency_ms[3]
+                );
+                return Ok(());
+            }
             if let Some(url) = &args.sql {
                 let r = pmi_sinks::sql::bench::predictions(url, args.workers, args.sql_rows)?;
                 println!(
