@@ -1206,6 +1206,9 @@ fn run_kafka(settings: &mut Settings, args: &RunArgs) -> anyhow::Result<()> {
     source.bounded = args.kafka.bounded;
     source.idle_timeout = Duration::from_secs(k.idle_timeout_s);
     source.wall_clock = !args.kafka.any_time;
+    if !source.bounded {
+        source.stop = Some(graceful_stop(settings.run.workers.max(1)));
+    }
     let job = pmi_dataflows::kafka::KafkaJob {
         source,
         outputs: pmi_dataflows::kafka::KafkaOutputs {
@@ -1232,6 +1235,47 @@ fn run_kafka(settings: &mut Settings, args: &RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("kafka run on topic `{}`", k.telemetry_topic))?;
     print_report("run", &report, &settings.run.out_dir);
     Ok(())
+}
+
+/// How long a graceful stop may take before the process exits anyway.
+const STOP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// On SIGTERM or Ctrl-C: the Kafka sources of this process stop reading; once the outputs
+/// of everything they read are durable and the offsets behind them committed (all `workers`
+/// sources drained), the process exits 0. Open windows are rebuilt from the replay on the
+/// next start, as after a crash. Past [`STOP_DEADLINE`] it exits 1 (nothing is lost either:
+/// the next run replays from the last commit).
+fn graceful_stop(workers: usize) -> std::sync::Arc<pmi_sources::kafka::StopSignal> {
+    let stop = std::sync::Arc::new(pmi_sources::kafka::StopSignal::new(workers));
+    let signal = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            tracing::warn!("no runtime for the stop signal: stop with SIGKILL (at least once)");
+            return;
+        };
+        rt.block_on(crate::serve::stop_signal());
+        tracing::info!(
+            "stop requested: reading nothing more, waiting for what was read to be durable"
+        );
+        signal.request();
+        let started = std::time::Instant::now();
+        while !signal.all_drained() {
+            if started.elapsed() > STOP_DEADLINE {
+                eprintln!(
+                    "run: stop timed out after {} s; the next run replays from the last commit",
+                    STOP_DEADLINE.as_secs()
+                );
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("run: stopped on request: everything read is durable and its offsets committed");
+        std::process::exit(0);
+    });
+    stop
 }
 
 /// The diagnosis catalogue at `path`, or the embedded one.

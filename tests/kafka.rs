@@ -167,6 +167,66 @@ fn a_run_killed_mid_stream_resumes_from_its_offsets_without_loss_or_duplicates()
     assert_eq!(archived, 20 * 3 * 3600, "{report}");
 }
 
+#[test]
+fn a_run_stopped_with_sigterm_drains_then_resumes_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("pmi-test-stop");
+    produce(dir.path(), &topic, "20", "3h");
+    let expected = common::feature_rows(&dir.path().join("backfill"));
+
+    let mut child = kafka_run(dir.path(), &topic, "stop", "kafka")
+        .args(["--checkpoint-ms", "50", "--kafka-idle-timeout", "600s"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let marker = dir.path().join("kafka/_checkpoints/stop/w0of2/features");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let token: u64 = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or(0);
+        if token > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 150 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{status:?}: {stdout}");
+    assert!(stdout.contains("stopped on request"), "{stdout}");
+    let before = common::feature_rows(&dir.path().join("kafka"));
+    assert!(
+        before.len() < expected.len(),
+        "stopped after everything was written"
+    );
+
+    // Restart (bounded, to finish): the rest, nothing twice, features as uninterrupted.
+    let report = check(kafka_run(dir.path(), &topic, "stop", "kafka").arg("--kafka-bounded"));
+    let after = common::feature_rows(&dir.path().join("kafka"));
+    assert_eq!(after, expected, "{report}");
+    let archived: usize = common::parquet_batches(&dir.path().join("kafka/telemetry"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(archived, 20 * 3 * 3600, "{report}");
+}
+
 /// Rows of every Parquet file under `dir` (0 when it does not exist).
 fn rows(dir: &Path) -> usize {
     if !dir.exists() {

@@ -45,6 +45,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -83,6 +84,61 @@ pub struct KafkaSourceConfig {
     pub extra: Vec<(String, String)>,
     /// Timeout of the blocking calls made before the dataflow starts (metadata, offsets).
     pub setup_timeout: Duration,
+    /// A graceful stop (SIGTERM): once requested, the sources read nothing more, and each
+    /// reports when the outputs of everything it read are durable (see [`StopSignal`]).
+    pub stop: Option<Arc<StopSignal>>,
+}
+
+/// A graceful stop of the Kafka sources of one process.
+///
+/// After [`StopSignal::request`] every source stops consuming and holds its watermark (no
+/// pane closes early); the graph emits what the watermark already allows, the sinks make it
+/// durable at the next checkpoint and the offsets behind it are committed. A source whose
+/// durable frontier has reached its watermark counts itself [`StopSignal::drained`]. The
+/// process may then exit: its open windows are rebuilt on restart from the replay the
+/// commits keep (the longest window), exactly as after a crash at a checkpoint, so the
+/// features equal those of an uninterrupted run and nothing is lost or written twice.
+#[derive(Debug)]
+pub struct StopSignal {
+    requested: std::sync::atomic::AtomicBool,
+    drained: std::sync::atomic::AtomicUsize,
+    /// Sources that have seen the request and held their watermark.
+    held: std::sync::atomic::AtomicUsize,
+    /// The least watermark held (the process's durable frontier can reach no further).
+    held_min: std::sync::atomic::AtomicU64,
+    sources: usize,
+}
+
+impl StopSignal {
+    /// A signal for the `sources` Kafka sources of this process (its workers).
+    pub fn new(sources: usize) -> StopSignal {
+        StopSignal {
+            requested: Default::default(),
+            drained: Default::default(),
+            held: Default::default(),
+            held_min: std::sync::atomic::AtomicU64::new(u64::MAX),
+            sources: sources.max(1),
+        }
+    }
+
+    /// Whether every source of the process is drained.
+    pub fn all_drained(&self) -> bool {
+        self.drained() >= self.sources
+    }
+
+    /// Asks the sources to stop reading.
+    pub fn request(&self) {
+        self.requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// Sources whose reads are all durable since the stop was requested.
+    pub fn drained(&self) -> usize {
+        self.drained.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl KafkaSourceConfig {
@@ -99,6 +155,7 @@ impl KafkaSourceConfig {
             wall_clock: true,
             extra: Vec::new(),
             setup_timeout: Duration::from_secs(30),
+            stop: None,
         }
     }
 
@@ -235,6 +292,12 @@ pub struct KafkaSource {
     name: String,
     /// Since when consumer errors have come (broker away), and when that was last logged.
     erring_since: Option<(Instant, Instant)>,
+    /// Counted in [`StopSignal::drained`] already.
+    drained: bool,
+    /// Counted in the held watermarks of the [`StopSignal`] already.
+    held: bool,
+    /// The last durable frontier acknowledged.
+    durable: Option<EventKey>,
 }
 
 fn failure(message: String, class: ErrorClass) -> SourceFailure {
@@ -324,6 +387,9 @@ impl KafkaSource {
             watermark: None,
             name,
             erring_since: None,
+            drained: false,
+            held: false,
+            durable: None,
         })
     }
 
@@ -416,6 +482,33 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// Counts this source drained once a stop is requested and the sinks have made
+    /// durable everything up to its (held) watermark, with the offsets behind it committed.
+    fn check_drained(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(stop) = self.config.stop.as_ref().filter(|s| s.is_requested()) else {
+            return;
+        };
+        if !self.held {
+            self.held = true;
+            stop.held_min
+                .fetch_min(self.watermark.map_or(u64::MAX, |w| w.0), SeqCst);
+            stop.held.fetch_add(1, SeqCst);
+        }
+        // The durable frontier can reach the least watermark held in the process, no
+        // further (it is global over the workers).
+        let all_held = stop.held.load(SeqCst) >= stop.sources;
+        let least = stop.held_min.load(SeqCst);
+        let caught_up = least == u64::MAX || self.durable.is_some_and(|d| d.0 >= least);
+        if !self.drained && all_held && caught_up {
+            self.drained = true;
+            stop.drained
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 fn partition_mut(partitions: &mut [Partition], id: i32) -> Option<&mut Partition> {
     partitions.iter_mut().find(|p| p.id == id)
 }
@@ -457,6 +550,12 @@ impl TelemetrySource for KafkaSource {
     fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure> {
         if self.finished() {
             return Ok(SourceStatus::Finished);
+        }
+        if self.config.stop.as_ref().is_some_and(|s| s.is_requested()) {
+            // Stopping: read nothing more and hold the watermark where it is, so that no
+            // pane closes early; what the graph already has is emitted and made durable.
+            self.check_drained();
+            return Ok(SourceStatus::Idle(Some(Duration::from_millis(20))));
         }
         let now_wall = if self.config.wall_clock {
             EventTime::now()
@@ -563,7 +662,10 @@ impl TelemetrySource for KafkaSource {
         if durable.0 == u64::MAX {
             return Ok(());
         }
-        self.commit_behind(durable.time().0, CommitMode::Async)
+        self.commit_behind(durable.time().0, CommitMode::Async)?;
+        self.durable = Some(durable);
+        self.check_drained();
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), SourceFailure> {
