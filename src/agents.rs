@@ -473,17 +473,12 @@ pub fn bench(url: &str, alerts: usize, concurrency: usize) -> anyhow::Result<Ben
     let rt = tokio::runtime::Runtime::new()?;
     let backend = Backend::from_url(url)
         .ok_or_else(|| anyhow::anyhow!("--sql `{url}`: expected sqlite:// or postgres://"))?;
-    let (mut config, scratch) = match backend {
-        Backend::Postgres => {
-            let name = admin::unique_name("pmi_agents_bench");
-            rt.block_on(admin::create_database(url, &name))?;
-            (
-                SqlConfig::new(&admin::with_database(url, &name)),
-                Some(name),
-            )
-        }
-        Backend::Sqlite => (SqlConfig::new(url), None),
+    // PostgreSQL: a scratch database, dropped when this returns.
+    let scratch = match backend {
+        Backend::Postgres => Some(admin::ScratchDatabase::create(url, "pmi_agents_bench")?),
+        Backend::Sqlite => None,
     };
+    let mut config = SqlConfig::new(scratch.as_ref().map_or(url, |s| s.url()));
     config.max_connections = concurrency as u32 + 4;
     let result = (|| -> anyhow::Result<BenchReport> {
         pmi_sinks::sql::prepare(&config)?;
@@ -575,8 +570,6 @@ pub fn bench(url: &str, alerts: usize, concurrency: usize) -> anyhow::Result<Ben
             })
         })
     })();
-    if let Some(name) = scratch {
-        rt.block_on(admin::drop_database(url, &name))?;
-    }
+    drop(scratch);
     result
 }

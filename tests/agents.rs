@@ -21,38 +21,19 @@ use pmi_agents::{
     Catalogue, ConsoleChannel, MasterAgent, MasterConfig, Scheduler, SchedulingConfig,
     WorkflowState,
 };
+use pmi_sinks::sql::admin::ScratchDatabase;
 use pmi_sinks::sql::{Database, SqlConfig};
 
 /// Monday 2026-03-02 00:00 UTC: a working week, so that business hours matter.
 const START_MS: i64 = 1_772_409_600_000;
 
-struct FreshDatabase {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl FreshDatabase {
-    fn new(prefix: &str) -> FreshDatabase {
-        let server = std::env::var("PMI_DATABASE_URL").expect(
-            "PMI_DATABASE_URL is not set: start the test services with \
-             `eval \"$(bash scripts/services.sh up)\"` (scripts/test.sh does)",
-        );
-        let name = pmi_sinks::sql::admin::unique_name(prefix);
-        block_on(pmi_sinks::sql::admin::create_database(&server, &name)).unwrap();
-        let url = pmi_sinks::sql::admin::with_database(&server, &name);
-        FreshDatabase { server, name, url }
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        block_on(pmi_sinks::sql::admin::drop_database(
-            &self.server,
-            &self.name,
-        ))
-        .ok();
-    }
+/// A fresh database on the test server (`PMI_DATABASE_URL`), dropped afterwards.
+fn fresh_database(prefix: &str) -> ScratchDatabase {
+    let server = std::env::var("PMI_DATABASE_URL").expect(
+        "PMI_DATABASE_URL is not set: start the test services with \
+         `eval \"$(bash scripts/services.sh up)\"` (scripts/test.sh does)",
+    );
+    ScratchDatabase::create(&server, prefix).unwrap()
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -107,7 +88,7 @@ impl Drop for Server {
 #[test]
 fn simulated_failures_end_in_appointments_within_their_slas() {
     let dir = tempfile::tempdir().unwrap();
-    let db = FreshDatabase::new("pmi_agents_e2e");
+    let db = fresh_database("pmi_agents_e2e");
     // Failures often enough that a day of 20 vehicles raises alerts.
     std::fs::write(
         dir.path().join("pmi.toml"),
@@ -131,14 +112,14 @@ fn simulated_failures_end_in_appointments_within_their_slas() {
                 "--out",
                 "out",
                 "--database-url",
-                &db.url,
+                db.url(),
             ])
             .args(["--start-ms", &START_MS.to_string()]),
     );
     assert!(report.contains("agents: "), "{report}");
 
     let alert_count = block_on(async {
-        let agent = agent(&db.url).await;
+        let agent = agent(db.url()).await;
         let alerts = agent.database().alerts(None).await.unwrap();
         assert!(
             !alerts.is_empty(),
@@ -225,7 +206,7 @@ fn simulated_failures_end_in_appointments_within_their_slas() {
 
     // A restart of the agents alone: nothing new to do, nothing booked twice.
     let before = block_on(async {
-        let a = agent(&db.url).await;
+        let a = agent(db.url()).await;
         (
             a.scheduler()
                 .appointments(&AppointmentFilter::default())
@@ -240,11 +221,11 @@ fn simulated_failures_end_in_appointments_within_their_slas() {
         "--clock",
         "event",
         "--database-url",
-        &db.url,
+        db.url(),
     ]));
     assert!(again.contains("0 workflows started"), "{again}");
     let after = block_on(async {
-        let a = agent(&db.url).await;
+        let a = agent(db.url()).await;
         (
             a.scheduler()
                 .appointments(&AppointmentFilter::default())
@@ -259,7 +240,7 @@ fn simulated_failures_end_in_appointments_within_their_slas() {
     let port = free_port();
     let _server = Server(
         pmi(dir.path())
-            .args(["agents", "--clock", "event", "--database-url", &db.url])
+            .args(["agents", "--clock", "event", "--database-url", db.url()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .spawn()

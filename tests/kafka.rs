@@ -131,19 +131,7 @@ fn a_run_killed_mid_stream_resumes_from_its_offsets_without_loss_or_duplicates()
         .spawn()
         .unwrap();
     let marker = dir.path().join("kafka/_checkpoints/crash/w0of2/features");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let at_kill = loop {
-        let token: u64 = std::fs::read_to_string(&marker)
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
-            .unwrap_or(0);
-        if token > 0 {
-            break token;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let at_kill = first_checkpoint(&mut child, &marker);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = common::feature_rows(&dir.path().join("kafka"));
@@ -180,19 +168,7 @@ fn a_run_stopped_with_sigterm_drains_then_resumes_without_loss_or_duplicates() {
         .spawn()
         .unwrap();
     let marker = dir.path().join("kafka/_checkpoints/stop/w0of2/features");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let token: u64 = std::fs::read_to_string(&marker)
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
-            .unwrap_or(0);
-        if token > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    first_checkpoint(&mut child, &marker);
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -225,6 +201,24 @@ fn a_run_stopped_with_sigterm_drains_then_resumes_without_loss_or_duplicates() {
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(archived, 20 * 3 * 3600, "{report}");
+}
+
+/// Waits (up to 2 minutes) until the running `child` has made a checkpoint durable (its
+/// `marker` names a token); returns the token.
+fn first_checkpoint(child: &mut std::process::Child, marker: &Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let token: u64 = std::fs::read_to_string(marker)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or(0);
+        if token > 0 {
+            return token;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Rows of every Parquet file under `dir` (0 when it does not exist).

@@ -6,6 +6,8 @@
 
 mod common;
 
+use pmi_sinks::sql::admin::ScratchDatabase;
+
 use common::{check, pmi, read_count};
 
 /// The test bucket's URL with a prefix of this test's own.
@@ -304,8 +306,7 @@ fn predictions_and_alerts(report: &str) -> (u64, u64) {
 
 /// A fresh PostgreSQL database on the test server, dropped when the guard goes.
 struct FreshDatabase {
-    server: String,
-    name: String,
+    db: ScratchDatabase,
     url: String,
 }
 
@@ -315,23 +316,14 @@ impl FreshDatabase {
             "PMI_DATABASE_URL is not set: start the test services with \
              `eval \"$(bash scripts/services.sh up)\"` (scripts/test.sh does)",
         );
-        let name = pmi_sinks::sql::admin::unique_name(prefix);
-        block_on(pmi_sinks::sql::admin::create_database(&server, &name)).unwrap();
-        let url = pmi_sinks::sql::admin::with_database(&server, &name);
-        FreshDatabase { server, name, url }
+        let db = ScratchDatabase::create(&server, prefix).unwrap();
+        FreshDatabase {
+            url: db.url().to_owned(),
+            db,
+        }
     }
     fn count(&self, table: &str) -> u64 {
-        count(&self.url, table)
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        block_on(pmi_sinks::sql::admin::drop_database(
-            &self.server,
-            &self.name,
-        ))
-        .ok();
+        count(self.db.url(), table)
     }
 }
 

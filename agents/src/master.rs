@@ -400,16 +400,9 @@ impl MasterAgent {
              ON CONFLICT (alert_id) DO NOTHING \
              RETURNING alert_id, vehicle_id"
         );
-        let min = self.config.min_severity as i64;
-        let started: Vec<(i64, String)> = on_pool!(&self.db, |pool| sqlx::query(&sql)
-            .bind(min)
-            .fetch_all(pool)
-            .await
-            .map_err(sql_err("agent_workflows"))?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(sql_err("agent_workflows"))?);
+        let started = self
+            .alerts_returned(&sql, Some(self.config.min_severity as i64))
+            .await?;
         for (alert, vehicle) in &started {
             self.audit(
                 "master",
@@ -432,14 +425,7 @@ impl MasterAgent {
              RETURNING alert_id, vehicle_id",
             now = d.now()
         );
-        let cancelled: Vec<(i64, String)> = on_pool!(&self.db, |pool| sqlx::query(&sql)
-            .fetch_all(pool)
-            .await
-            .map_err(sql_err("agent_workflows"))?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(sql_err("agent_workflows"))?);
+        let cancelled = self.alerts_returned(&sql, None).await?;
         for (alert, vehicle) in &cancelled {
             let why = self.retraction(*alert).await?;
             self.audit(
@@ -466,14 +452,7 @@ impl MasterAgent {
              RETURNING alert_id, vehicle_id",
             now = d.now()
         );
-        let reopened: Vec<(i64, String)> = on_pool!(&self.db, |pool| sqlx::query(&sql)
-            .fetch_all(pool)
-            .await
-            .map_err(sql_err("agent_workflows"))?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(sql_err("agent_workflows"))?);
+        let reopened = self.alerts_returned(&sql, None).await?;
         for (alert, vehicle) in &reopened {
             self.audit(
                 "master",
@@ -488,6 +467,28 @@ impl MasterAgent {
         }
         report.reopened = reopened.len() as u64;
         Ok(report)
+    }
+
+    /// Runs a workflow statement (`$1` bound to `param` when given) and returns the
+    /// `(alert_id, vehicle_id)` rows it returns.
+    async fn alerts_returned(
+        &self,
+        sql: &str,
+        param: Option<i64>,
+    ) -> Result<Vec<(i64, String)>, AgentError> {
+        on_pool!(&self.db, |pool| {
+            let mut q = sqlx::query(sql);
+            if let Some(p) = param {
+                q = q.bind(p);
+            }
+            q.fetch_all(pool)
+                .await
+                .map_err(sql_err("agent_workflows"))?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(sql_err("agent_workflows"))
+        })
     }
 
     async fn retraction(&self, alert_id: i64) -> Result<Option<String>, AgentError> {

@@ -19,21 +19,24 @@ use pmi_agents::{
 };
 use pmi_core::{Alert, AlertChange, Component, EventTime, RetractReason, Severity, VehicleId};
 use pmi_core::{SeverityThresholds, VehicleInfo};
+use pmi_sinks::sql::admin::ScratchDatabase;
 use pmi_sinks::sql::registry::{
     self, ContactChannel, Customer, OpeningHours, ServiceCenter, Technician, Vehicle,
 };
-use pmi_sinks::sql::{admin, AlertRow, AlertTable, Backend, Database, SqlConfig, SqlSink};
+use pmi_sinks::sql::{AlertRow, AlertTable, Backend, Database, SqlConfig, SqlSink};
 use pmi_sinks::ChunkSink;
 
+/// Where a test database lives; dropped (folder deleted, database dropped) after the test.
+#[allow(dead_code)] // held for its Drop
 enum Target {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
+    Sqlite(tempfile::TempDir),
+    Postgres(ScratchDatabase),
 }
 
 struct TestDb {
     db: Database,
     config: SqlConfig,
-    target: Target,
+    _target: Target,
 }
 
 fn database_url() -> String {
@@ -54,17 +57,18 @@ impl TestDb {
                 (SqlConfig::new(&url), Target::Sqlite(dir))
             }
             Backend::Postgres => {
-                let admin_url = database_url();
-                let name = admin::unique_name("pmi_master");
-                admin::create_database(&admin_url, &name).await.unwrap();
-                let config = SqlConfig::new(&admin::with_database(&admin_url, &name));
-                (config, Target::Postgres { admin_url, name })
+                let scratch = ScratchDatabase::create(&database_url(), "pmi_master").unwrap();
+                (SqlConfig::new(scratch.url()), Target::Postgres(scratch))
             }
         };
         config.max_connections = 8;
         let db = Database::connect(&config).await.unwrap();
         db.migrate().await.unwrap();
-        TestDb { db, config, target }
+        TestDb {
+            db,
+            config,
+            _target: target,
+        }
     }
 
     fn agent(&self, channel: Arc<dyn CustomerChannel>) -> MasterAgent {
@@ -106,25 +110,6 @@ impl TestDb {
             Database::Postgres(p) => sqlx::query_as(sql).bind(alert_id).fetch_all(p).await,
         }
         .unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Target::Postgres { admin_url, name } = &self.target {
-            let (admin_url, name, db) = (admin_url.clone(), name.clone(), self.db.clone());
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(db.close());
-                rt.block_on(admin::drop_database(&admin_url, &name))
-                    .unwrap();
-            })
-            .join()
-            .unwrap();
-        }
     }
 }
 

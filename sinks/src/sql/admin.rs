@@ -95,6 +95,55 @@ pub async fn drop_database(url: &str, name: &str) -> Result<(), SinkError> {
     })
 }
 
+/// A fresh PostgreSQL database on a server, dropped (sessions disconnected) when the value
+/// goes: for tests and benchmarks that must not see each other's rows. Made and dropped
+/// from synchronous code (a small runtime of its own), so it works in plain `#[test]`s,
+/// tokio tests and CLI commands alike.
+#[derive(Debug)]
+pub struct ScratchDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    /// Creates `{prefix}_{unique}` on the server of `server` (a `postgres://` URL).
+    pub fn create(server: &str, prefix: &str) -> Result<ScratchDatabase, SinkError> {
+        let name = unique_name(prefix);
+        block_on(|rt| rt.block_on(create_database(server, &name)))??;
+        Ok(ScratchDatabase {
+            url: with_database(server, &name),
+            server: server.to_owned(),
+            name,
+        })
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        match block_on(|rt| rt.block_on(drop_database(&self.server, &self.name))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => tracing::warn!(error = %e, "scratch database left behind"),
+        }
+    }
+}
+
+/// Runs `f` with a runtime of its own, on a thread of its own (so that it may be called
+/// from inside another runtime).
+fn block_on<T: Send>(f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send) -> Result<T, SinkError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| super::runtime().map(|rt| f(&rt)))
+            .join()
+            .map_err(|_| SinkError::Stopped("scratch database admin".into()))?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
