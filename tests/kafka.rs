@@ -418,11 +418,27 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
         alive(&mut run, "after the broker came back");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // A live run never ends by itself: stop it hard and finish from its committed offsets.
+    // A live run never ends by itself: stop it hard and finish from its committed offsets,
+    // with a run started while the broker is away for longer than one connection attempt
+    // lasts (30 s): it waits for the broker instead of failing.
     run.kill().unwrap();
     run.wait().unwrap();
-    let report =
-        check(kafka_run_on(d, &broker.brokers(), &topic, "outage", "kafka").arg("--kafka-bounded"));
+    broker.kill();
+    let finisher = kafka_run_on(d, &broker.brokers(), &topic, "outage", "kafka")
+        .arg("--kafka-bounded")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(35));
+    broker.restart();
+    let out = finisher.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     check(pmi(d).args(["backfill", "--input", "sim/telemetry", "--out", "backfill"]));
     let expected = common::feature_rows(&d.join("backfill"));

@@ -84,6 +84,9 @@ pub struct KafkaSourceConfig {
     pub extra: Vec<(String, String)>,
     /// Timeout of the blocking calls made before the dataflow starts (metadata, offsets).
     pub setup_timeout: Duration,
+    /// How long a source starting while its broker is away keeps trying (a topic that does
+    /// not exist fails at once). Default 5 minutes.
+    pub startup_wait: Duration,
     /// A graceful stop (SIGTERM): once requested, the sources read nothing more, and each
     /// reports when the outputs of everything it read are durable (see [`StopSignal`]).
     pub stop: Option<Arc<StopSignal>>,
@@ -155,6 +158,7 @@ impl KafkaSourceConfig {
             wall_clock: true,
             extra: Vec::new(),
             setup_timeout: Duration::from_secs(30),
+            startup_wait: Duration::from_secs(300),
             stop: None,
         }
     }
@@ -314,7 +318,34 @@ fn external(context: &str, e: KafkaError) -> SourceFailure {
 
 impl KafkaSource {
     /// Connects and assigns this worker's partitions (blocking, before the dataflow runs).
+    /// A broker that is away is waited for, up to [`KafkaSourceConfig::startup_wait`],
+    /// with a warning every few seconds.
     pub fn new(
+        config: KafkaSourceConfig,
+        worker: usize,
+        peers: usize,
+    ) -> Result<KafkaSource, SourceFailure> {
+        let started = Instant::now();
+        loop {
+            match Self::connect(config.clone(), worker, peers) {
+                Err(e)
+                    if e.class == ErrorClass::External
+                        && started.elapsed() < config.startup_wait =>
+                {
+                    tracing::warn!(
+                        brokers = %config.brokers,
+                        error = %e.message,
+                        waited_s = started.elapsed().as_secs(),
+                        "waiting for the Kafka broker"
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn connect(
         config: KafkaSourceConfig,
         worker: usize,
         peers: usize,
