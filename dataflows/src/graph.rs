@@ -46,7 +46,9 @@ pub struct GraphConfig {
     pub workers: usize,
     /// Predictions at or above this severity go to the alerts sink.
     pub alert_floor: Severity,
-    /// How far (ms of event time) a source may run ahead of the end of the graph.
+    /// How far (ms of event time) a source may run ahead of the end of the graph. The
+    /// readings of panes not yet sealed wait in window state, so this bounds most of it
+    /// beyond the panes themselves (about `(max_ahead + P) · rate` readings per vehicle).
     pub max_ahead_ms: u64,
     /// Several `pmi` processes forming one timely cluster (timely's own networking); `None`:
     /// this process alone.
@@ -111,7 +113,7 @@ impl Default for GraphConfig {
             window: WindowConfig::default(),
             workers: 1,
             alert_floor: Severity::Medium,
-            max_ahead_ms: 20_000,
+            max_ahead_ms: 10_000,
             cluster: None,
             checkpoint_every: None,
             stats: None,
