@@ -61,7 +61,9 @@ pub struct GraphConfig {
     /// Features an alert carries for the agents to diagnose from (names of the schema;
     /// others are ignored). Usually the diagnosis catalogue's.
     pub alert_features: Arc<Vec<String>>,
-    /// How far (ms of event time) a source may run ahead of the end of the graph.
+    /// How far (ms of event time) a source may run ahead of the end of the graph. The
+    /// readings of panes not yet sealed wait in window state, so this bounds most of it
+    /// beyond the panes themselves (about `(max_ahead + P) · rate` readings per vehicle).
     pub max_ahead_ms: u64,
     /// Several `pmi` processes forming one timely cluster (timely's own networking); `None`:
     /// this process alone.
@@ -168,7 +170,7 @@ impl Default for GraphConfig {
             alerts: AlertConfig::default(),
             tables: AlertTableFeed::default(),
             alert_features: Arc::default(),
-            max_ahead_ms: 20_000,
+            max_ahead_ms: 10_000,
             cluster: None,
             checkpoint_every: None,
             stats: None,

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use object_store::buffered::BufWriter;
@@ -181,13 +182,31 @@ impl RowLayout<FeatureVector> for FeatureLayout {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
+    /// Transposes the rows tile by tile (a tile's values stay in cache while every column
+    /// takes its share; a pass per column would fetch every row from memory once per
+    /// column); NaN (absent) becomes null.
     fn columns(&self, rows: &[FeatureVector]) -> Vec<ArrayRef> {
         let mut cols = vec![
             str_array(rows.iter().map(|r| Some(r.vehicle_id.as_str()))),
             ts_array(rows.iter().map(|r| Some(r.pane_end.0))),
         ];
-        for i in 0..self.width {
-            cols.push(f64_array(rows.iter().map(|r| r.get(i))));
+        let n = rows.len();
+        let mut values: Vec<Vec<f64>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
+        for tile in rows.chunks(32) {
+            for (i, column) in values.iter_mut().enumerate() {
+                column.extend(
+                    tile.iter()
+                        .map(|r| r.values.get(i).copied().unwrap_or(f64::NAN)),
+                );
+            }
+        }
+        for column in values {
+            let valid = BooleanBuffer::collect_bool(n, |j| !column[j].is_nan());
+            let nulls = (valid.count_set_bits() < n).then(|| NullBuffer::new(valid));
+            cols.push(Arc::new(Float64Array::new(
+                ScalarBuffer::from(column),
+                nulls,
+            )));
         }
         cols
     }

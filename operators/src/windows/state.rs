@@ -13,11 +13,14 @@
 //! number of workers.
 //!
 //! # State per vehicle
-//! Sealed panes are summarised per channel, in struct-of-arrays form to keep state small:
-//! `n` (u16), `Σt` (u32) and `Σt²` (u64) of the reading times in ms back from the pane end
-//! (exact integers), mean, M2 and the time–value co-moment, minimum and maximum (f64):
-//! 54 bytes per channel and pane, a fixed size whatever the data (a monotone deque for
-//! min/max would grow to the whole window on trending signals, and chases pointers).
+//! Sealed panes are summarised in a ring over the longest window. The reading times are
+//! kept once per pane, not per channel: `n` (u16), `Σt` (u32) and `Σt²` (u64) of the times
+//! in ms back from the pane end (exact integers) over all the pane's readings, with masks of
+//! the channels present in some and in every reading; a channel absent from some readings
+//! of a pane (a sensor dropout: rare) keeps its own time sums aside. Per channel and pane:
+//! the mean, M2 and the time–value co-moment (f64), 24 bytes. Minimum and maximum come from
+//! one pair of monotone deques per channel over the longest window (each pane whose extreme
+//! no later pane beats), which serve every window since the shorter ones are suffixes.
 //! `last` needs only the latest value per channel.
 //!
 //! # Numerics
@@ -25,10 +28,13 @@
 //! channel's latest reading. Nothing is ever subtracted out of a running sum, so a window of
 //! equal values has a standard deviation of exactly 0, and cancellation is bounded by how far
 //! the data lie from their own latest reading. Time sums are integers in ms from the
-//! boundary (exact), and `Σ(t − t̄)²` is formed exactly in `i128`. Windows are recomputed
-//! from the panes at every boundary, channel by channel, in one pass over the longest window
-//! that snapshots the shorter ones (they are its suffixes); empty panes are skipped. See `super::oracle` for the definitions checked against.
+//! boundary (exact), and `Σ(t − t̄)²` is formed exactly in `i128`; a window's time sums
+//! are formed once for all the channels present in every reading. Windows are recomputed
+//! from the summaries at every boundary, channel by channel, in one pass over the longest
+//! window that snapshots the shorter ones (they are its suffixes); empty panes are skipped.
+//! See `super::oracle` for the definitions checked against.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pmi_core::{Channel, ConfigError, EventTime, FeatureSchema, SensorValues, Stat, WindowConfig};
@@ -62,6 +68,12 @@ impl WindowSpec {
     /// Compiles a configuration.
     pub fn new(config: &WindowConfig) -> Result<Self, ConfigError> {
         let schema = config.schema()?;
+        if schema.channels.len() > 32 {
+            return Err(ConfigError::new(
+                "window.channels",
+                "at most 32 channels (window state keeps them in 32-bit masks)",
+            ));
+        }
         let window_panes: Vec<usize> = config
             .windows_s
             .iter()
@@ -134,132 +146,230 @@ pub enum InsertError {
     PaneFull,
 }
 
-/// Sealed pane summaries for all channels, struct-of-arrays, channel-major: indexed
-/// `channel · max_panes + slot` with `slot = pane mod max_panes`, so that evaluating one
-/// channel reads each field as one contiguous run (the hardware prefetcher follows it).
-/// A slot with `n = 0` is empty and its other fields are never read.
-#[derive(Clone, Debug)]
-struct PaneRing {
-    n: Vec<u16>,
-    /// `−Σ(t − pane end)` in ms (non-negative, exact).
-    neg_tau1: Vec<u32>,
-    /// `Σ(t − pane end)²` in ms² (exact).
-    tau2: Vec<u64>,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
-    /// `Σ(t − t̄)(v − v̄)` with t in ms.
-    co: Vec<f64>,
-    /// Minimum and maximum of the pane.
-    lo: Vec<f64>,
-    hi: Vec<f64>,
-}
-
-impl PaneRing {
-    fn new(slots: usize) -> Self {
-        PaneRing {
-            n: vec![0; slots],
-            neg_tau1: vec![0; slots],
-            tau2: vec![0; slots],
-            mean: vec![0.0; slots],
-            m2: vec![0.0; slots],
-            co: vec![0.0; slots],
-            lo: vec![0.0; slots],
-            hi: vec![0.0; slots],
-        }
-    }
-
-    /// Empties `slot` of every channel (`n = 0` marks a slot empty).
-    fn clear_slot(&mut self, slot: usize, cap: usize) {
-        for n in self.n[slot..].iter_mut().step_by(cap) {
-            *n = 0;
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.n.capacity() * 2
-            + self.neg_tau1.capacity() * 4
-            + self.tau2.capacity() * 8
-            + (self.mean.capacity() + self.m2.capacity() + self.co.capacity()) * 8
-            + (self.lo.capacity() + self.hi.capacity()) * 8
-    }
-}
-
-/// Summaries of whole blocks of `block` panes (block `b` covers panes `(b−1)·B + 1 ..= b·B`),
-/// in the same form as a pane's, relative to the block's end; channel-major, indexed
-/// `channel · blocks + (b mod blocks)`. A window then reads its newest and oldest partial
-/// blocks pane by pane and the blocks between whole: about `B + W/B` summaries instead of
-/// `W`, which matters because evaluation is bound by memory traffic, not arithmetic.
-#[derive(Clone, Debug, Default)]
-struct BlockRing {
-    n: Vec<u32>,
-    neg_tau1: Vec<u64>,
-    tau2: Vec<u128>,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
-    co: Vec<f64>,
-    lo: Vec<f64>,
-    hi: Vec<f64>,
-}
-
-impl BlockRing {
-    fn new(slots: usize) -> Self {
-        BlockRing {
-            n: vec![0; slots],
-            neg_tau1: vec![0; slots],
-            tau2: vec![0; slots],
-            mean: vec![0.0; slots],
-            m2: vec![0.0; slots],
-            co: vec![0.0; slots],
-            lo: vec![0.0; slots],
-            hi: vec![0.0; slots],
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.n.capacity() * 4
-            + self.neg_tau1.capacity() * 8
-            + self.tau2.capacity() * 16
-            + (self.mean.capacity() + self.m2.capacity() + self.co.capacity()) * 8
-            + (self.lo.capacity() + self.hi.capacity()) * 8
-    }
-}
-
-/// Adds one summary (pane or block) ending `delta` ms before the boundary (≤ 0) to `acc`,
-/// with values shifted by the reference `r`.
+/// Bit of channel `ci` in a channel mask (at most 32 channels: see [`WindowSpec::new`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn add(
-    acc: &mut Sums,
+fn bit(ci: usize) -> u32 {
+    1 << ci
+}
+
+/// Time sums of one channel in one slot where it was absent from some of the slot's
+/// readings (so the slot's shared sums are not its own). Rare: sensors drop out seldom.
+#[derive(Clone, Copy, Debug)]
+struct OwnTimes {
+    slot: u32,
+    channel: u32,
     n: i64,
     neg_tau1: i64,
     tau2: i128,
+}
+
+/// The reading times of a ring of sealed summaries (panes or blocks), once per slot:
+/// `n`, `−Σ(t − end)` and `Σ(t − end)²` in ms (exact integers) over all the slot's readings,
+/// which are every channel's own sums when the channel is present in every reading (its bit
+/// in `full`); the other present channels' sums are in `own`. An empty slot has `n = 0`,
+/// no bit in `present` and every bit in `full`. Integer widths: a pane holds at most
+/// [`MAX_READINGS_PER_PANE`] readings less than a pane back from its end; a block `block`
+/// times that.
+#[derive(Clone, Debug, Default)]
+struct Times<N, T1, T2> {
+    n: Vec<N>,
+    neg_tau1: Vec<T1>,
+    tau2: Vec<T2>,
+    present: Vec<u32>,
+    full: Vec<u32>,
+    own: Vec<OwnTimes>,
+}
+
+/// Pane times: `n` ≤ [`MAX_READINGS_PER_PANE`], `Σ(end − t)` < n·P.
+type PaneTimes = Times<u16, u32, u64>;
+/// Block times.
+type BlockTimes = Times<u32, i64, i128>;
+
+impl<N, T1, T2> Times<N, T1, T2>
+where
+    N: Copy + Default + Into<i64> + TryFrom<i64>,
+    T1: Copy + Default + Into<i64> + TryFrom<i64>,
+    T2: Copy + Default + Into<i128> + TryFrom<i128>,
+{
+    fn new(slots: usize) -> Self {
+        Times {
+            n: vec![N::default(); slots],
+            neg_tau1: vec![T1::default(); slots],
+            tau2: vec![T2::default(); slots],
+            present: vec![0; slots],
+            full: vec![u32::MAX; slots],
+            own: Vec::new(),
+        }
+    }
+
+    /// Empties `slot`.
+    fn clear(&mut self, slot: usize) {
+        self.n[slot] = N::default();
+        self.present[slot] = 0;
+        self.full[slot] = u32::MAX;
+        if !self.own.is_empty() {
+            self.own.retain(|o| o.slot as usize != slot);
+        }
+    }
+
+    /// The slot's shared sums `(n, −Σ(t − end), Σ(t − end)²)`.
+    #[inline(always)]
+    fn shared(&self, slot: usize) -> (i64, i64, i128) {
+        (
+            self.n[slot].into(),
+            self.neg_tau1[slot].into(),
+            self.tau2[slot].into(),
+        )
+    }
+
+    /// Channel `ci`'s sums in `slot` (which it is present in).
+    #[inline]
+    fn channel(&self, slot: usize, ci: usize) -> (i64, i64, i128) {
+        if self.full[slot] & bit(ci) != 0 {
+            return self.shared(slot);
+        }
+        self.own
+            .iter()
+            .find(|o| o.slot as usize == slot && o.channel as usize == ci)
+            .map_or((0, 0, 0), |o| (o.n, o.neg_tau1, o.tau2))
+    }
+
+    fn set(&mut self, slot: usize, sums: (i64, i64, i128), present: u32, full: u32) {
+        let fits = "time sums fit their widths (MAX_READINGS_PER_PANE)";
+        self.n[slot] = N::try_from(sums.0).ok().expect(fits);
+        self.neg_tau1[slot] = T1::try_from(sums.1).ok().expect(fits);
+        self.tau2[slot] = T2::try_from(sums.2).ok().expect(fits);
+        self.present[slot] = present;
+        self.full[slot] = full;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.n.capacity() * std::mem::size_of::<N>()
+            + self.neg_tau1.capacity() * std::mem::size_of::<T1>()
+            + self.tau2.capacity() * std::mem::size_of::<T2>()
+            + (self.present.capacity() + self.full.capacity()) * 4
+            + self.own.capacity() * std::mem::size_of::<OwnTimes>()
+    }
+}
+
+/// The value moments of one channel in one summary: mean, M2 and the time–value co-moment
+/// `Σ(t − t̄)(v − v̄)` with t in ms.
+#[derive(Clone, Copy, Debug, Default)]
+struct Moments {
     mean: f64,
     m2: f64,
     co: f64,
-    lo: f64,
-    hi: f64,
-    delta: i64,
-    r: f64,
-) {
-    let tsum = n * delta - neg_tau1; // Σt over the summary, exact
-    acc.n += n;
-    acc.t1 += tsum;
-    acc.t2 += tau2 - 2 * (delta as i128) * (neg_tau1 as i128)
-        + (n as i128) * (delta as i128) * (delta as i128);
-    let nf = n as f64;
-    let d = mean - r;
-    acc.s1 += nf * d;
-    acc.s2 += m2 + nf * d * d;
-    acc.x += co + tsum as f64 * d;
-    acc.lo = acc.lo.min(lo);
-    acc.hi = acc.hi.max(hi);
+}
+
+/// Integer time sums of a window (relative to the boundary, ms): exact.
+#[derive(Clone, Copy, Debug, Default)]
+struct TimeSums {
+    n: i64,
+    t1: i64,
+    t2: i128,
+}
+
+impl TimeSums {
+    /// Adds a summary with sums `(n, −Σ(t − end), Σ(t − end)²)` ending `delta` ms before the
+    /// boundary (≤ 0); returns its `Σt`.
+    #[inline(always)]
+    fn add(&mut self, (n, neg_tau1, tau2): (i64, i64, i128), delta: i64) -> i64 {
+        let tsum = n * delta - neg_tau1; // Σt over the summary, exact
+        self.n += n;
+        self.t1 += tsum;
+        self.t2 += tau2 - 2 * (delta as i128) * (neg_tau1 as i128)
+            + (n as i128) * (delta as i128) * (delta as i128);
+        tsum
+    }
+}
+
+/// Value sums of one channel over a window, relative to its latest value `r`: `Σ(v−r)`,
+/// `Σ(v−r)²` (with within-summary M2) and `Σt(v−r)` (with within-summary co-moments).
+#[derive(Clone, Copy, Debug, Default)]
+struct ValueSums {
+    s1: f64,
+    s2: f64,
+    x: f64,
+}
+
+impl ValueSums {
+    #[inline(always)]
+    fn add(&mut self, nf: f64, tf: f64, m: &Moments, r: f64) {
+        let d = m.mean - r;
+        self.s1 += nf * d;
+        self.s2 += m.m2 + nf * d * d;
+        self.x += m.co + tf * d;
+    }
+}
+
+/// A monotone deque of `(pane, extreme)`: each pane of the longest window whose minimum
+/// (or maximum) no later pane beats, oldest first. Struct-of-arrays, the pane as u16 (mod
+/// 2¹⁶): entries are less than two longest windows (≤ 2 · 4096 panes) old, see
+/// [`VehicleWindows::evaluate`], so ages are exact in wrapping arithmetic.
+#[derive(Clone, Debug, Default)]
+struct Extremes {
+    panes: VecDeque<u16>,
+    values: VecDeque<f64>,
+}
+
+impl Extremes {
+    /// Appends pane `pane`'s extreme `v`, dropping the entries it dominates
+    /// (`dominated(old, v)`).
+    #[inline]
+    fn push(&mut self, pane: i64, v: f64, dominated: impl Fn(f64, f64) -> bool) {
+        while self.values.back().is_some_and(|&old| dominated(old, v)) {
+            self.values.pop_back();
+            self.panes.pop_back();
+        }
+        self.values.push_back(v);
+        self.panes.push_back(pane as u16);
+    }
+
+    /// Drops the entries at least `max_age` panes older than pane `k`, and the spare
+    /// capacity a longer run left.
+    fn expire(&mut self, k: i64, max_age: usize) {
+        let k = k as u16;
+        while self
+            .panes
+            .front()
+            .is_some_and(|&p| k.wrapping_sub(p) as usize >= max_age)
+        {
+            self.panes.pop_front();
+            self.values.pop_front();
+        }
+        let len = self.values.len();
+        if self.values.capacity() > 2 * len + 8 {
+            self.values.shrink_to(len + len / 2 + 4);
+            self.panes.shrink_to(len + len / 2 + 4);
+        }
+    }
+
+    /// The extreme over the `panes` panes ending at pane `k` (NaN when it has none).
+    #[inline]
+    fn within(&self, k: i64, panes: usize) -> f64 {
+        let k = k as u16;
+        let i = self
+            .panes
+            .partition_point(|&p| k.wrapping_sub(p) as usize >= panes);
+        self.values.get(i).copied().unwrap_or(f64::NAN)
+    }
+
+    fn clear(&mut self) {
+        self.panes.clear();
+        self.values.clear();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.panes.capacity() * 2 + self.values.capacity() * 8
+    }
 }
 
 /// The window state of one vehicle.
 #[derive(Clone, Debug)]
 pub struct VehicleWindows {
-    /// Readings of panes not yet sealed; sorted lazily at seal time.
-    open: Vec<(EventTime, SensorValues)>,
+    /// Readings of panes not yet sealed; sorted lazily at seal time. A deque: sealing takes
+    /// the oldest off the front without moving the rest.
+    open: VecDeque<(EventTime, SensorValues)>,
     open_sorted: bool,
     /// Earliest time in `open` (`i64::MAX` when empty), so that the next boundary is O(1).
     open_min: i64,
@@ -267,69 +377,109 @@ pub struct VehicleWindows {
     sealed_through: Option<i64>,
     /// Pane of the latest reading sealed (any channel present or not).
     last_reading_pane: i64,
-    ring: PaneRing,
-    blocks: BlockRing,
+    /// Times of the sealed panes, slot `pane mod max_panes`.
+    panes: PaneTimes,
+    /// Times of whole blocks of `block` panes (block `b` covers panes `(b−1)·B + 1 ..= b·B`),
+    /// slot `b mod (max_panes / B)`, relative to the block's end. A window then reads its
+    /// newest and oldest partial blocks pane by pane and the blocks between whole: about
+    /// `B + W/B` summaries instead of `W`.
+    blocks: BlockTimes,
+    /// Moments per channel: panes at `channel · max_panes + slot`, then blocks at
+    /// `channels · max_panes + channel · blocks + slot`.
+    moments: Vec<Moments>,
+    /// Per channel, the panes' minima and maxima over the longest window (monotone deques).
+    /// One pair serves every window (they are suffixes of the longest).
+    lows: Vec<Extremes>,
+    highs: Vec<Extremes>,
     /// First pane whose ring slot holds its own data (after a jump over more than the
     /// longest window, older slots are stale); blocks reaching before it are not summarised.
     valid_from: i64,
-    /// Latest (ts, value) per channel among sealed readings.
-    last: Vec<(i64, f64)>,
+    /// Latest value per channel among sealed readings (NaN before the first).
+    last: Vec<f64>,
+}
+
+/// One summary (pane or block) a window evaluation reads, with its shared times.
+#[derive(Clone, Copy, Debug, Default)]
+struct Item {
+    /// Index of channel 0's moments; channel `c`'s are `c · stride` further.
+    base: usize,
+    stride: usize,
+    slot: usize,
+    block: bool,
+    /// End of the summary relative to the boundary, ms (≤ 0).
+    delta: i64,
+    times: (i64, i64, i128),
+    nf: f64,
+    /// `Σt` over the summary (relative to the boundary, ms).
+    tf: f64,
+    present: u32,
+    full: u32,
+}
+
+/// One channel's running moments while a pane is folded (Welford, in time order).
+#[derive(Clone, Copy, Debug)]
+struct Fold {
+    n: u32,
+    neg_tau1: u64,
+    tau2: u64,
+    mean_t: f64,
+    mean: f64,
+    m2: f64,
+    co: f64,
+    lo: f64,
+    hi: f64,
+    last: f64,
+}
+
+impl Default for Fold {
+    fn default() -> Self {
+        Fold {
+            n: 0,
+            neg_tau1: 0,
+            tau2: 0,
+            mean_t: 0.0,
+            mean: 0.0,
+            m2: 0.0,
+            co: 0.0,
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
+            last: f64::NAN,
+        }
+    }
 }
 
 /// Scratch buffers reused across calls, owned by the operator (not per vehicle).
 #[derive(Debug, Default)]
 pub struct Scratch {
     readings: Vec<(EventTime, SensorValues)>,
-}
-
-/// Window sums of one channel, relative to its latest reading `(t_r, r)` in value and to
-/// the boundary in time: `n`, `Σt`, `Σt²` (integers in ms: exact), `Σ(v−r)`, `Σ(v−r)²`
-/// (with within-pane M2) and `Σt(v−r)` (with within-pane co-moments).
-#[derive(Clone, Copy, Debug)]
-struct Sums {
-    n: i64,
-    t1: i64,
-    t2: i128,
-    s1: f64,
-    s2: f64,
-    x: f64,
-    lo: f64,
-    hi: f64,
-}
-
-impl Default for Sums {
-    fn default() -> Self {
-        Sums {
-            n: 0,
-            t1: 0,
-            t2: 0,
-            s1: 0.0,
-            s2: 0.0,
-            x: 0.0,
-            lo: f64::INFINITY,
-            hi: f64::NEG_INFINITY,
-        }
-    }
+    folds: Vec<Fold>,
+    /// The summaries of one evaluation, and per window the items added to the running
+    /// sums, then the items added to a copy of them for that window alone.
+    items: Vec<Item>,
+    steps: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// Shared time sums of each window.
+    windows: Vec<TimeSums>,
 }
 
 impl VehicleWindows {
     /// Empty state for `spec`.
     pub fn new(spec: &WindowSpec) -> Self {
         let c = spec.channels.len();
+        let cap = spec.max_panes;
+        let nb = if spec.block > 1 { cap / spec.block } else { 0 };
         VehicleWindows {
-            open: Vec::new(),
+            open: VecDeque::new(),
             open_sorted: true,
             open_min: i64::MAX,
             sealed_through: None,
             last_reading_pane: i64::MIN,
-            ring: PaneRing::new(spec.max_panes * c),
-            blocks: if spec.block > 1 {
-                BlockRing::new(spec.max_panes / spec.block * c)
-            } else {
-                BlockRing::default()
-            },
+            panes: Times::new(cap),
+            blocks: Times::new(nb),
+            moments: vec![Moments::default(); c * (cap + nb)],
+            lows: vec![Extremes::default(); c],
+            highs: vec![Extremes::default(); c],
             valid_from: i64::MIN,
-            last: vec![(i64::MIN, f64::NAN); c],
+            last: vec![f64::NAN; c],
         }
     }
 
@@ -356,12 +506,17 @@ impl VehicleWindows {
             return Err(InsertError::PaneFull);
         }
         if self.open_sorted {
-            if let Some((last_ts, _)) = self.open.last() {
+            if let Some((last_ts, _)) = self.open.back() {
                 // Equal times count as unsorted: the sort orders duplicates by value.
                 self.open_sorted = *last_ts < ts;
             }
         }
-        self.open.push((ts, values));
+        if self.open.len() == self.open.capacity() {
+            // Grow by an eighth, not double: the buffer's size is the watermark's lag,
+            // steady for a vehicle, and a large part of a vehicle's state.
+            self.open.reserve_exact(self.open.len() / 8 + 4);
+        }
+        self.open.push_back((ts, values));
         self.open_min = self.open_min.min(ts.0);
         Ok(())
     }
@@ -395,11 +550,15 @@ impl VehicleWindows {
         duplicates: &mut Vec<(EventTime, SensorValues)>,
     ) -> bool {
         self.seal_through(spec, k, scratch, duplicates);
+        // Extremes of panes out of the longest window are of no use any more.
+        for deque in self.lows.iter_mut().chain(self.highs.iter_mut()) {
+            deque.expire(k, spec.max_panes);
+        }
         out.clear();
         if k - self.last_reading_pane >= spec.max_panes as i64 {
             return false;
         }
-        self.compute(spec, k, out);
+        self.compute(spec, k, scratch, out);
         true
     }
 
@@ -415,7 +574,7 @@ impl VehicleWindows {
         }
         if !self.open_sorted {
             // Time, then the value bits, so that which duplicate is kept is deterministic.
-            self.open.sort_by(|a, b| {
+            self.open.make_contiguous().sort_by(|a, b| {
                 a.0.cmp(&b.0).then_with(|| {
                     let (x, y) = (a.1.as_nan_array(), b.1.as_nan_array());
                     x.iter()
@@ -431,7 +590,7 @@ impl VehicleWindows {
             Some(s) => s + 1,
             None => self
                 .open
-                .first()
+                .front()
                 .map_or(k, |(t, _)| spec.pane_of(*t).min(k)),
         };
         let cap = spec.max_panes as i64;
@@ -439,13 +598,17 @@ impl VehicleWindows {
         let start = first.max(k - cap + 1);
         if first < start {
             self.valid_from = start;
+            // Every extreme is older than the longest window ending at `k` (and may be
+            // older than the u16 pane numbers can tell).
+            for deque in self.lows.iter_mut().chain(self.highs.iter_mut()) {
+                deque.clear();
+            }
             // Panes older than every window ending at `k` or later: their readings only
             // update `last` and activity, so fold them all at once.
             self.fold_pane(spec, start - 1, scratch, duplicates, false);
         }
         for pane in start..=k {
-            self.ring
-                .clear_slot(pane.rem_euclid(cap) as usize, cap as usize);
+            self.panes.clear(pane.rem_euclid(cap) as usize);
             self.fold_pane(spec, pane, scratch, duplicates, true);
             if spec.block > 1 && pane.rem_euclid(spec.block as i64) == 0 {
                 self.summarise_block(spec, pane);
@@ -471,8 +634,13 @@ impl VehicleWindows {
         let mut readings = std::mem::take(&mut scratch.readings);
         readings.clear();
         readings.extend(self.open.drain(..end));
+        let len = self.open.len();
+        if self.open.capacity() > 2 * len + 16 {
+            // A lag that has passed need not stay allocated.
+            self.open.shrink_to(len + len / 8 + 4);
+        }
         // Sealing sorted `open`: its first reading is the earliest.
-        self.open_min = self.open.first().map_or(i64::MAX, |(t, _)| t.0);
+        self.open_min = self.open.front().map_or(i64::MAX, |(t, _)| t.0);
         let mut w = 0;
         for r in 0..readings.len() {
             if w > 0 && readings[w - 1].0 == readings[r].0 {
@@ -488,12 +656,8 @@ impl VehicleWindows {
 
         if !into_ring {
             for (ci, channel) in spec.channels.iter().enumerate() {
-                if let Some((ts, v)) = readings
-                    .iter()
-                    .rev()
-                    .find_map(|(t, vs)| channel.value(vs).map(|v| (t.0, v)))
-                {
-                    self.last[ci] = (ts, v);
+                if let Some(v) = readings.iter().rev().find_map(|(_, vs)| channel.value(vs)) {
+                    self.last[ci] = v;
                 }
             }
             scratch.readings = readings;
@@ -501,48 +665,81 @@ impl VehicleWindows {
         }
         let pane_start = (pane - 1) * spec.pane_ms;
         let pane_end = pane * spec.pane_ms;
-        let cap = spec.max_panes as i64;
-        let slot = pane.rem_euclid(cap) as usize;
-        for (ci, channel) in spec.channels.iter().enumerate() {
-            let mut n: u32 = 0;
-            let (mut neg_tau1, mut tau2) = (0u64, 0u64);
-            let (mut mean_t, mut mean, mut m2, mut co) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            let mut last = (i64::MIN, f64::NAN);
-            for (ts, values) in &readings {
+        let cap = spec.max_panes;
+        let slot = pane.rem_euclid(cap as i64) as usize;
+        // Times of all the pane's readings, shared by the channels present in each.
+        let (mut all_n, mut all_neg_tau1, mut all_tau2) = (0i64, 0i64, 0i128);
+        for (ts, _) in &readings {
+            let back = pane_end - ts.0; // in [0, P)
+            all_n += 1;
+            all_neg_tau1 += back;
+            all_tau2 += (back * back) as i128;
+        }
+        // Reading by reading, every channel's running moments (their chains are
+        // independent, so the processor overlaps them). The time mean is shared by the
+        // channels present in every reading so far.
+        let folds = &mut scratch.folds;
+        folds.clear();
+        folds.resize(spec.channels.len(), Fold::default());
+        let mut mean_t_all = 0.0f64;
+        for (i, (ts, values)) in readings.iter().enumerate() {
+            let tr = (ts.0 - pane_start) as u64 as f64;
+            let back = (pane_end - ts.0) as u64; // in [0, P)
+            let dt_all = tr - mean_t_all;
+            mean_t_all += dt_all / (i + 1) as f64;
+            for (f, channel) in folds.iter_mut().zip(&spec.channels) {
                 let Some(v) = channel.value(values) else {
                     continue;
                 };
-                let tr = (ts.0 - pane_start) as u64;
-                let back = (pane_end - ts.0) as u64; // in [0, P)
-                n += 1;
-                neg_tau1 += back;
-                tau2 += back * back;
-                let nf = n as f64;
-                let dt = tr as f64 - mean_t;
-                mean_t += dt / nf;
-                let dv = v - mean;
-                mean += dv / nf;
-                m2 += dv * (v - mean);
-                co += dt * (v - mean);
-                lo = lo.min(v);
-                hi = hi.max(v);
-                last = (ts.0, v);
+                let dt = if f.n as usize == i {
+                    f.mean_t = mean_t_all;
+                    dt_all
+                } else {
+                    let dt = tr - f.mean_t;
+                    f.mean_t += dt / (f.n + 1) as f64;
+                    dt
+                };
+                f.n += 1;
+                f.neg_tau1 += back;
+                f.tau2 += back * back;
+                let nf = f.n as f64;
+                let dv = v - f.mean;
+                f.mean += dv / nf;
+                f.m2 += dv * (v - f.mean);
+                f.co += dt * (v - f.mean);
+                f.lo = f.lo.min(v);
+                f.hi = f.hi.max(v);
+                f.last = v;
             }
-            if n == 0 {
+        }
+        let (mut present, mut full) = (0u32, 0u32);
+        for (ci, f) in folds.iter().enumerate() {
+            if f.n == 0 {
                 continue;
             }
-            self.last[ci] = last;
-            let i = ci * cap as usize + slot;
-            self.ring.n[i] = n as u16;
-            self.ring.neg_tau1[i] = neg_tau1 as u32;
-            self.ring.tau2[i] = tau2;
-            self.ring.mean[i] = mean;
-            self.ring.m2[i] = m2;
-            self.ring.co[i] = co;
-            self.ring.lo[i] = lo;
-            self.ring.hi[i] = hi;
+            self.last[ci] = f.last;
+            present |= bit(ci);
+            if f.n as i64 == all_n {
+                full |= bit(ci);
+            } else {
+                self.panes.own.push(OwnTimes {
+                    slot: slot as u32,
+                    channel: ci as u32,
+                    n: f.n as i64,
+                    neg_tau1: f.neg_tau1 as i64,
+                    tau2: f.tau2 as i128,
+                });
+            }
+            self.moments[ci * cap + slot] = Moments {
+                mean: f.mean,
+                m2: f.m2,
+                co: f.co,
+            };
+            self.lows[ci].push(pane, f.lo, |old, v| old >= v);
+            self.highs[ci].push(pane, f.hi, |old, v| old <= v);
         }
+        self.panes
+            .set(slot, (all_n, all_neg_tau1, all_tau2), present, full);
         scratch.readings = readings;
     }
 
@@ -550,237 +747,285 @@ impl VehicleWindows {
     fn summarise_block(&mut self, spec: &WindowSpec, end: i64) {
         let (b, cap) = (spec.block, spec.max_panes);
         let nb = cap / b;
-        let bslot = (end / b as i64).rem_euclid(nb as i64) as usize;
-        let valid = end - b as i64 + 1 >= self.valid_from;
-        for ci in 0..spec.channels.len() {
-            let i = ci * nb + bslot;
-            let mut acc = Sums::default();
-            let r = self.last[ci].1;
-            if valid && !r.is_nan() {
-                for j in 0..b {
-                    let slot = ci * cap + (end - j as i64).rem_euclid(cap as i64) as usize;
-                    let ring = &self.ring;
-                    if ring.n[slot] != 0 {
-                        add(
-                            &mut acc,
-                            ring.n[slot] as i64,
-                            ring.neg_tau1[slot] as i64,
-                            ring.tau2[slot] as i128,
-                            ring.mean[slot],
-                            ring.m2[slot],
-                            ring.co[slot],
-                            ring.lo[slot],
-                            ring.hi[slot],
-                            -(j as i64) * spec.pane_ms,
-                            r,
-                        );
-                    }
-                }
-            }
-            let bl = &mut self.blocks;
-            // An invalid block is left empty: no window reads it whole (see `valid_from`).
-            bl.n[i] = acc.n as u32;
-            if acc.n == 0 {
-                continue;
-            }
-            let n = acc.n as f64;
-            bl.mean[i] = r + acc.s1 / n;
-            bl.m2[i] = (acc.s2 - acc.s1 * acc.s1 / n).max(0.0);
-            bl.co[i] = acc.x - acc.t1 as f64 * acc.s1 / n;
-            bl.neg_tau1[i] = (-acc.t1) as u64;
-            bl.tau2[i] = acc.t2 as u128;
-            bl.lo[i] = acc.lo;
-            bl.hi[i] = acc.hi;
-        }
-    }
-
-    fn compute(&self, spec: &WindowSpec, k: i64, out: &mut Vec<f64>) {
-        if spec.block > 1 {
-            self.compute_blocks(spec, k, out);
-        } else {
-            self.compute_panes(spec, k, out);
-        }
-    }
-
-    /// Every window from whole blocks, plus the panes of the newest (partial) block and of
-    /// the oldest block it reaches into.
-    fn compute_blocks(&self, spec: &WindowSpec, k: i64, out: &mut Vec<f64>) {
         let c = spec.channels.len();
+        let bslot = (end / b as i64).rem_euclid(nb as i64) as usize;
+        self.blocks.clear(bslot);
+        // An invalid block is left empty: no window reads it whole (see `valid_from`).
+        if end - (b as i64) + 1 < self.valid_from {
+            return;
+        }
+        let slots = |j: usize| (end - j as i64).rem_euclid(cap as i64) as usize;
+        let mut all = TimeSums::default();
+        let (mut present, mut full) = (0u32, u32::MAX);
+        for j in 0..b {
+            let slot = slots(j);
+            let times = self.panes.shared(slot);
+            if times.0 != 0 {
+                all.add(times, -(j as i64) * spec.pane_ms);
+                present |= self.panes.present[slot];
+                full &= self.panes.full[slot];
+            }
+        }
+        if all.n == 0 {
+            return;
+        }
+        for ci in (0..c).filter(|&ci| present & bit(ci) != 0) {
+            let r = self.last[ci];
+            let (mut ts, mut vs) = (TimeSums::default(), ValueSums::default());
+            for j in 0..b {
+                let slot = slots(j);
+                if self.panes.present[slot] & bit(ci) == 0 {
+                    continue;
+                }
+                let times = self.panes.channel(slot, ci);
+                let tsum = ts.add(times, -(j as i64) * spec.pane_ms);
+                vs.add(
+                    times.0 as f64,
+                    tsum as f64,
+                    &self.moments[ci * cap + slot],
+                    r,
+                );
+            }
+            let n = ts.n as f64;
+            self.moments[c * cap + ci * nb + bslot] = Moments {
+                mean: r + vs.s1 / n,
+                m2: (vs.s2 - vs.s1 * vs.s1 / n).max(0.0),
+                co: vs.x - ts.t1 as f64 * vs.s1 / n,
+            };
+            if full & bit(ci) == 0 {
+                self.blocks.own.push(OwnTimes {
+                    slot: bslot as u32,
+                    channel: ci as u32,
+                    n: ts.n,
+                    neg_tau1: -ts.t1,
+                    tau2: ts.t2,
+                });
+            }
+        }
+        self.blocks
+            .set(bslot, (all.n, -all.t1, all.t2), present, full);
+    }
+
+    /// Appends pane `k − depth` to the evaluation's items, when it holds readings.
+    fn plan_pane(&self, spec: &WindowSpec, k: i64, depth: usize, items: &mut Vec<Item>) {
+        let cap = spec.max_panes;
+        let slot = (k - depth as i64).rem_euclid(cap as i64) as usize;
+        let times = self.panes.shared(slot);
+        if times.0 == 0 {
+            return;
+        }
+        let delta = -(depth as i64) * spec.pane_ms;
+        items.push(Item {
+            base: slot,
+            stride: cap,
+            slot,
+            block: false,
+            delta,
+            times,
+            nf: times.0 as f64,
+            tf: (times.0 * delta - times.1) as f64,
+            present: self.panes.present[slot],
+            full: self.panes.full[slot],
+        });
+    }
+
+    /// Lists the summaries each window reads, in the order their sums are formed (that
+    /// order fixes the rounding, so it is the same for every vehicle and worker count).
+    fn plan(&self, spec: &WindowSpec, k: i64, scratch: &mut Scratch) {
+        let (items, steps) = (&mut scratch.items, &mut scratch.steps);
+        items.clear();
+        steps.clear();
+        let windows = &spec.window_panes;
+        if spec.block == 1 {
+            // Pane by pane, newest first; each window is a suffix of the next.
+            let mut depth = 0;
+            for &wp in windows {
+                let from = items.len();
+                while depth < wp {
+                    self.plan_pane(spec, k, depth, items);
+                    depth += 1;
+                }
+                steps.push((from..items.len(), items.len()..items.len()));
+            }
+            return;
+        }
+        // Every window from whole blocks, plus the panes of the newest (partial) block and
+        // of the oldest block it reaches into.
         let (cap, b, p) = (spec.max_panes, spec.block, spec.pane_ms);
         let nb = cap / b;
-        let windows = &spec.window_panes;
-        out.resize(c * windows.len() * Stat::ALL.len(), f64::NAN);
+        let c = spec.channels.len();
         let bk = -((-k).div_euclid(b as i64)); // block of pane k
         let h = (k - (bk - 1) * b as i64) as usize; // panes of that block up to k: 1..=b
-        let (ring, bl) = (&self.ring, &self.blocks);
-        for ci in 0..c {
-            let r = match self.last[ci].1 {
-                v if v.is_nan() => 0.0,
-                v => v,
-            };
-            let add_pane = |acc: &mut Sums, depth: usize| {
-                let slot = ci * cap + (k - depth as i64).rem_euclid(cap as i64) as usize;
-                if ring.n[slot] != 0 {
-                    add(
-                        acc,
-                        ring.n[slot] as i64,
-                        ring.neg_tau1[slot] as i64,
-                        ring.tau2[slot] as i128,
-                        ring.mean[slot],
-                        ring.m2[slot],
-                        ring.co[slot],
-                        ring.lo[slot],
-                        ring.hi[slot],
-                        -(depth as i64) * p,
-                        r,
-                    );
+        for depth in 0..h {
+            self.plan_pane(spec, k, depth, items);
+        }
+        let mut from = 0;
+        let mut whole = 0; // whole blocks in the running sums
+        for &wp in windows {
+            let want = (wp - h) / b;
+            while whole < want {
+                let block = bk - 1 - whole as i64;
+                let bslot = block.rem_euclid(nb as i64) as usize;
+                let times = self.blocks.shared(bslot);
+                if times.0 != 0 {
+                    let delta = -((h + whole * b) as i64) * p;
+                    items.push(Item {
+                        base: c * cap + bslot,
+                        stride: nb,
+                        slot: bslot,
+                        block: true,
+                        delta,
+                        times,
+                        nf: times.0 as f64,
+                        tf: (times.0 * delta - times.1) as f64,
+                        present: self.blocks.present[bslot],
+                        full: self.blocks.full[bslot],
+                    });
                 }
-            };
-            let mut acc = Sums::default();
-            for depth in 0..h {
-                add_pane(&mut acc, depth);
+                whole += 1;
             }
-            let mut whole = 0; // whole blocks in `acc`
-            for (w, &wp) in windows.iter().enumerate() {
-                let want = (wp - h) / b;
-                while whole < want {
-                    let block = bk - 1 - whole as i64;
-                    let i = ci * nb + block.rem_euclid(nb as i64) as usize;
-                    if bl.n[i] != 0 {
-                        add(
-                            &mut acc,
-                            bl.n[i] as i64,
-                            bl.neg_tau1[i] as i64,
-                            bl.tau2[i] as i128,
-                            bl.mean[i],
-                            bl.m2[i],
-                            bl.co[i],
-                            bl.lo[i],
-                            bl.hi[i],
-                            -((h + whole * b) as i64) * p,
-                            r,
-                        );
-                    }
-                    whole += 1;
-                }
-                let mut window = acc;
-                for depth in h + whole * b..wp {
-                    add_pane(&mut window, depth);
-                }
-                self.write_window(spec, ci, w, &window, r, out);
+            let acc_end = items.len();
+            for depth in h + whole * b..wp {
+                self.plan_pane(spec, k, depth, items);
             }
+            steps.push((from..acc_end, acc_end..items.len()));
+            from = items.len();
         }
     }
 
-    fn compute_panes(&self, spec: &WindowSpec, k: i64, out: &mut Vec<f64>) {
+    /// Channel `ci`'s own time sums in `item` (which it is present in).
+    #[inline]
+    fn item_times(&self, item: &Item, ci: usize) -> (i64, i64, i128) {
+        if item.full & bit(ci) != 0 {
+            item.times
+        } else if item.block {
+            self.blocks.channel(item.slot, ci)
+        } else {
+            self.panes.channel(item.slot, ci)
+        }
+    }
+
+    /// Every window's statistics at pane `k`, channel by channel, from the planned items.
+    fn compute(&self, spec: &WindowSpec, k: i64, scratch: &mut Scratch, out: &mut Vec<f64>) {
+        self.plan(spec, k, scratch);
         let c = spec.channels.len();
-        let cap = spec.max_panes;
         let windows = &spec.window_panes;
         out.resize(c * windows.len() * Stat::ALL.len(), f64::NAN);
-        let head = k.rem_euclid(cap as i64) as usize; // slot of pane k
-        let p = spec.pane_ms;
-        let ring = &self.ring;
+        let (items, steps) = (&scratch.items, &scratch.steps);
+        // The windows' time sums over all readings: every channel's that is present in
+        // every reading of every item (the usual case).
+        let mut all_full = u32::MAX;
+        scratch.windows.clear();
+        let mut acc = TimeSums::default();
+        for (grow, part) in steps {
+            for item in &items[grow.clone()] {
+                acc.add(item.times, item.delta);
+                all_full &= item.full;
+            }
+            let mut window = acc;
+            for item in &items[part.clone()] {
+                window.add(item.times, item.delta);
+                all_full &= item.full;
+            }
+            scratch.windows.push(window);
+        }
+        let moments = &self.moments[..];
         for ci in 0..c {
             // Reference value: the channel's latest reading, so that sums stay small where
             // the data are and cancellation is bounded.
-            let r = match self.last[ci].1 {
+            let r = match self.last[ci] {
                 v if v.is_nan() => 0.0,
                 v => v,
             };
-            let run = ci * cap..(ci + 1) * cap;
-            let (n, nt1, t2) = (
-                &ring.n[run.clone()],
-                &ring.neg_tau1[run.clone()],
-                &ring.tau2[run.clone()],
-            );
-            let (mean, m2, co) = (
-                &ring.mean[run.clone()],
-                &ring.m2[run.clone()],
-                &ring.co[run.clone()],
-            );
-            let (lo, hi) = (&ring.lo[run.clone()], &ring.hi[run]);
-            let mut acc = Sums::default();
-            let mut w = 0;
-            // Newest pane first; each window is a suffix, written when its depth is reached.
-            for depth in 0..cap {
-                let slot = if depth <= head {
-                    head - depth
+            let b = bit(ci);
+            let shared = all_full & b != 0;
+            let (mut acc_t, mut acc_v) = (TimeSums::default(), ValueSums::default());
+            let add = |ts: &mut TimeSums, vs: &mut ValueSums, item: &Item| {
+                if item.present & b == 0 {
+                    return;
+                }
+                let m = &moments[item.base + ci * item.stride];
+                if shared {
+                    vs.add(item.nf, item.tf, m, r);
                 } else {
-                    head + cap - depth
-                };
-                if n[slot] != 0 {
-                    let ni = n[slot] as i64;
-                    // The pane ends `delta` ms before the boundary (≤ 0).
-                    let delta = -(depth as i64) * p;
-                    let nt = nt1[slot] as i64;
-                    let tsum = ni * delta - nt; // Σt over the pane, exact
-                    acc.n += ni;
-                    acc.t1 += tsum;
-                    acc.t2 += (t2[slot] as i128) - 2 * (delta as i128) * (nt as i128)
-                        + (ni as i128) * (delta as i128) * (delta as i128);
-                    let nf = ni as f64;
-                    let d = mean[slot] - r;
-                    acc.s1 += nf * d;
-                    acc.s2 += m2[slot] + nf * d * d;
-                    acc.x += co[slot] + tsum as f64 * d;
-                    acc.lo = acc.lo.min(lo[slot]);
-                    acc.hi = acc.hi.max(hi[slot]);
+                    let times = self.item_times(item, ci);
+                    let tsum = ts.add(times, item.delta);
+                    vs.add(times.0 as f64, tsum as f64, m, r);
                 }
-                if depth + 1 == windows[w] {
-                    self.write_window(spec, ci, w, &acc, r, out);
-                    w += 1;
-                    if w == windows.len() {
-                        break;
-                    }
+            };
+            for (w, (grow, part)) in steps.iter().enumerate() {
+                for item in &items[grow.clone()] {
+                    add(&mut acc_t, &mut acc_v, item);
                 }
+                let (mut win_t, mut win_v) = (acc_t, acc_v);
+                for item in &items[part.clone()] {
+                    add(&mut win_t, &mut win_v, item);
+                }
+                let times = if shared { scratch.windows[w] } else { win_t };
+                let lo = self.lows[ci].within(k, windows[w]);
+                let hi = self.highs[ci].within(k, windows[w]);
+                self.write_window(spec, ci, w, &times, &win_v, lo, hi, r, out);
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write_window(
         &self,
         spec: &WindowSpec,
         ci: usize,
         w: usize,
-        acc: &Sums,
+        times: &TimeSums,
+        values: &ValueSums,
+        lo: f64,
+        hi: f64,
         r: f64,
         out: &mut [f64],
     ) {
         let wcount = spec.window_panes.len();
         let o = (ci * wcount + w) * Stat::ALL.len();
         let slot = &mut out[o..o + Stat::ALL.len()];
-        if acc.n == 0 {
+        if times.n == 0 {
             slot[0] = 0.0;
             slot[1..].fill(f64::NAN);
             return;
         }
-        let n = acc.n as f64;
-        let (s1, t1) = (acc.s1, acc.t1 as f64);
-        let m2 = (acc.s2 - s1 * s1 / n).max(0.0);
+        let n = times.n as f64;
+        let (s1, t1) = (values.s1, times.t1 as f64);
+        let m2 = (values.s2 - s1 * s1 / n).max(0.0);
         // Σ(t − t̄)² = (n·Σt² − (Σt)²) / n, numerator exact in integers: exactly 0 with
         // fewer than two distinct times.
-        let num = (acc.n as i128) * acc.t2 - (acc.t1 as i128) * (acc.t1 as i128);
+        let num = (times.n as i128) * times.t2 - (times.t1 as i128) * (times.t1 as i128);
         let slope = if num <= 0 {
             0.0
         } else {
-            (acc.x - t1 * s1 / n) / (num as f64 / n) * 1000.0
+            (values.x - t1 * s1 / n) / (num as f64 / n) * 1000.0
         };
         slot[0] = n;
         slot[1] = r + s1 / n;
         slot[2] = (m2 / n).sqrt();
-        slot[3] = acc.lo;
-        slot[4] = acc.hi;
-        slot[5] = self.last[ci].1;
+        slot[3] = lo;
+        slot[4] = hi;
+        slot[5] = self.last[ci];
         slot[6] = slope;
     }
 
     /// Bytes of heap and inline state this vehicle holds (for `pmi bench`).
     pub fn state_bytes(&self) -> usize {
+        let deques: usize = self
+            .lows
+            .iter()
+            .chain(&self.highs)
+            .map(Extremes::heap_bytes)
+            .sum();
         std::mem::size_of::<Self>()
             + self.open.capacity() * std::mem::size_of::<(EventTime, SensorValues)>()
-            + self.ring.heap_bytes()
+            + self.panes.heap_bytes()
             + self.blocks.heap_bytes()
-            + self.last.capacity() * 16
+            + self.moments.capacity() * std::mem::size_of::<Moments>()
+            + (self.lows.capacity() + self.highs.capacity()) * std::mem::size_of::<Extremes>()
+            + deques
+            + self.last.capacity() * 8
     }
 
     /// Readings waiting in open panes.
