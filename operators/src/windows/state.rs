@@ -321,6 +321,13 @@ impl Extremes {
             self.values.pop_back();
             self.panes.pop_back();
         }
+        let len = self.values.len();
+        if len == self.values.capacity() {
+            // Grow by a quarter, not double: one of these per channel and side per vehicle,
+            // so slack capacity is a large share of window state (see `expire`).
+            self.values.reserve_exact(len / 4 + 2);
+            self.panes.reserve_exact(len / 4 + 2);
+        }
         self.values.push_back(v);
         self.panes.push_back(pane as u16);
     }
