@@ -18,9 +18,11 @@ use crate::prediction::{Severity, SeverityThresholds};
 use crate::time::EventTime;
 use crate::VehicleId;
 
-/// What the vehicle registry says about a vehicle, as alerts carry it: who to contact and
-/// where to send the vehicle. Mirrors the `vehicles` table (`customer_id`, `home_center_id`,
-/// `model`).
+/// What the registry says about a vehicle, its owner and its service centre, as alerts
+/// carry it: who to contact, how, and where to send the vehicle. The `vehicles` row
+/// (`customer_id`, `home_center_id`, `model`) with its `customers` row (`name`,
+/// `preferred_channel`, `contact_consent`) and `service_centers` row (`name`, `time_zone`):
+/// a change to any of the three changes the alert.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct VehicleInfo {
     /// Owner (customer id).
@@ -29,6 +31,16 @@ pub struct VehicleInfo {
     pub service_center_id: Option<String>,
     /// Vehicle model.
     pub model: Option<String>,
+    /// The owner's name.
+    pub customer_name: Option<String>,
+    /// How the owner prefers to be contacted (`email`, `sms`, `phone`, `push`, `none`).
+    pub preferred_channel: Option<String>,
+    /// Whether the owner agreed to be contacted about maintenance.
+    pub contact_consent: Option<bool>,
+    /// The home centre's name.
+    pub service_center_name: Option<String>,
+    /// The home centre's IANA time zone (its business hours are local time).
+    pub service_center_time_zone: Option<String>,
 }
 
 /// An open alert: a registered vehicle whose severity level (after hysteresis) is at or

@@ -160,6 +160,7 @@ fn info(customer: &str) -> VehicleInfo {
         customer_id: Some(customer.into()),
         service_center_id: Some("SC1".into()),
         model: Some("van".into()),
+        ..Default::default()
     }
 }
 

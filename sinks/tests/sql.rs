@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pmi_core::{Alert, AlertChange, RetractReason, VehicleInfo};
+use pmi_core::{Alert, AlertChange, RetractReason, TableRow, VehicleInfo};
 use pmi_core::{Component, EventTime, Prediction, Sensor, Severity, Telemetry, VehicleId};
 use pmi_core::{RawReading, Validator, SENSOR_COUNT};
 use pmi_sinks::sql::registry::{
@@ -719,6 +719,45 @@ async fn registry_upserts_and_enforces_references(t: TestDb) {
         vec![vec![prediction("VEH_UNREGISTERED", 1_700_000_000_000, 0.9)]],
     );
     assert_eq!(t.db.count("failure_predictions").await.unwrap(), 1);
+
+    // The alert collection's registry rows: the vehicle with its owner and centre; a
+    // change of the owner's consent is one row out and one in.
+    let now = EventTime::now();
+    let recent = Duration::from_secs(30 * 86_400);
+    let before = t.db.alert_table_rows(now, recent).await.unwrap();
+    let info = VehicleInfo {
+        customer_id: Some("CUST_1".into()),
+        service_center_id: Some("SC_BER".into()),
+        model: Some("Golf".into()),
+        customer_name: Some("Ada Lovelace".into()),
+        preferred_channel: Some("sms".into()),
+        contact_consent: Some(true),
+        service_center_name: Some("Berlin Mitte".into()),
+        service_center_time_zone: Some("Europe/Berlin".into()),
+    };
+    assert_eq!(
+        before.iter().collect::<Vec<_>>(),
+        vec![&TableRow::Registry(vid("VEH_000001"), info.clone())]
+    );
+    let withdrawn = Customer {
+        contact_consent: false,
+        ..customer
+    };
+    registry::upsert_customers(&t.db, &[withdrawn])
+        .await
+        .unwrap();
+    let after = t.db.alert_table_rows(now, recent).await.unwrap();
+    let changed = VehicleInfo {
+        contact_consent: Some(false),
+        ..info.clone()
+    };
+    assert_eq!(
+        pmi_sinks::sql::tables::diff(&before, &after),
+        vec![
+            (TableRow::Registry(vid("VEH_000001"), info), -1),
+            (TableRow::Registry(vid("VEH_000001"), changed), 1),
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------

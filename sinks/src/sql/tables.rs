@@ -1,5 +1,6 @@
 //! The tables the alert collection is checked against, read from SQL: the registry
-//! (`vehicles`), open appointments and recent repairs, as [`TableRow`]s. A [`TableWatcher`]
+//! (`vehicles` with their `customers` and `service_centers` rows), open appointments and
+//! recent repairs, as [`TableRow`]s. A [`TableWatcher`]
 //! polls them and sends the differences to the graph, so a booking made by an agent (or by
 //! anyone, in any process) retracts its alert incrementally.
 //!
@@ -32,7 +33,8 @@ fn err(table: &str) -> impl Fn(sqlx::Error) -> SinkError + '_ {
 }
 
 impl Database {
-    /// The alert collection's table rows now: every registered vehicle, every open
+    /// The alert collection's table rows now: every registered vehicle (with its owner's
+    /// and home centre's rows, so a change to either changes its alerts), every open
     /// appointment (its component, or the whole vehicle when it names none or one PMI does
     /// not know), and every repair (`work_type` repair or replacement of a known component)
     /// performed within `recent` before `now`. Rows of vehicles whose id is not a valid
@@ -43,8 +45,21 @@ impl Database {
         recent: Duration,
     ) -> Result<BTreeSet<TableRow>, SinkError> {
         let mut rows = BTreeSet::new();
+        let consent = match self.backend() {
+            Backend::Postgres => "c.contact_consent",
+            Backend::Sqlite => {
+                "CASE WHEN c.contact_consent IS NULL THEN NULL ELSE c.contact_consent = 1 END"
+            }
+        };
+        let sql = format!(
+            "SELECT v.vehicle_id, v.customer_id, v.home_center_id, v.model, c.name, \
+                    c.preferred_channel, {consent}, s.name, s.time_zone \
+             FROM vehicles v \
+             LEFT JOIN customers c ON c.customer_id = v.customer_id \
+             LEFT JOIN service_centers s ON s.center_id = v.home_center_id"
+        );
         let registry = on_pool!(self, |pool| {
-            sqlx::query("SELECT vehicle_id, customer_id, home_center_id, model FROM vehicles")
+            sqlx::query(&sql)
                 .fetch_all(pool)
                 .await
                 .map_err(err("vehicles"))?
@@ -56,6 +71,11 @@ impl Database {
                             customer_id: r.try_get(1)?,
                             service_center_id: r.try_get(2)?,
                             model: r.try_get(3)?,
+                            customer_name: r.try_get(4)?,
+                            preferred_channel: r.try_get(5)?,
+                            contact_consent: r.try_get(6)?,
+                            service_center_name: r.try_get(7)?,
+                            service_center_time_zone: r.try_get(8)?,
                         },
                     ))
                 })
