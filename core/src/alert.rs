@@ -200,6 +200,9 @@ impl From<Hold> for RetractReason {
 }
 
 /// A change of the alert collection at one time, as agents act on it.
+// `Changed` holds two alerts, the others one: changes come once per alert change, not per
+// prediction, so boxing them would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertChange {
