@@ -67,29 +67,24 @@ pub async fn record(db: &Database, entry: &AuditEntry) -> Result<(), AgentError>
         "INSERT INTO agent_audit_log (agent, action, alert_id, vehicle_id, outcome, latency_ms, details) \
          VALUES ($1, $2, $3, $4, $5, $6, {json})"
     );
+    macro_rules! insert {
+        ($pool:expr) => {
+            sqlx::query(&sql)
+                .bind(entry.agent)
+                .bind(entry.action)
+                .bind(entry.alert_id)
+                .bind(entry.vehicle_id.as_deref())
+                .bind(entry.outcome.name())
+                .bind(latency)
+                .bind(&details)
+                .execute($pool)
+                .await
+                .map(drop)
+        };
+    }
     let result = match db {
-        Database::Sqlite(pool) => sqlx::query(&sql)
-            .bind(entry.agent)
-            .bind(entry.action)
-            .bind(entry.alert_id)
-            .bind(entry.vehicle_id.as_deref())
-            .bind(entry.outcome.name())
-            .bind(latency)
-            .bind(&details)
-            .execute(pool)
-            .await
-            .map(drop),
-        Database::Postgres(pool) => sqlx::query(&sql)
-            .bind(entry.agent)
-            .bind(entry.action)
-            .bind(entry.alert_id)
-            .bind(entry.vehicle_id.as_deref())
-            .bind(entry.outcome.name())
-            .bind(latency)
-            .bind(&details)
-            .execute(pool)
-            .await
-            .map(drop),
+        Database::Sqlite(pool) => insert!(pool),
+        Database::Postgres(pool) => insert!(pool),
     };
     result.map_err(|e| AgentError::sql("agent_audit_log", e))
 }
