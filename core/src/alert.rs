@@ -129,19 +129,26 @@ impl Alert {
     }
 }
 
-impl PartialEq for Alert {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
+/// `PartialEq`, `Eq` and `PartialOrd` of a type from its `Ord` (for records that hold floats
+/// and order them by [`f64::total_cmp`], so that they can be differential records).
+#[macro_export]
+macro_rules! eq_and_partial_ord_from_ord {
+    ($t:ty) => {
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.cmp(other) == ::std::cmp::Ordering::Equal
+            }
+        }
+        impl Eq for $t {}
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<::std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+    };
 }
 
-impl Eq for Alert {}
-
-impl PartialOrd for Alert {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
+eq_and_partial_ord_from_ord!(Alert);
 
 /// By vehicle, severity, component, pane end, info, model, explanation, then risk and
 /// features (floats by [`f64::total_cmp`]).

@@ -130,19 +130,7 @@ impl Level {
     }
 }
 
-impl PartialEq for Level {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Level {}
-
-impl PartialOrd for Level {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
+pmi_core::eq_and_partial_ord_from_ord!(Level);
 
 /// By severity, component, pane end, model, explanation, then risk and features (floats by
 /// [`f64::total_cmp`]).
