@@ -845,16 +845,41 @@ impl MasterAgent {
                     }
                 }
             };
-            let details = json!({ "appointment_id": appointment.appointment_id,
-                                  "starts_at": appointment.starts_at.to_rfc3339() });
-            wf.appointment_id = Some(appointment.appointment_id);
-            wf.state = WorkflowState::Booked;
-            return Ok((
-                "scheduling",
-                "use_open_appointment",
-                Outcome::Success,
-                details,
-            ));
+            // An appointment for another component now answers this alert too: widened to
+            // the whole vehicle, so that the dataflow's anti-join retracts this alert as
+            // booked (an appointment for one component only covers that component).
+            let booked_for = appointment.component;
+            let covering = match self
+                .scheduler
+                .cover(
+                    appointment.appointment_id,
+                    wf.component,
+                    &format!("alert {}", wf.alert_id),
+                )
+                .await
+            {
+                Ok(covering) => Some(covering),
+                Err(e) if e.is_retryable() => return Err(AgentError::Book(e)),
+                // Closed in the meantime: book afresh below.
+                Err(_) => None,
+            };
+            if let Some(appointment) = covering {
+                let covers = appointment
+                    .component
+                    .map_or("whole vehicle", Component::name);
+                let details = json!({ "appointment_id": appointment.appointment_id,
+                                      "starts_at": appointment.starts_at.to_rfc3339(),
+                                      "booked_for": booked_for.map(Component::name),
+                                      "covers": covers });
+                wf.appointment_id = Some(appointment.appointment_id);
+                wf.state = WorkflowState::Booked;
+                return Ok((
+                    "scheduling",
+                    "use_open_appointment",
+                    Outcome::Success,
+                    details,
+                ));
+            }
         }
         let request = SlotRequest {
             vehicle_id: wf.vehicle_id.clone(),

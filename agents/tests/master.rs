@@ -140,6 +140,7 @@ both!(
     declines_are_retried_then_escalated,
     a_retracted_alert_cancels_its_workflow,
     a_cancelled_appointment_is_booked_again,
+    an_alert_for_another_component_widens_the_open_appointment,
     restarts_resume_without_double_booking,
     many_alerts_one_appointment_per_vehicle,
 );
@@ -502,6 +503,69 @@ async fn a_cancelled_appointment_is_booked_again(t: TestDb) {
         .filter(|a| a.status.is_open())
         .count();
     assert_eq!(open, 1);
+}
+
+async fn an_alert_for_another_component_widens_the_open_appointment(t: TestDb) {
+    seed(&t.db, 1, &[]).await;
+    let battery = alert(&vid(0), Severity::High, Component::Battery, MONDAY_9);
+    t.write(&[AlertChange::Raised(battery)]);
+    let agent = t.agent(console());
+    agent.drain(10).await.unwrap();
+    let first_id = alert_id(&t.db, &vid(0)).await;
+    let booked = agent
+        .workflow(first_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .appointment_id
+        .unwrap();
+    let scheduler = agent.scheduler();
+    let before = scheduler.appointment(booked).await.unwrap().unwrap();
+    assert_eq!(before.component, Some(Component::Battery));
+    // The battery appointment does not cover a water-pump alert: the dataflow raises it.
+    let pump = alert(
+        &vid(0),
+        Severity::High,
+        Component::WaterPump,
+        MONDAY_9 + HOUR,
+    );
+    t.write(&[AlertChange::Raised(pump)]);
+    let report = agent.drain(10).await.unwrap();
+    assert_eq!((report.started, report.confirmed), (1, 1), "{report:?}");
+    let second_id = alert_id(&t.db, &vid(0)).await;
+    assert_ne!(first_id, second_id);
+    let wf = agent.workflow(second_id).await.unwrap().unwrap();
+    assert_eq!(
+        wf.appointment_id,
+        Some(booked),
+        "the open appointment is reused"
+    );
+    // …widened to the whole vehicle, so that it covers both alerts.
+    let after = scheduler.appointment(booked).await.unwrap().unwrap();
+    assert_eq!(after.component, None);
+    assert_eq!(after.starts_at, before.starts_at);
+    assert!(
+        after.notes.as_deref().unwrap_or("").contains("widened"),
+        "{:?}",
+        after.notes
+    );
+    assert_eq!(t.count("SELECT COUNT(*) FROM appointments").await, 1);
+    assert!(t.audit(second_id).await.contains(&(
+        "scheduling".into(),
+        "use_open_appointment".into(),
+        "success".into()
+    )));
+    // What the graph reads: an appointment for the whole vehicle, which holds every alert.
+    let rows =
+        t.db.alert_table_rows(EventTime(MONDAY_9), std::time::Duration::from_secs(86_400))
+            .await
+            .unwrap();
+    let vehicle = VehicleId::parse(&vid(0)).unwrap();
+    assert!(rows.contains(&pmi_core::TableRow::Appointment(vehicle.clone(), None)));
+    assert!(!rows.contains(&pmi_core::TableRow::Appointment(
+        vehicle,
+        Some(Component::Battery)
+    )));
 }
 
 async fn restarts_resume_without_double_booking(t: TestDb) {

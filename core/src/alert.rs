@@ -18,11 +18,43 @@ use crate::prediction::{Severity, SeverityThresholds};
 use crate::time::EventTime;
 use crate::VehicleId;
 
+/// A `vehicles` row, as the alert collection takes it: who owns the vehicle, where it is
+/// serviced, what it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VehicleRecord {
+    /// Owner (`customers.customer_id`).
+    pub customer_id: Option<String>,
+    /// Home service centre (`service_centers.center_id`).
+    pub service_center_id: Option<String>,
+    /// Vehicle model.
+    pub model: Option<String>,
+}
+
+/// A `customers` row, as the alert collection takes it: how to reach the owner.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    /// The owner's name.
+    pub name: Option<String>,
+    /// How the owner prefers to be contacted (`email`, `sms`, `phone`, `push`, `none`).
+    pub preferred_channel: Option<String>,
+    /// Whether the owner agreed to be contacted about maintenance.
+    pub contact_consent: Option<bool>,
+}
+
+/// A `service_centers` row, as the alert collection takes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceCenterRecord {
+    /// The centre's name.
+    pub name: Option<String>,
+    /// Its IANA time zone (its business hours are local time).
+    pub time_zone: Option<String>,
+}
+
 /// What the registry says about a vehicle, its owner and its service centre, as alerts
-/// carry it: who to contact, how, and where to send the vehicle. The `vehicles` row
-/// (`customer_id`, `home_center_id`, `model`) with its `customers` row (`name`,
-/// `preferred_channel`, `contact_consent`) and `service_centers` row (`name`, `time_zone`):
-/// a change to any of the three changes the alert.
+/// carry it: who to contact, how, and where to send the vehicle. It is the join of the
+/// vehicle's [`VehicleRecord`] with its owner's [`CustomerRecord`] and its home centre's
+/// [`ServiceCenterRecord`] ([`VehicleInfo::joined`]); the graph computes that join
+/// incrementally, so a change to any of the three rows changes the alert.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct VehicleInfo {
     /// Owner (customer id).
@@ -41,6 +73,29 @@ pub struct VehicleInfo {
     pub service_center_name: Option<String>,
     /// The home centre's IANA time zone (its business hours are local time).
     pub service_center_time_zone: Option<String>,
+}
+
+impl VehicleInfo {
+    /// A vehicle's row joined with its owner's and home centre's rows (`None`: the vehicle
+    /// names none, or one the registry does not have; the fields stay empty).
+    pub fn joined(
+        vehicle: &VehicleRecord,
+        customer: Option<&CustomerRecord>,
+        center: Option<&ServiceCenterRecord>,
+    ) -> Self {
+        let customer = customer.cloned().unwrap_or_default();
+        let center = center.cloned().unwrap_or_default();
+        VehicleInfo {
+            customer_id: vehicle.customer_id.clone(),
+            service_center_id: vehicle.service_center_id.clone(),
+            model: vehicle.model.clone(),
+            customer_name: customer.name,
+            preferred_channel: customer.preferred_channel,
+            contact_consent: customer.contact_consent,
+            service_center_name: center.name,
+            service_center_time_zone: center.time_zone,
+        }
+    }
 }
 
 /// An open alert: a registered vehicle whose severity level (after hysteresis) is at or
@@ -361,14 +416,19 @@ impl Default for AlertConfig {
 }
 
 /// A row of one of the tables the alert collection is checked against, as the graph's table
-/// inputs take it. The SQL registry, open appointments and recent maintenance records are
-/// read as these (a snapshot at start, then the differences as [`TableUpdate`]s), so the
-/// agents' bookings reach the graph the same way.
+/// inputs take it, one input collection per variant. The SQL registry (vehicles, customers,
+/// service centres), open appointments and recent maintenance records are read as these (a
+/// snapshot at start, then the differences as [`TableUpdate`]s), so the agents' bookings
+/// reach the graph the same way.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TableRow {
-    /// A registry row of a vehicle.
-    Registry(VehicleId, VehicleInfo),
+    /// A `vehicles` row.
+    Vehicle(VehicleId, VehicleRecord),
+    /// A `customers` row, by customer id.
+    Customer(String, CustomerRecord),
+    /// A `service_centers` row, by centre id.
+    ServiceCenter(String, ServiceCenterRecord),
     /// An open appointment of a vehicle, for one component or (`None`) the whole vehicle.
     Appointment(VehicleId, Option<Component>),
     /// A recent repair of a vehicle's component.

@@ -23,7 +23,8 @@ pub mod time;
 pub mod wire;
 
 pub use alert::{
-    Alert, AlertChange, AlertConfig, Hold, RetractReason, TableRow, TableUpdate, VehicleInfo,
+    Alert, AlertChange, AlertConfig, CustomerRecord, Hold, RetractReason, ServiceCenterRecord,
+    TableRow, TableUpdate, VehicleInfo, VehicleRecord,
 };
 pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;

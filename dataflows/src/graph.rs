@@ -31,10 +31,13 @@ use timely::dataflow::ProbeHandle;
 
 use differential_dataflow::input::{Input, InputSession};
 use pmi_core::{
-    AlertChange, AlertConfig, Component, EventKey, FeatureVector, Prediction, Rejected, TableRow,
-    TableUpdate, Telemetry, TelemetrySource, VehicleId, VehicleInfo, WindowConfig,
+    AlertChange, AlertConfig, Component, CustomerRecord, EventKey, FeatureVector, Prediction,
+    Rejected, ServiceCenterRecord, TableRow, TableUpdate, Telemetry, TelemetrySource, VehicleId,
+    VehicleRecord, WindowConfig,
 };
-use pmi_operators::alerts::{AlertChanges, AlertCollection, AlertTables, ScoredPane};
+use pmi_operators::alerts::{
+    AlertChanges, AlertCollection, AlertTables, RegistryTables, ScoredPane,
+};
 use pmi_operators::source::{telemetry_source, SourceCounters, SourceOptions, Throttle};
 use pmi_operators::windows::{pane_windows_with_gauges, WindowGauges, WindowSpec};
 
@@ -87,7 +90,9 @@ pub struct AlertTableFeed {
 
 /// The table inputs of one worker's alert collection.
 struct TableInputs {
-    registry: InputSession<u64, (VehicleId, VehicleInfo), isize>,
+    vehicles: InputSession<u64, (VehicleId, VehicleRecord), isize>,
+    customers: InputSession<u64, (String, CustomerRecord), isize>,
+    service_centers: InputSession<u64, (String, ServiceCenterRecord), isize>,
     appointments: InputSession<u64, (VehicleId, Option<Component>), isize>,
     maintenance: InputSession<u64, (VehicleId, Component), isize>,
 }
@@ -96,7 +101,9 @@ impl TableInputs {
     fn apply(&mut self, updates: &[TableUpdate]) {
         for (row, diff) in updates {
             match row.clone() {
-                TableRow::Registry(v, i) => self.registry.update((v, i), *diff),
+                TableRow::Vehicle(v, r) => self.vehicles.update((v, r), *diff),
+                TableRow::Customer(c, r) => self.customers.update((c, r), *diff),
+                TableRow::ServiceCenter(s, r) => self.service_centers.update((s, r), *diff),
                 TableRow::Appointment(v, c) => self.appointments.update((v, c), *diff),
                 TableRow::Maintenance(v, c) => self.maintenance.update((v, c), *diff),
             }
@@ -104,12 +111,16 @@ impl TableInputs {
     }
 
     fn advance_to(&mut self, time: u64) {
-        if time > *self.registry.time() {
-            self.registry.advance_to(time);
+        if time > *self.vehicles.time() {
+            self.vehicles.advance_to(time);
+            self.customers.advance_to(time);
+            self.service_centers.advance_to(time);
             self.appointments.advance_to(time);
             self.maintenance.advance_to(time);
         }
-        self.registry.flush();
+        self.vehicles.flush();
+        self.customers.flush();
+        self.service_centers.flush();
         self.appointments.flush();
         self.maintenance.flush();
     }
@@ -489,11 +500,18 @@ where
             }
         });
         let predictions = scored.clone().map(|s| s.prediction);
-        let (registry_in, registry) = scope.new_collection();
+        let (vehicles_in, vehicles) = scope.new_collection();
+        let (customers_in, customers) = scope.new_collection();
+        let (service_centers_in, service_centers) = scope.new_collection();
         let (appointments_in, appointments) = scope.new_collection();
         let (maintenance_in, maintenance) = scope.new_collection();
+        let registry = RegistryTables {
+            vehicles,
+            customers,
+            service_centers,
+        };
         let tables = AlertTables {
-            registry,
+            registry: registry.joined(),
             appointments,
             maintenance,
         };
@@ -566,7 +584,9 @@ where
         scope.concatenate(acks).probe_with(&durable);
         (
             TableInputs {
-                registry: registry_in,
+                vehicles: vehicles_in,
+                customers: customers_in,
+                service_centers: service_centers_in,
                 appointments: appointments_in,
                 maintenance: maintenance_in,
             },

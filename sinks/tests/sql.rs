@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pmi_core::{Alert, AlertChange, RetractReason, TableRow, VehicleInfo};
+use pmi_core::{
+    Alert, AlertChange, CustomerRecord, RetractReason, ServiceCenterRecord, TableRow, VehicleInfo,
+    VehicleRecord,
+};
 use pmi_core::{Component, EventTime, Prediction, Sensor, Severity, Telemetry, VehicleId};
 use pmi_core::{RawReading, Validator, SENSOR_COUNT};
 use pmi_sinks::sql::registry::{
@@ -720,24 +723,37 @@ async fn registry_upserts_and_enforces_references(t: TestDb) {
     );
     assert_eq!(t.db.count("failure_predictions").await.unwrap(), 1);
 
-    // The alert collection's registry rows: the vehicle with its owner and centre; a
-    // change of the owner's consent is one row out and one in.
+    // The alert collection's registry rows: the vehicle, its owner and its centre, each a
+    // row of its own (the graph joins them); a change of the owner's consent is one
+    // customer row out and one in, and leaves the vehicle's row alone.
     let now = EventTime::now();
     let recent = Duration::from_secs(30 * 86_400);
     let before = t.db.alert_table_rows(now, recent).await.unwrap();
-    let info = VehicleInfo {
-        customer_id: Some("CUST_1".into()),
-        service_center_id: Some("SC_BER".into()),
-        model: Some("Golf".into()),
-        customer_name: Some("Ada Lovelace".into()),
+    let owner = CustomerRecord {
+        name: Some("Ada Lovelace".into()),
         preferred_channel: Some("sms".into()),
         contact_consent: Some(true),
-        service_center_name: Some("Berlin Mitte".into()),
-        service_center_time_zone: Some("Europe/Berlin".into()),
     };
     assert_eq!(
         before.iter().collect::<Vec<_>>(),
-        vec![&TableRow::Registry(vid("VEH_000001"), info.clone())]
+        vec![
+            &TableRow::Vehicle(
+                vid("VEH_000001"),
+                VehicleRecord {
+                    customer_id: Some("CUST_1".into()),
+                    service_center_id: Some("SC_BER".into()),
+                    model: Some("Golf".into()),
+                }
+            ),
+            &TableRow::Customer("CUST_1".into(), owner.clone()),
+            &TableRow::ServiceCenter(
+                "SC_BER".into(),
+                ServiceCenterRecord {
+                    name: Some("Berlin Mitte".into()),
+                    time_zone: Some("Europe/Berlin".into()),
+                }
+            ),
+        ]
     );
     let withdrawn = Customer {
         contact_consent: false,
@@ -747,15 +763,15 @@ async fn registry_upserts_and_enforces_references(t: TestDb) {
         .await
         .unwrap();
     let after = t.db.alert_table_rows(now, recent).await.unwrap();
-    let changed = VehicleInfo {
+    let changed = CustomerRecord {
         contact_consent: Some(false),
-        ..info.clone()
+        ..owner.clone()
     };
     assert_eq!(
         pmi_sinks::sql::tables::diff(&before, &after),
         vec![
-            (TableRow::Registry(vid("VEH_000001"), info), -1),
-            (TableRow::Registry(vid("VEH_000001"), changed), 1),
+            (TableRow::Customer("CUST_1".into(), owner), -1),
+            (TableRow::Customer("CUST_1".into(), changed), 1),
         ]
     );
 }

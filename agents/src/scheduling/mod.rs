@@ -399,6 +399,52 @@ impl Scheduler {
         .await
     }
 
+    /// Makes an open appointment cover `component` too: one that names another component
+    /// is widened to the whole vehicle (its component cleared, a note appended), so that
+    /// it answers every alert of the vehicle; one that already covers it (the same
+    /// component, or the whole vehicle) is left as it is. Returns the appointment after.
+    pub async fn cover(
+        &self,
+        appointment_id: i64,
+        component: Option<Component>,
+        reason: &str,
+    ) -> Result<Appointment, BookError> {
+        in_transaction!(&self.db, true, |conn| async {
+            let row = conn
+                .appointment(appointment_id, true)
+                .await
+                .map_err(sql("reading appointment"))?
+                .ok_or(BookError::UnknownAppointment { appointment_id })?;
+            let current = appointment_from_row(row)?;
+            if !current.status.is_open() {
+                return Err(BookError::InvalidStatus {
+                    appointment_id,
+                    status: current.status,
+                    action: "cover",
+                });
+            }
+            match current.component {
+                Some(booked) if Some(booked) != component => {
+                    let note = format!("widened to the whole vehicle: {reason}");
+                    conn.cover_vehicle(appointment_id, &note)
+                        .await
+                        .map_err(sql("updating appointment"))?;
+                    tracing::info!(
+                        appointment_id,
+                        from = booked.name(),
+                        "appointment widened to the whole vehicle"
+                    );
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+        .await)?;
+        self.appointment(appointment_id)
+            .await?
+            .ok_or(BookError::UnknownAppointment { appointment_id })
+    }
+
     /// The vehicle's open (proposed, confirmed or in-progress) appointment.
     pub async fn open_appointment(
         &self,

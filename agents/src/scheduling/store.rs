@@ -194,6 +194,8 @@ pub(crate) trait Store {
         status: &str,
         note: Option<&str>,
     ) -> Result<(), sqlx::Error>;
+    /// Makes an appointment cover the whole vehicle (no component), appending `note`.
+    async fn cover_vehicle(&mut self, id: i64, note: &str) -> Result<(), sqlx::Error>;
 }
 
 macro_rules! impl_store {
@@ -428,6 +430,21 @@ macro_rules! impl_store {
                 sqlx::query(&sql)
                     .bind(id)
                     .bind(status)
+                    .bind(note)
+                    .execute(&mut *self)
+                    .await
+                    .map(drop)
+            }
+
+            async fn cover_vehicle(&mut self, id: i64, note: &str) -> Result<(), sqlx::Error> {
+                let sql = format!(
+                    "UPDATE appointments SET component = NULL, \
+                       notes = COALESCE(notes || '; ', '') || $2, updated_at = {} \
+                     WHERE appointment_id = $1",
+                    self.dialect().now(),
+                );
+                sqlx::query(&sql)
+                    .bind(id)
                     .bind(note)
                     .execute(&mut *self)
                     .await

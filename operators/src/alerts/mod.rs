@@ -86,6 +86,7 @@
 pub mod changes;
 pub mod levels;
 pub mod oracle;
+pub mod registry;
 
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::VecCollection;
@@ -97,10 +98,11 @@ use pmi_core::{Alert, AlertConfig, Component, Hold, VehicleId, VehicleInfo};
 
 pub use changes::AlertChanges;
 pub use levels::{next_level, Level, ScoredPane, SeverityLevels};
+pub use registry::RegistryTables;
 
 /// The collections an alert is checked against (see the module docs).
 pub struct AlertTables<'scope, T: Timestamp> {
-    /// The vehicle registry: one row per vehicle.
+    /// The vehicle registry: one row per vehicle, usually [`RegistryTables::joined`].
     pub registry: VecCollection<'scope, T, (VehicleId, VehicleInfo)>,
     /// Open appointments: `(vehicle, Some(component))`, or `(vehicle, None)` for the whole
     /// vehicle.

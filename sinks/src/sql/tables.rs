@@ -1,5 +1,5 @@
 //! The tables the alert collection is checked against, read from SQL: the registry
-//! (`vehicles` with their `customers` and `service_centers` rows), open appointments and
+//! (`vehicles`, `customers` and `service_centers`), open appointments and
 //! recent repairs, as [`TableRow`]s. A [`TableWatcher`]
 //! polls them and sends the differences to the graph, so a booking made by an agent (or by
 //! anyone, in any process) retracts its alert incrementally.
@@ -17,7 +17,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use sqlx::Row;
 
-use pmi_core::{Component, EventTime, TableRow, TableUpdate, VehicleId, VehicleInfo};
+use pmi_core::{
+    Component, CustomerRecord, EventTime, ServiceCenterRecord, TableRow, TableUpdate, VehicleId,
+    VehicleRecord,
+};
 
 use super::{on_pool, runtime, Backend, Database, SqlConfig};
 use crate::SinkError;
@@ -33,8 +36,9 @@ fn err(table: &str) -> impl Fn(sqlx::Error) -> SinkError + '_ {
 }
 
 impl Database {
-    /// The alert collection's table rows now: every registered vehicle (with its owner's
-    /// and home centre's rows, so a change to either changes its alerts), every open
+    /// The alert collection's table rows now: every vehicle, customer and service centre
+    /// row (the graph joins them, so a change to a customer changes their vehicles'
+    /// alerts), every open
     /// appointment (its component, or the whole vehicle when it names none or one PMI does
     /// not know), and every repair (`work_type` repair or replacement of a known component)
     /// performed within `recent` before `now`. Rows of vehicles whose id is not a valid
@@ -45,21 +49,8 @@ impl Database {
         recent: Duration,
     ) -> Result<BTreeSet<TableRow>, SinkError> {
         let mut rows = BTreeSet::new();
-        let consent = match self.backend() {
-            Backend::Postgres => "c.contact_consent",
-            Backend::Sqlite => {
-                "CASE WHEN c.contact_consent IS NULL THEN NULL ELSE c.contact_consent = 1 END"
-            }
-        };
-        let sql = format!(
-            "SELECT v.vehicle_id, v.customer_id, v.home_center_id, v.model, c.name, \
-                    c.preferred_channel, {consent}, s.name, s.time_zone \
-             FROM vehicles v \
-             LEFT JOIN customers c ON c.customer_id = v.customer_id \
-             LEFT JOIN service_centers s ON s.center_id = v.home_center_id"
-        );
-        let registry = on_pool!(self, |pool| {
-            sqlx::query(&sql)
+        let vehicles = on_pool!(self, |pool| {
+            sqlx::query("SELECT vehicle_id, customer_id, home_center_id, model FROM vehicles")
                 .fetch_all(pool)
                 .await
                 .map_err(err("vehicles"))?
@@ -67,26 +58,67 @@ impl Database {
                 .map(|r| {
                     Ok::<_, sqlx::Error>((
                         r.try_get::<String, _>(0)?,
-                        VehicleInfo {
+                        VehicleRecord {
                             customer_id: r.try_get(1)?,
                             service_center_id: r.try_get(2)?,
                             model: r.try_get(3)?,
-                            customer_name: r.try_get(4)?,
-                            preferred_channel: r.try_get(5)?,
-                            contact_consent: r.try_get(6)?,
-                            service_center_name: r.try_get(7)?,
-                            service_center_time_zone: r.try_get(8)?,
                         },
                     ))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err("vehicles"))?
         });
-        for (v, info) in registry {
+        for (v, row) in vehicles {
             if let Ok(v) = VehicleId::parse(&v) {
-                rows.insert(TableRow::Registry(v, info));
+                rows.insert(TableRow::Vehicle(v, row));
             }
         }
+        let consent = match self.backend() {
+            Backend::Postgres => "contact_consent",
+            Backend::Sqlite => {
+                "CASE WHEN contact_consent IS NULL THEN NULL ELSE contact_consent = 1 END"
+            }
+        };
+        let sql = format!("SELECT customer_id, name, preferred_channel, {consent} FROM customers");
+        let customers = on_pool!(self, |pool| {
+            sqlx::query(&sql)
+                .fetch_all(pool)
+                .await
+                .map_err(err("customers"))?
+                .iter()
+                .map(|r| {
+                    Ok::<_, sqlx::Error>(TableRow::Customer(
+                        r.try_get(0)?,
+                        CustomerRecord {
+                            name: r.try_get(1)?,
+                            preferred_channel: r.try_get(2)?,
+                            contact_consent: r.try_get(3)?,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err("customers"))?
+        });
+        rows.extend(customers);
+        let centers = on_pool!(self, |pool| {
+            sqlx::query("SELECT center_id, name, time_zone FROM service_centers")
+                .fetch_all(pool)
+                .await
+                .map_err(err("service_centers"))?
+                .iter()
+                .map(|r| {
+                    Ok::<_, sqlx::Error>(TableRow::ServiceCenter(
+                        r.try_get(0)?,
+                        ServiceCenterRecord {
+                            name: r.try_get(1)?,
+                            time_zone: r.try_get(2)?,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err("service_centers"))?
+        });
+        rows.extend(centers);
         let open = OPEN_APPOINTMENT
             .iter()
             .map(|s| format!("'{s}'"))
@@ -263,7 +295,7 @@ mod tests {
         let v = |s: &str| VehicleId::parse(s).unwrap();
         let a = TableRow::Appointment(v("V1"), None);
         let b = TableRow::Maintenance(v("V1"), Component::Battery);
-        let c = TableRow::Registry(v("V2"), VehicleInfo::default());
+        let c = TableRow::Vehicle(v("V2"), VehicleRecord::default());
         let old = BTreeSet::from([a.clone(), b.clone()]);
         let new = BTreeSet::from([b, c.clone()]);
         assert_eq!(diff(&old, &new), vec![(a, -1), (c, 1)]);
