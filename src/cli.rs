@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use pmi_core::EventTime;
 use pmi_dataflows::jobs::{self, BackfillJob, BenchJob, FleetSpec, LiveJob, SimulateJob};
@@ -25,7 +25,9 @@ use crate::settings::{parse_duration, Settings};
 #[derive(Debug, Parser)]
 #[command(name = "pmi", version, about, long_about = None)]
 struct Cli {
-    /// TOML settings file (sections [window], [severity], [run], [simulator]).
+    /// TOML settings file: sections [window], [severity], [run], [simulator], [model],
+    /// [kafka], [database], [alerts], [agents], [scheduling], and [flags.<subcommand>]
+    /// for any flag by its long name.
     #[arg(long, global = true, env = "PMI_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -598,8 +600,14 @@ enum BenchSource {
 
 /// Entry point of the CLI.
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let mut settings = Settings::load(cli.config.as_deref())?;
+    // Parsed twice: once to find the settings file, then again with the flags its
+    // `[flags.<subcommand>]` table sets (see `flags`).
+    let command = crate::flags::with_env(Cli::command());
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let first = command.clone().get_matches_from(argv.clone());
+    let mut settings = Settings::load(first.get_one::<PathBuf>("config").map(PathBuf::as_path))?;
+    let argv = crate::flags::from_file(&command, &first, argv, &settings.flags)?;
+    let cli = Cli::from_arg_matches(&command.get_matches_from(argv))?;
     match cli.command {
         Command::Run(args) => {
             apply_fleet(&mut settings, &args.fleet);

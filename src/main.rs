@@ -6,6 +6,7 @@
 
 mod agents;
 mod cli;
+mod flags;
 mod ingest;
 mod post;
 mod serve;

@@ -1,6 +1,7 @@
 //! Settings in layers: built-in defaults → TOML file (`--config`) → `PMI_*` environment →
-//! command-line flags. Every flag of the CLI has an environment variable (clap) and a key in
-//! the file; the file's sections mirror the crates' config structs.
+//! command-line flags. Every flag of the CLI has an environment variable and a key in the
+//! file's `[flags.<subcommand>]` table (`crate::flags`); the file's other sections mirror
+//! the crates' config structs.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,9 @@ pub struct Settings {
     pub agents: pmi_agents::MasterConfig,
     /// The scheduling agent (`[scheduling]`).
     pub scheduling: pmi_agents::SchedulingConfig,
+    /// Any subcommand's flags by long name (`[flags.run]`, `[flags.bench]`, …); see
+    /// `crate::flags`.
+    pub flags: crate::flags::FileFlags,
 }
 
 /// `[alerts]`: which predictions become alerts, and the tables they are checked against.
