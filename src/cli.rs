@@ -496,6 +496,22 @@ struct SimulateArgs {
     /// Partitions of a topic `--to kafka://…` creates.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// Serve the fleet over HTTP instead (`GET /vehicles`, `/telemetry`, the WebSocket
+    /// `/telemetry/stream`, `/ground_truth`), driving in real time from now until stopped
+    /// (or for --duration), e.g. 127.0.0.1:8090.
+    #[arg(long, conflicts_with = "to")]
+    listen: Option<std::net::SocketAddr>,
+    /// With --listen: wall-clock time per tick (1 s of event time); below 1s runs the
+    /// fleet faster than real time.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "listen")]
+    tick: Duration,
+    /// With --listen: readings kept per vehicle for `GET /telemetry`.
+    #[arg(long, default_value_t = 600, requires = "listen")]
+    keep: usize,
+    /// With --listen: readings the live stream buffers per client before it reports a lag
+    /// [default: 10 ticks of the fleet, at least 1024].
+    #[arg(long, requires = "listen")]
+    stream_buffer: Option<usize>,
 }
 
 /// Where predictions and alerts are upserted besides Parquet (`[database]`).
@@ -711,6 +727,27 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             apply_fleet(&mut settings, &args.fleet);
+            if let Some(listen) = args.listen {
+                let start = args
+                    .fleet
+                    .start_ms
+                    .map(EventTime)
+                    .unwrap_or(EventTime::now());
+                let span = args.duration.unwrap_or(Duration::from_secs(30 * 86_400));
+                let fleet = fleet_spec(&settings, start).simulator_config(span);
+                let service = crate::simulator_api::SimulatorService {
+                    stream_buffer: args
+                        .stream_buffer
+                        .unwrap_or((fleet.vehicles as usize * 10).max(1024)),
+                    fleet,
+                    tick: args.tick,
+                    keep: args.keep,
+                };
+                let end = args
+                    .duration
+                    .map(|d| EventTime(start.0 + d.as_millis() as i64));
+                return crate::simulator_api::serve(service, listen, end);
+            }
             if let Some(to) = args.to.as_deref().filter(|t| !t.starts_with("kafka://")) {
                 simulate_to(&settings, &args, to)?;
                 return Ok(());

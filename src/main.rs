@@ -11,6 +11,7 @@ mod ingest;
 mod post;
 mod serve;
 mod settings;
+mod simulator_api;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()

@@ -243,11 +243,12 @@ impl Settings {
     }
 }
 
-/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1h30m`.
+/// Parses a duration such as `250ms`, `90s`, `15m`, `2h`, `7d` or `1h30m`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let mut total = 0u64;
+    let mut total_ms = 0u64;
     let mut number = String::new();
-    for c in text.trim().chars() {
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             number.push(c);
             continue;
@@ -256,23 +257,28 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             .parse()
             .map_err(|_| format!("`{text}`: expected a number before `{c}`"))?;
         number.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("`{text}`: unknown unit `{c}` (use s, m, h, d)")),
+        let unit_ms = match c {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => return Err(format!("`{text}`: unknown unit `{c}` (use ms, s, m, h, d)")),
         };
+        total_ms += n * unit_ms;
     }
     if !number.is_empty() {
         return Err(format!(
-            "`{text}`: missing unit after {number} (use s, m, h, d)"
+            "`{text}`: missing unit after {number} (use ms, s, m, h, d)"
         ));
     }
-    if total == 0 {
+    if total_ms == 0 {
         return Err(format!("`{text}`: duration must be positive"));
     }
-    Ok(std::time::Duration::from_secs(total))
+    Ok(std::time::Duration::from_millis(total_ms))
 }
 
 #[cfg(test)]
@@ -284,6 +290,8 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
         assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
         assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert_eq!(parse_duration("1m500ms").unwrap().as_millis(), 60_500);
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
         assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
     }
