@@ -3,19 +3,22 @@
 //! the operator and through `alerts::oracle`, compared at every time), on one and two
 //! workers.
 
+mod common;
+
+use common::{add, battery, collect_changes, scored, vid};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
 use pmi_core::{
-    Alert, AlertChange, AlertConfig, Component, EventTime, Hold, Prediction, RetractReason,
-    Severity, VehicleId, VehicleInfo,
+    Alert, AlertChange, AlertConfig, Component, EventTime, Hold, RetractReason, Severity,
+    VehicleId, VehicleInfo,
 };
 use pmi_operators::alerts::oracle::{self, Inputs};
 use pmi_operators::alerts::{AlertChanges, AlertCollection, AlertTables, Level, ScoredPane};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::Inspect;
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 
 /// The inputs at one time (step `i` is at time `i`).
@@ -36,12 +39,6 @@ struct Outcome {
     changes: BTreeMap<u64, Vec<AlertChange>>,
 }
 
-fn add<D: Ord>(map: &mut BTreeMap<u64, BTreeMap<D, isize>>, t: u64, d: D, r: isize) {
-    let at = map.entry(t).or_default();
-    *at.entry(d).or_default() += r;
-    at.retain(|_, r| *r != 0);
-}
-
 /// Changes in a worker-independent order.
 fn sorted(mut changes: Vec<AlertChange>) -> Vec<AlertChange> {
     let kind = |c: &AlertChange| match c {
@@ -57,17 +54,14 @@ fn sorted(mut changes: Vec<AlertChange>) -> Vec<AlertChange> {
 
 fn run(config: AlertConfig, steps: Vec<Step>, workers: usize) -> Outcome {
     let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let changes = Arc::new(Mutex::new(BTreeMap::new()));
     let steps = Arc::new(steps);
-    let shared = outcome.clone();
+    let (shared, shared_changes) = (outcome.clone(), changes.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let mut predictions: InputHandle<u64, ScoredPane> = InputHandle::new();
         let probe = ProbeHandle::new();
-        let (o1, o2, o3, o4) = (
-            shared.clone(),
-            shared.clone(),
-            shared.clone(),
-            shared.clone(),
-        );
+        let (o1, o2, o3) = (shared.clone(), shared.clone(), shared.clone());
+        let o4 = shared_changes.clone();
         let (mut registry, mut appointments, mut maintenance) =
             worker.dataflow(|scope| {
                 let (registry, registry_c) = scope.new_collection();
@@ -88,18 +82,7 @@ fn run(config: AlertConfig, steps: Vec<Step>, workers: usize) -> Outcome {
                 out.levels.inner.clone().inspect(move |(l, t, r)| {
                     add(&mut o3.lock().unwrap().levels, *t, l.clone(), *r)
                 });
-                out.alert_changes()
-                    .inspect_core(move |event| {
-                        if let Ok((stamp, changes)) = event {
-                            let t = *stamp.expect_singleton();
-                            let mut o = o4.lock().unwrap();
-                            o.changes
-                                .entry(t)
-                                .or_default()
-                                .extend(changes.iter().cloned());
-                        }
-                    })
-                    .probe_with(&probe);
+                collect_changes(out.alert_changes(), o4, &probe);
                 (registry, appointments, maintenance)
             });
         // Inputs are spread over the workers, so that exchange and arrival order vary.
@@ -141,6 +124,7 @@ fn run(config: AlertConfig, steps: Vec<Step>, workers: usize) -> Outcome {
     })
     .unwrap();
     let mut outcome = Arc::try_unwrap(outcome).unwrap().into_inner().unwrap();
+    outcome.changes = Arc::try_unwrap(changes).unwrap().into_inner().unwrap();
     for changes in outcome.changes.values_mut() {
         *changes = sorted(std::mem::take(changes));
     }
@@ -151,10 +135,6 @@ fn run(config: AlertConfig, steps: Vec<Step>, workers: usize) -> Outcome {
     outcome
 }
 
-fn vid(v: &str) -> VehicleId {
-    VehicleId::parse(v).unwrap()
-}
-
 fn info(customer: &str) -> VehicleInfo {
     VehicleInfo {
         customer_id: Some(customer.into()),
@@ -162,34 +142,6 @@ fn info(customer: &str) -> VehicleInfo {
         model: Some("van".into()),
         ..Default::default()
     }
-}
-
-fn scored(
-    v: &str,
-    pane: i64,
-    risk: f64,
-    component: Option<Component>,
-    in_service: bool,
-) -> ScoredPane {
-    ScoredPane {
-        prediction: Prediction {
-            vehicle_id: vid(v),
-            pane_end: EventTime(pane),
-            risk,
-            severity: AlertConfig::default().thresholds.classify(risk),
-            component,
-            model: "test".into(),
-            explanation: vec![],
-        },
-        in_service,
-        // A feature that differs with the risk, so that tests see features travel from
-        // the setting prediction to the alert.
-        features: vec![("risk_feature".into(), risk)],
-    }
-}
-
-fn battery(v: &str, pane: i64, risk: f64) -> ScoredPane {
-    scored(v, pane, risk, Some(Component::Battery), true)
 }
 
 fn alert(

@@ -5,19 +5,22 @@
 //! change and a late service-centre row change exactly the alerts of the vehicles they
 //! concern.
 
+mod common;
+
+use common::{add, battery, collect_changes, vid};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
 use pmi_core::{
-    AlertChange, AlertConfig, Component, CustomerRecord, EventTime, Prediction,
-    ServiceCenterRecord, Severity, VehicleId, VehicleInfo, VehicleRecord,
+    AlertChange, AlertConfig, CustomerRecord, ServiceCenterRecord, VehicleId, VehicleInfo,
+    VehicleRecord,
 };
 use pmi_operators::alerts::registry::{self, RegistryTables};
 use pmi_operators::alerts::{AlertChanges, AlertCollection, AlertTables, ScoredPane};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::operators::Inspect;
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 
 type VehicleRow = (VehicleId, VehicleRecord);
@@ -41,13 +44,14 @@ struct Outcome {
 }
 
 fn run(steps: Vec<Step>, workers: usize) -> Outcome {
-    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let joined = Arc::new(Mutex::new(BTreeMap::new()));
+    let changes = Arc::new(Mutex::new(BTreeMap::new()));
     let steps = Arc::new(steps);
-    let shared = outcome.clone();
+    let (shared_joined, shared_changes) = (joined.clone(), changes.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let mut predictions: InputHandle<u64, ScoredPane> = InputHandle::new();
         let probe = ProbeHandle::new();
-        let (o1, o2) = (shared.clone(), shared.clone());
+        let (o1, o2) = (shared_joined.clone(), shared_changes.clone());
         let (mut vehicles, mut customers, mut centers) = worker.dataflow(|scope| {
             let (vehicles, vehicles_c) = scope.new_collection();
             let (customers, customers_c) = scope.new_collection();
@@ -58,32 +62,19 @@ fn run(steps: Vec<Step>, workers: usize) -> Outcome {
                 service_centers: centers_c,
             }
             .joined();
-            joined.inner.clone().inspect(move |(row, t, r)| {
-                let mut o = o1.lock().unwrap();
-                let at = o.joined.entry(*t).or_default();
-                *at.entry(row.clone()).or_default() += *r;
-                at.retain(|_, r| *r != 0);
-            });
+            joined
+                .inner
+                .clone()
+                .inspect(move |(row, t, r)| add(&mut o1.lock().unwrap(), *t, row.clone(), *r));
             let tables = AlertTables {
                 registry: joined,
                 appointments: scope.new_collection().1,
                 maintenance: scope.new_collection().1,
             };
-            predictions
+            let alerts = predictions
                 .to_stream(scope)
-                .alerts(&AlertConfig::default(), tables)
-                .alert_changes()
-                .inspect_core(move |event| {
-                    if let Ok((stamp, changes)) = event {
-                        let t = *stamp.expect_singleton();
-                        let mut o = o2.lock().unwrap();
-                        o.changes
-                            .entry(t)
-                            .or_default()
-                            .extend(changes.iter().cloned());
-                    }
-                })
-                .probe_with(&probe);
+                .alerts(&AlertConfig::default(), tables);
+            collect_changes(alerts.alert_changes(), o2, &probe);
             (vehicles, customers, centers)
         });
         // Updates are spread over the workers, so that exchange and arrival order vary.
@@ -124,17 +115,16 @@ fn run(steps: Vec<Step>, workers: usize) -> Outcome {
         }
     })
     .unwrap();
-    let mut outcome = Arc::try_unwrap(outcome).unwrap().into_inner().unwrap();
+    let mut outcome = Outcome {
+        joined: Arc::try_unwrap(joined).unwrap().into_inner().unwrap(),
+        changes: Arc::try_unwrap(changes).unwrap().into_inner().unwrap(),
+    };
     outcome.joined.retain(|_, u| !u.is_empty());
     for changes in outcome.changes.values_mut() {
         changes.sort_by(|a, b| (a.vehicle_id(), a.alert()).cmp(&(b.vehicle_id(), b.alert())));
     }
     outcome.changes.retain(|_, c| !c.is_empty());
     outcome
-}
-
-fn vid(v: &str) -> VehicleId {
-    VehicleId::parse(v).unwrap()
 }
 
 fn vehicle(customer: Option<&str>, center: Option<&str>) -> VehicleRecord {
@@ -158,18 +148,6 @@ fn center(name: &str) -> ServiceCenterRecord {
         name: Some(name.into()),
         time_zone: Some("Europe/Berlin".into()),
     }
-}
-
-fn battery(v: &str, pane: i64, risk: f64) -> ScoredPane {
-    ScoredPane::in_service(Prediction {
-        vehicle_id: vid(v),
-        pane_end: EventTime(pane),
-        risk,
-        severity: Severity::Normal,
-        component: Some(Component::Battery),
-        model: "test".into(),
-        explanation: vec![],
-    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -410,12 +410,7 @@ impl Scheduler {
         reason: &str,
     ) -> Result<Appointment, BookError> {
         in_transaction!(&self.db, true, |conn| async {
-            let row = conn
-                .appointment(appointment_id, true)
-                .await
-                .map_err(sql("reading appointment"))?
-                .ok_or(BookError::UnknownAppointment { appointment_id })?;
-            let current = appointment_from_row(row)?;
+            let current = locked_appointment(conn, appointment_id).await?;
             if !current.status.is_open() {
                 return Err(BookError::InvalidStatus {
                     appointment_id,
@@ -511,12 +506,7 @@ impl Scheduler {
         next: impl Fn(AppointmentStatus) -> Option<Option<AppointmentStatus>>,
     ) -> Result<Appointment, BookError> {
         in_transaction!(&self.db, true, |conn| async {
-            let row = conn
-                .appointment(appointment_id, true)
-                .await
-                .map_err(sql("reading appointment"))?
-                .ok_or(BookError::UnknownAppointment { appointment_id })?;
-            let current = appointment_from_row(row)?;
+            let current = locked_appointment(conn, appointment_id).await?;
             match next(current.status) {
                 None => Err(BookError::InvalidStatus {
                     appointment_id,
@@ -1008,6 +998,19 @@ fn customer_preferences(vehicle_id: &str, json: Option<&str>) -> Result<Preferen
         serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
     Preferences::parse(&times, "preferred_times")
         .map_err(|(field, message)| corrupt(format!("{field}: {message}")))
+}
+
+/// An appointment, locked for the rest of the transaction.
+async fn locked_appointment<C: Store>(
+    conn: &mut C,
+    appointment_id: i64,
+) -> Result<Appointment, BookError> {
+    let row = conn
+        .appointment(appointment_id, true)
+        .await
+        .map_err(sql("reading appointment"))?
+        .ok_or(BookError::UnknownAppointment { appointment_id })?;
+    appointment_from_row(row)
 }
 
 fn appointment_from_row(row: AppointmentRow) -> Result<Appointment, BookError> {
