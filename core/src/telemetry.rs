@@ -303,6 +303,20 @@ impl Default for Validator {
 }
 
 impl Validator {
+    /// The rule for a reading's time `ts` (ms since the epoch) against the clock `now`.
+    #[inline]
+    pub fn check_ts(&self, ts: Option<i64>, now: EventTime) -> Result<EventTime, RejectReason> {
+        match ts {
+            None => Err(RejectReason::Missing),
+            Some(t) if t < 0 => Err(RejectReason::BeforeEpoch),
+            Some(t) if t - now.0 > self.max_future_ms => Err(RejectReason::InFuture {
+                ahead_ms: t - now.0,
+                max_ms: self.max_future_ms,
+            }),
+            Some(t) => Ok(EventTime(t)),
+        }
+    }
+
     /// Validates `raw` against the clock `now`. The first fault found is reported, in the
     /// order: vehicle id, timestamp, sensors in channel order.
     pub fn validate(&self, raw: RawReading, now: EventTime) -> Result<Telemetry, Rejected> {
@@ -320,17 +334,9 @@ impl Validator {
             }
             Some(Ok(id)) => id,
         };
-        let ts = match raw.ts {
-            None => return reject(raw, "ts", RejectReason::Missing),
-            Some(t) if t < 0 => return reject(raw, "ts", RejectReason::BeforeEpoch),
-            Some(t) if t - now.0 > self.max_future_ms => {
-                let reason = RejectReason::InFuture {
-                    ahead_ms: t - now.0,
-                    max_ms: self.max_future_ms,
-                };
-                return reject(raw, "ts", reason);
-            }
-            Some(t) => EventTime(t),
+        let ts = match self.check_ts(raw.ts, now) {
+            Ok(ts) => ts,
+            Err(reason) => return reject(raw, "ts", reason),
         };
         let mut values = [f64::NAN; SENSOR_COUNT];
         for sensor in Sensor::ALL {

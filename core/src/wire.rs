@@ -20,13 +20,17 @@
 //! start of the payload, so that nothing is lost.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::sensor::{Sensor, SENSOR_COUNT};
-use crate::telemetry::{RawReading, RejectReason, Rejected, Telemetry};
+use crate::telemetry::{
+    RawReading, RejectReason, Rejected, SensorValues, Telemetry, Validator, VehicleId,
+};
+use crate::time::EventTime;
 
 /// How much of a payload a rejection keeps in its reason (bytes, cut at a char boundary).
 pub const PAYLOAD_EXCERPT: usize = 256;
@@ -36,9 +40,8 @@ pub const PAYLOAD_EXCERPT: usize = 256;
 pub fn decode(payload: &[u8], origin: Option<String>) -> Result<RawReading, Rejected> {
     // Fastest path: the plain shape [`encode`] writes (no escapes, numeric `ts`), scanned
     // byte by byte; anything else goes to serde, which takes the whole language.
-    if let Some(mut raw) = scan(payload) {
-        raw.origin = origin;
-        return Ok(raw);
+    if let Some(plain) = scan(payload) {
+        return Ok(plain.into_raw(origin));
     }
     // Fast path: a well-formed payload deserialises straight into the reading.
     match serde_json::from_slice::<Wire>(payload) {
@@ -47,6 +50,69 @@ pub fn decode(payload: &[u8], origin: Option<String>) -> Result<RawReading, Reje
             Ok(raw)
         }
         Err(_) => Err(diagnose(payload, origin)),
+    }
+}
+
+/// Decodes and validates a stream of payloads (a Kafka source's): the same result as
+/// [`decode`] (without origin) followed by [`Validator::validate`], faster for the common
+/// case of a valid reading in the shape [`encode`] writes, which becomes a [`Telemetry`]
+/// straight from the payload's bytes, its vehicle id shared with the earlier readings of
+/// that vehicle instead of copied twice. Anything else (a fault, another spelling) takes
+/// the general path, so rejections are exactly those of `decode` + `validate`.
+#[derive(Debug)]
+pub struct Decoder {
+    validator: Validator,
+    /// Vehicle ids already seen, by their text (valid ones only).
+    ids: HashMap<Box<str>, VehicleId>,
+}
+
+impl Decoder {
+    /// Most vehicle ids a decoder remembers; past that it starts afresh (a fleet larger than
+    /// this costs one allocation per reading again, never unbounded memory).
+    pub const MAX_IDS: usize = 1 << 16;
+
+    /// A decoder validating with `validator`.
+    pub fn new(validator: Validator) -> Decoder {
+        Decoder {
+            validator,
+            ids: HashMap::new(),
+        }
+    }
+
+    /// `decode(payload, None).and_then(|raw| validator.validate(raw, now))`.
+    pub fn decode(&mut self, payload: &[u8], now: EventTime) -> Result<Telemetry, Rejected> {
+        if let Some(reading) = self.valid_plain(payload, now) {
+            return Ok(reading);
+        }
+        decode(payload, None).and_then(|raw| self.validator.validate(raw, now))
+    }
+
+    /// The reading when [`scan`] reads the payload and every rule of the validator holds;
+    /// `None` otherwise (the general path then finds the fault).
+    #[inline]
+    fn valid_plain(&mut self, payload: &[u8], now: EventTime) -> Option<Telemetry> {
+        let plain = scan(payload)?;
+        let ts = self.validator.check_ts(plain.ts, now).ok()?;
+        let values = SensorValues::new(plain.values)?;
+        let vehicle_id = self.vehicle_id(plain.vehicle_id?)?;
+        Some(Telemetry {
+            vehicle_id,
+            ts,
+            values,
+        })
+    }
+
+    /// The id spelt `text`, if valid: shared with the earlier readings of that vehicle.
+    fn vehicle_id(&mut self, text: &str) -> Option<VehicleId> {
+        if let Some(id) = self.ids.get(text) {
+            return Some(id.clone());
+        }
+        let id = VehicleId::parse(text).ok()?;
+        if self.ids.len() >= Self::MAX_IDS {
+            self.ids.clear();
+        }
+        self.ids.insert(text.into(), id.clone());
+        Some(id)
     }
 }
 
@@ -271,16 +337,49 @@ fn diagnose(payload: &[u8], origin: Option<String>) -> Rejected {
     }
 }
 
+/// What [`scan`] read: the reading's parts, the id still borrowed from the payload.
+#[derive(Debug, PartialEq)]
+struct Plain<'a> {
+    vehicle_id: Option<&'a str>,
+    ts: Option<i64>,
+    values: [Option<f64>; SENSOR_COUNT],
+}
+
+impl Plain<'_> {
+    fn into_raw(self, origin: Option<String>) -> RawReading {
+        RawReading {
+            vehicle_id: self.vehicle_id.map(str::to_owned),
+            ts: self.ts,
+            values: self.values,
+            origin,
+        }
+    }
+}
+
 /// The byte scanner of [`decode`]: a JSON object whose keys and `vehicle_id` have no
 /// escapes, whose `ts` is an integer and whose sensors are numbers or `null`, every member
 /// known and once. `None` for anything else (valid or not): serde decides then. It accepts
 /// a subset of what serde accepts and gives the same reading for it, except that numbers
 /// are correctly rounded (so `{}` of an `f64` comes back exactly), where serde_json's default
 /// parser may be one ulp off on 17-digit numbers.
-fn scan(payload: &[u8]) -> Option<RawReading> {
-    let mut s = Scanner { b: payload, i: 0 };
-    let mut raw = RawReading::default();
+fn scan(payload: &[u8]) -> Option<Plain<'_>> {
+    // Every byte of a payload the scanner takes is in a key, the id, a number or between
+    // them, all of which must be UTF-8: checked once here, so parts are sliced as text.
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut s = Scanner {
+        text,
+        b: payload,
+        i: 0,
+    };
+    let mut plain = Plain {
+        vehicle_id: None,
+        ts: None,
+        values: [None; SENSOR_COUNT],
+    };
     let mut seen = [false; SENSOR_COUNT + 2];
+    // Sensors usually come in channel order (as [`encode`] writes them): the name of the
+    // one after the last is matched in place first, before reading the key as a string.
+    let mut next_sensor = 0;
     s.ws();
     s.eat(b'{')?;
     s.ws();
@@ -288,31 +387,36 @@ fn scan(payload: &[u8]) -> Option<RawReading> {
         s.i += 1;
     } else {
         loop {
-            let key = s.plain_string()?;
+            let expected = Sensor::ALL.get(next_sensor).copied();
+            let slot = match expected.filter(|e| s.key(e.name())) {
+                Some(sensor) => sensor.index(),
+                None => match s.plain_string()? {
+                    "vehicle_id" => SENSOR_COUNT,
+                    "ts" => SENSOR_COUNT + 1,
+                    other => Sensor::from_name(other)?.index(),
+                },
+            };
+            if slot < SENSOR_COUNT {
+                next_sensor = slot + 1;
+            }
             s.ws();
             s.eat(b':')?;
             s.ws();
-            let slot = match key {
-                b"vehicle_id" => SENSOR_COUNT,
-                b"ts" => SENSOR_COUNT + 1,
-                _ => Sensor::from_name(std::str::from_utf8(key).ok()?)?.index(),
-            };
             if std::mem::replace(&mut seen[slot], true) {
                 return None;
             }
             let null = s.null();
             if slot == SENSOR_COUNT {
                 if !null {
-                    let id = std::str::from_utf8(s.plain_string()?).ok()?;
-                    raw.vehicle_id = Some(id.to_owned());
+                    plain.vehicle_id = Some(s.plain_string()?);
                 }
             } else if slot == SENSOR_COUNT + 1 {
                 if !null {
                     let text = s.number(false)?;
-                    raw.ts = Some(text.parse().ok()?);
+                    plain.ts = Some(text.parse().ok()?);
                 }
             } else if !null {
-                raw.values[slot] = Some(s.number(true)?.parse().ok()?);
+                plain.values[slot] = Some(s.number(true)?.parse().ok()?);
             }
             s.ws();
             match s.peek()? {
@@ -329,10 +433,12 @@ fn scan(payload: &[u8]) -> Option<RawReading> {
         }
     }
     s.ws();
-    (s.i == payload.len()).then_some(raw)
+    (s.i == payload.len()).then_some(plain)
 }
 
 struct Scanner<'a> {
+    /// The payload, as text and as bytes.
+    text: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -361,8 +467,22 @@ impl<'a> Scanner<'a> {
         yes
     }
 
-    /// A string without escapes or control characters; its bytes.
-    fn plain_string(&mut self) -> Option<&'a [u8]> {
+    /// The string `"name"` (consumed) or not (nothing consumed); `name` has no escapes.
+    #[inline]
+    fn key(&mut self, name: &str) -> bool {
+        let n = name.len();
+        let yes = self
+            .b
+            .get(self.i..self.i + n + 2)
+            .is_some_and(|k| k[0] == b'"' && k[n + 1] == b'"' && &k[1..=n] == name.as_bytes());
+        if yes {
+            self.i += n + 2;
+        }
+        yes
+    }
+
+    /// A string without escapes or control characters.
+    fn plain_string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
         loop {
@@ -373,9 +493,10 @@ impl<'a> Scanner<'a> {
                 _ => self.i += 1,
             }
         }
-        let text = &self.b[start..self.i];
+        // Between two quotes: char boundaries.
+        let text = self.text.get(start..self.i);
         self.i += 1;
-        Some(text)
+        text
     }
 
     /// A JSON number (an integer unless `fraction`), as text.
@@ -404,8 +525,8 @@ impl<'a> Scanner<'a> {
                 self.digits();
             }
         }
-        // ASCII only: always valid UTF-8.
-        std::str::from_utf8(&self.b[start..self.i]).ok()
+        // ASCII only: char boundaries.
+        self.text.get(start..self.i)
     }
 
     fn digit(&self) -> Option<()> {
@@ -527,7 +648,6 @@ impl<'de> de::Deserialize<'de> for Num {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EventTime, Validator};
 
     fn all_sensors_json() -> String {
         let members: Vec<String> = Sensor::ALL
@@ -595,11 +715,14 @@ mod tests {
             }
             let raw = RawReading::new("VEH_000042", 1_764_336_000_000 + i as i64, values);
             // Exactly the values encoded.
-            assert_eq!(scan(encode_raw(&raw).as_bytes()).as_ref(), Some(&raw));
+            assert_eq!(
+                scan(encode_raw(&raw).as_bytes()).map(|p| p.into_raw(None)),
+                Some(raw.clone())
+            );
             cases.push(encode_raw(&raw));
         }
         for case in &cases {
-            let fast = scan(case.as_bytes());
+            let fast = scan(case.as_bytes()).map(|p| p.into_raw(None));
             if let Some(fast) = &fast {
                 let slow = serde(case.as_bytes()).expect(case);
                 assert_eq!(
@@ -710,5 +833,138 @@ mod tests {
         let back = decode(encode_raw(&bare).as_bytes(), None).unwrap();
         assert_eq!(back.vehicle_id, None);
         assert_eq!(back.ts, None);
+    }
+
+    /// The decoder gives exactly what `decode` then `validate` give, readings and
+    /// rejections alike (field, reason and the raw reading kept), on every path.
+    #[test]
+    fn the_decoder_agrees_with_decode_and_validate() {
+        let now = EventTime(1_764_336_000_000);
+        let validator = Validator::default();
+        let mut decoder = Decoder::new(validator);
+        let long_id = "V".repeat(VehicleId::MAX_LEN + 1);
+        let mut cases: Vec<Vec<u8>> = [
+            // Valid, in the encoder's shape and in others.
+            all_sensors_json(),
+            r#"{"vehicle_id":"V1","ts":1764336000000,"rpm":null,"speed_kmh":-0.0}"#.into(),
+            r#" { "ts" : 1764336000000 , "rpm" : 2.5E3, "vehicle_id" : "V1" } "#.into(),
+            r#"{"vehicle_id":"V\u0031","ts":1764336000000}"#.into(),
+            r#"{"vehicle_id":"V1","ts":"2025-11-28T14:00:00.250Z","rpm":12}"#.into(),
+            r#"{"vehicle_id":"V1","ts":1764336000000,"rpm":1,"engine_temp_c":2}"#.into(),
+            // Not a reading at all, or ill-typed members.
+            "not json".into(),
+            "".into(),
+            "[1, 2]".into(),
+            r#"{"vehicle_id": 7, "ts": 1}"#.into(),
+            r#"{"vehicle_id": "V", "ts": "yesterday"}"#.into(),
+            r#"{"vehicle_id": "V", "ts": 1.5}"#.into(),
+            r#"{"vehicle_id": "V", "ts": true}"#.into(),
+            r#"{"vehicle_id": "V", "ts": 99999999999999999999}"#.into(),
+            r#"{"vehicle_id": "V", "ts": 1, "rpm": "fast"}"#.into(),
+            r#"{"vehicle_id": "V", "ts": 1, "rpm": [1]}"#.into(),
+            r#"{"vehicle_id": "V", "ts": 1, "warp_drive": 9}"#.into(),
+            r#"{"vehicle_id": "V", "ts": 1, "rpm": 1, "rpm": 2}"#.into(),
+            r#"{"vehicle_id": "V", "vehicle_id": "W", "ts": 1}"#.into(),
+            r#"{"vehicle_id":"V1","ts":1}x"#.into(),
+            r#"{"vehicle_id":"V1","ts":1,}"#.into(),
+            r#"{"vehicle_id":"V1","ts":1,"rpm":01}"#.into(),
+            r#"{"vehicle_id":"V1","ts":1,"rpm":.5}"#.into(),
+            // Well-formed, but invalid readings.
+            r#"{"ts": 1764336000000}"#.into(),
+            r#"{"vehicle_id": null, "ts": 1764336000000}"#.into(),
+            r#"{"vehicle_id": "V1"}"#.into(),
+            r#"{"vehicle_id": "", "ts": 1764336000000}"#.into(),
+            r#"{"vehicle_id": "VEH 1", "ts": 1764336000000}"#.into(),
+            r#"{"vehicle_id": "VÉH", "ts": 1764336000000}"#.into(),
+            format!(r#"{{"vehicle_id": "{long_id}", "ts": 1764336000000}}"#),
+            r#"{"vehicle_id": "V1", "ts": -1}"#.into(),
+            r#"{"vehicle_id": "V1", "ts": 1764336300001}"#.into(),
+            r#"{"vehicle_id": "V1", "ts": 1764336000000, "rpm": "NaN"}"#.into(),
+            r#"{"vehicle_id": "V1", "ts": 1764336000000, "rpm": "-Infinity"}"#.into(),
+            r#"{"vehicle_id": "V1", "ts": 1764336000000, "rpm": 1e999}"#.into(),
+            r#"{"vehicle_id": "V1", "ts": 1764336000000, "rpm": 9000.5}"#.into(),
+            r#"{"vehicle_id": "V1", "ts": 1764336000000, "fuel_level_pct": -0.1}"#.into(),
+            r#"{"vehicle_id": "V1", "ts": 1764336000000, "rpm": -1, "speed_kmh": 400}"#.into(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        // Not UTF-8, inside the id and outside any string.
+        cases.push(b"{\"vehicle_id\": \"V\xff\", \"ts\": 1764336000000}".to_vec());
+        cases.push(b"{\"vehicle_id\": \"V1\", \"ts\": 1764336000000}\xff".to_vec());
+        // The encoder's shape, with values inside and outside their ranges.
+        let mut x = 0.3f64;
+        for i in 0..2000 {
+            x = (x * 7919.0 + 0.123_456_789).fract();
+            let mut values = [None; SENSOR_COUNT];
+            for s in Sensor::ALL {
+                if (i + s.index()) % 5 != 0 {
+                    let (min, max) = s.range();
+                    // One reading in ten has values up to 5% out of range.
+                    let spread = if i % 10 == 0 { 1.1 } else { 1.0 };
+                    let f = (x * (s.index() as f64 + 1.0)).fract() * spread - (spread - 1.0) / 2.0;
+                    values[s.index()] = Some(min + (max - min) * f);
+                }
+            }
+            let id = format!("VEH_{:06}", i % 37);
+            let raw = RawReading::new(&id, now.0 - 1_000 + i as i64, values);
+            cases.push(encode_raw(&raw).into_bytes());
+        }
+        let (mut valid, mut rejected) = (0, 0);
+        for case in &cases {
+            let old = decode(case, None).and_then(|raw| validator.validate(raw, now));
+            let new = decoder.decode(case, now);
+            // Debug, so that NaN values kept by a rejection compare equal.
+            assert_eq!(
+                format!("{new:?}"),
+                format!("{old:?}"),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+            match new {
+                Ok(_) => valid += 1,
+                Err(_) => rejected += 1,
+            }
+        }
+        // Both outcomes are covered, the fault reasons naming the field.
+        assert!(
+            valid > 1000 && rejected > 100,
+            "{valid} valid, {rejected} rejected"
+        );
+        let mut fault = |p: &str| decoder.decode(p.as_bytes(), now).unwrap_err().field;
+        assert_eq!(fault(r#"{"vehicle_id": 7, "ts": 1}"#), "vehicle_id");
+        assert_eq!(
+            fault(r#"{"vehicle_id": "V1", "ts": 1, "rpm": 1e999}"#),
+            "rpm"
+        );
+        assert_eq!(
+            fault(r#"{"vehicle_id": "V1", "ts": 1, "oil_temp_c": 200}"#),
+            "oil_temp_c"
+        );
+    }
+
+    /// Readings of one vehicle share its id; the id memory stays bounded.
+    #[test]
+    fn the_decoder_shares_vehicle_ids_within_a_bound() {
+        let now = EventTime(1_764_336_000_000);
+        let mut decoder = Decoder::new(Validator::default());
+        let payload = |id: &str| format!(r#"{{"vehicle_id":"{id}","ts":{}}}"#, now.0);
+        let a = decoder.decode(payload("VEH_1").as_bytes(), now).unwrap();
+        let b = decoder.decode(payload("VEH_1").as_bytes(), now).unwrap();
+        let c = decoder.decode(payload("VEH_2").as_bytes(), now).unwrap();
+        assert_eq!(
+            a.vehicle_id.as_str().as_ptr(),
+            b.vehicle_id.as_str().as_ptr()
+        );
+        assert_eq!(
+            (a.vehicle_id.as_str(), c.vehicle_id.as_str()),
+            ("VEH_1", "VEH_2")
+        );
+        for i in 0..Decoder::MAX_IDS + 10 {
+            let id = format!("V{i}");
+            let reading = decoder.decode(payload(&id).as_bytes(), now).unwrap();
+            assert_eq!(reading.vehicle_id.as_str(), id);
+            assert!(decoder.ids.len() <= Decoder::MAX_IDS);
+        }
     }
 }

@@ -5,8 +5,8 @@
 //!    vehicle, time order, key = vehicle id, JSON wire format).
 //! 2. **Ceiling**: one plain [`BaseConsumer`] per worker (the same client settings and the
 //!    same partition split as the graph's source) reads every owned partition to its end,
-//!    decoding nothing; then again decoding and validating each payload
-//!    ([`pmi_core::wire::decode`], [`Validator`]), which is the cheapest a source can be.
+//!    decoding nothing; then again decoding and validating each payload as the source does
+//!    ([`pmi_core::wire::Decoder`]), which is the cheapest a source can be.
 //! 3. **Graph**: the full `pmi run --source kafka` graph ([`crate::kafka::kafka`]) in
 //!    bounded mode over the topic with the same number of workers: source, windows,
 //!    scoring, Parquet outputs to a temporary folder, a fresh consumer group.
@@ -174,9 +174,9 @@ pub fn drain(
     consumer
         .assign(&list)
         .map_err(|e| input_err("assigning partitions", e))?;
-    let validator = Validator {
+    let mut decoder = pmi_core::wire::Decoder::new(Validator {
         max_future_ms: i64::MAX / 4,
-    };
+    });
     let mut n = DrainCount::default();
     let mut ended = std::collections::BTreeSet::new();
     while ended.len() < open {
@@ -186,14 +186,8 @@ pub fn drain(
                 let payload = m.payload().unwrap_or_default();
                 n.messages += 1;
                 n.bytes += payload.len() as u64;
-                if decode {
-                    let raw = pmi_core::wire::decode(payload, None);
-                    if raw
-                        .and_then(|r| validator.validate(r, EventTime(0)))
-                        .is_ok()
-                    {
-                        n.valid += 1;
-                    }
+                if decode && decoder.decode(payload, EventTime(0)).is_ok() {
+                    n.valid += 1;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {

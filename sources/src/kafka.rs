@@ -173,7 +173,11 @@ impl KafkaSourceConfig {
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             // Keep librdkafka's prefetch bounded: the graph's throttle is the backpressure.
-            .set("queued.max.messages.kbytes", "65536");
+            .set("queued.max.messages.kbytes", "65536")
+            // Once that prefetch is full, fetch again as soon as the graph has taken some of
+            // it: librdkafka's default waits a whole second, and a graph that empties the
+            // queue sooner then idles for the rest of it.
+            .set("fetch.queue.backoff.ms", "10");
         for (k, v) in &self.extra {
             c.set(k, v);
         }
@@ -291,7 +295,7 @@ pub struct KafkaSource {
     consumer: BaseConsumer<ConsumerLog>,
     config: KafkaSourceConfig,
     partitions: Vec<Partition>,
-    validator: Validator,
+    decoder: wire::Decoder,
     watermark: Option<EventKey>,
     name: String,
     /// Since when consumer errors have come (broker away), and when that was last logged.
@@ -414,7 +418,7 @@ impl KafkaSource {
             consumer,
             config,
             partitions,
-            validator: Validator::default(),
+            decoder: wire::Decoder::new(Validator::default()),
             watermark: None,
             name,
             erring_since: None,
@@ -639,8 +643,10 @@ impl TelemetrySource for KafkaSource {
             }
             taken += 1;
             // The origin (`topic/partition@offset`) is only kept by rejections: made then.
-            let decoded = wire::decode(message.payload().unwrap_or_default(), None);
-            let ts = match decoded.and_then(|raw| self.validator.validate(raw, now_wall)) {
+            let decoded = self
+                .decoder
+                .decode(message.payload().unwrap_or_default(), now_wall);
+            let ts = match decoded {
                 Ok(reading) => {
                     let ts = reading.ts.0;
                     batch
