@@ -40,7 +40,7 @@ pub mod oracle;
 mod state;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Exchange;
@@ -111,7 +111,9 @@ pub fn pane_windows_with_gauges<'scope>(
     let mut rejected_out = OutputBuilder::from(rejected_out);
 
     builder.build(move |_initial_caps| {
-        let mut states: HashMap<(u32, VehicleId), Entry> = HashMap::new();
+        // A fast hasher (ahash): the map is looked up once per reading, and only ever
+        // iterated to sum gauges, so its order does not matter.
+        let mut states: ahash::AHashMap<(u32, VehicleId), Entry> = ahash::AHashMap::new();
         let mut heap: BinaryHeap<Reverse<(u64, u32, VehicleId)>> = BinaryHeap::new();
         // Capabilities for emitting features (port 0) and rejected readings (port 2), held
         // at or below the earliest scheduled evaluation.

@@ -172,11 +172,11 @@ struct OwnTimes {
 /// times that.
 #[derive(Clone, Debug, Default)]
 struct Times<N, T1, T2> {
-    n: Vec<N>,
-    neg_tau1: Vec<T1>,
-    tau2: Vec<T2>,
-    present: Vec<u32>,
-    full: Vec<u32>,
+    n: Box<[N]>,
+    neg_tau1: Box<[T1]>,
+    tau2: Box<[T2]>,
+    present: Box<[u32]>,
+    full: Box<[u32]>,
     own: Vec<OwnTimes>,
 }
 
@@ -193,11 +193,11 @@ where
 {
     fn new(slots: usize) -> Self {
         Times {
-            n: vec![N::default(); slots],
-            neg_tau1: vec![T1::default(); slots],
-            tau2: vec![T2::default(); slots],
-            present: vec![0; slots],
-            full: vec![u32::MAX; slots],
+            n: vec![N::default(); slots].into_boxed_slice(),
+            neg_tau1: vec![T1::default(); slots].into_boxed_slice(),
+            tau2: vec![T2::default(); slots].into_boxed_slice(),
+            present: vec![0; slots].into_boxed_slice(),
+            full: vec![u32::MAX; slots].into_boxed_slice(),
             own: Vec::new(),
         }
     }
@@ -244,10 +244,10 @@ where
     }
 
     fn heap_bytes(&self) -> usize {
-        self.n.capacity() * std::mem::size_of::<N>()
-            + self.neg_tau1.capacity() * std::mem::size_of::<T1>()
-            + self.tau2.capacity() * std::mem::size_of::<T2>()
-            + (self.present.capacity() + self.full.capacity()) * 4
+        self.n.len() * std::mem::size_of::<N>()
+            + self.neg_tau1.len() * std::mem::size_of::<T1>()
+            + self.tau2.len() * std::mem::size_of::<T2>()
+            + (self.present.len() + self.full.len()) * 4
             + self.own.capacity() * std::mem::size_of::<OwnTimes>()
     }
 }
@@ -302,14 +302,30 @@ impl ValueSums {
     }
 }
 
+/// One entry of an [`Extremes`] deque: a pane's extreme and the pane (mod 2¹⁶), packed
+/// into 10 bytes (aligned, the pair would take 16).
+#[derive(Clone, Copy)]
+#[repr(C, packed(2))]
+struct Extreme {
+    value: f64,
+    pane: u16,
+}
+
+impl std::fmt::Debug for Extreme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (pane, value) = (self.pane, self.value);
+        write!(f, "({pane}, {value})")
+    }
+}
+
 /// A monotone deque of `(pane, extreme)`: each pane of the longest window whose minimum
-/// (or maximum) no later pane beats, oldest first. Struct-of-arrays, the pane as u16 (mod
-/// 2¹⁶): entries are less than two longest windows (≤ 2 · 4096 panes) old, see
+/// (or maximum) no later pane beats, oldest first. One deque of packed entries (one
+/// allocation and one header per deque, no padding), the pane as u16 (mod 2¹⁶): entries
+/// are less than two longest windows (≤ 2 · 4096 panes) old, see
 /// [`VehicleWindows::evaluate`], so ages are exact in wrapping arithmetic.
 #[derive(Clone, Debug, Default)]
 struct Extremes {
-    panes: VecDeque<u16>,
-    values: VecDeque<f64>,
+    entries: VecDeque<Extreme>,
 }
 
 impl Extremes {
@@ -317,19 +333,23 @@ impl Extremes {
     /// (`dominated(old, v)`).
     #[inline]
     fn push(&mut self, pane: i64, v: f64, dominated: impl Fn(f64, f64) -> bool) {
-        while self.values.back().is_some_and(|&old| dominated(old, v)) {
-            self.values.pop_back();
-            self.panes.pop_back();
+        while self
+            .entries
+            .back()
+            .is_some_and(|old| dominated(old.value, v))
+        {
+            self.entries.pop_back();
         }
-        let len = self.values.len();
-        if len == self.values.capacity() {
-            // Grow by a quarter, not double: one of these per channel and side per vehicle,
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            // Grow by an eighth, not double: one of these per channel and side per vehicle,
             // so slack capacity is a large share of window state (see `expire`).
-            self.values.reserve_exact(len / 4 + 2);
-            self.panes.reserve_exact(len / 4 + 2);
+            self.entries.reserve_exact(len / 8 + 2);
         }
-        self.values.push_back(v);
-        self.panes.push_back(pane as u16);
+        self.entries.push_back(Extreme {
+            value: v,
+            pane: pane as u16,
+        });
     }
 
     /// Drops the entries at least `max_age` panes older than pane `k`, and the spare
@@ -337,17 +357,15 @@ impl Extremes {
     fn expire(&mut self, k: i64, max_age: usize) {
         let k = k as u16;
         while self
-            .panes
+            .entries
             .front()
-            .is_some_and(|&p| k.wrapping_sub(p) as usize >= max_age)
+            .is_some_and(|e| k.wrapping_sub(e.pane) as usize >= max_age)
         {
-            self.panes.pop_front();
-            self.values.pop_front();
+            self.entries.pop_front();
         }
-        let len = self.values.len();
-        if self.values.capacity() > 2 * len + 8 {
-            self.values.shrink_to(len + len / 2 + 4);
-            self.panes.shrink_to(len + len / 2 + 4);
+        let len = self.entries.len();
+        if self.entries.capacity() > len + len / 2 + 6 {
+            self.entries.shrink_to(len + len / 4 + 2);
         }
     }
 
@@ -356,18 +374,17 @@ impl Extremes {
     fn within(&self, k: i64, panes: usize) -> f64 {
         let k = k as u16;
         let i = self
-            .panes
-            .partition_point(|&p| k.wrapping_sub(p) as usize >= panes);
-        self.values.get(i).copied().unwrap_or(f64::NAN)
+            .entries
+            .partition_point(|e| k.wrapping_sub(e.pane) as usize >= panes);
+        self.entries.get(i).map_or(f64::NAN, |e| e.value)
     }
 
     fn clear(&mut self) {
-        self.panes.clear();
-        self.values.clear();
+        self.entries.clear();
     }
 
     fn heap_bytes(&self) -> usize {
-        self.panes.capacity() * 2 + self.values.capacity() * 8
+        self.entries.capacity() * std::mem::size_of::<Extreme>()
     }
 }
 
@@ -393,16 +410,16 @@ pub struct VehicleWindows {
     blocks: BlockTimes,
     /// Moments per channel: panes at `channel · max_panes + slot`, then blocks at
     /// `channels · max_panes + channel · blocks + slot`.
-    moments: Vec<Moments>,
+    moments: Box<[Moments]>,
     /// Per channel, the panes' minima and maxima over the longest window (monotone deques).
     /// One pair serves every window (they are suffixes of the longest).
-    lows: Vec<Extremes>,
-    highs: Vec<Extremes>,
+    lows: Box<[Extremes]>,
+    highs: Box<[Extremes]>,
     /// First pane whose ring slot holds its own data (after a jump over more than the
     /// longest window, older slots are stale); blocks reaching before it are not summarised.
     valid_from: i64,
     /// Latest value per channel among sealed readings (NaN before the first).
-    last: Vec<f64>,
+    last: Box<[f64]>,
 }
 
 /// One summary (pane or block) a window evaluation reads, with its shared times.
@@ -482,11 +499,11 @@ impl VehicleWindows {
             last_reading_pane: i64::MIN,
             panes: Times::new(cap),
             blocks: Times::new(nb),
-            moments: vec![Moments::default(); c * (cap + nb)],
-            lows: vec![Extremes::default(); c],
-            highs: vec![Extremes::default(); c],
+            moments: vec![Moments::default(); c * (cap + nb)].into_boxed_slice(),
+            lows: vec![Extremes::default(); c].into_boxed_slice(),
+            highs: vec![Extremes::default(); c].into_boxed_slice(),
             valid_from: i64::MIN,
-            last: vec![f64::NAN; c],
+            last: vec![f64::NAN; c].into_boxed_slice(),
         }
     }
 
@@ -519,9 +536,9 @@ impl VehicleWindows {
             }
         }
         if self.open.len() == self.open.capacity() {
-            // Grow by an eighth, not double: the buffer's size is the watermark's lag,
+            // Grow by a sixteenth, not double: the buffer's size is the watermark's lag,
             // steady for a vehicle, and a large part of a vehicle's state.
-            self.open.reserve_exact(self.open.len() / 8 + 4);
+            self.open.reserve_exact(self.open.len() / 16 + 2);
         }
         self.open.push_back((ts, values));
         self.open_min = self.open_min.min(ts.0);
@@ -1029,10 +1046,11 @@ impl VehicleWindows {
             + self.open.capacity() * std::mem::size_of::<(EventTime, SensorValues)>()
             + self.panes.heap_bytes()
             + self.blocks.heap_bytes()
-            + self.moments.capacity() * std::mem::size_of::<Moments>()
-            + (self.lows.capacity() + self.highs.capacity()) * std::mem::size_of::<Extremes>()
+            + std::mem::size_of_val(&*self.moments)
+            + std::mem::size_of_val(&*self.lows)
+            + std::mem::size_of_val(&*self.highs)
             + deques
-            + self.last.capacity() * 8
+            + std::mem::size_of_val(&*self.last)
     }
 
     /// Readings waiting in open panes.
