@@ -649,6 +649,21 @@ impl<'de> de::Deserialize<'de> for Num {
 mod tests {
     use super::*;
 
+    /// Reading `i` of a deterministic series (`x` its state): every channel but one in five
+    /// set, spread over `spread` times its valid range (centred on it; 1.0: inside).
+    fn generated_values(x: &mut f64, i: usize, spread: f64) -> [Option<f64>; SENSOR_COUNT] {
+        *x = (*x * 7919.0 + 0.123_456_789).fract();
+        let mut values = [None; SENSOR_COUNT];
+        for s in Sensor::ALL {
+            if !(i + s.index()).is_multiple_of(5) {
+                let (min, max) = s.range();
+                let f = (*x * (s.index() as f64 + 1.0)).fract() * spread - (spread - 1.0) / 2.0;
+                values[s.index()] = Some(min + (max - min) * f);
+            }
+        }
+        values
+    }
+
     fn all_sensors_json() -> String {
         let members: Vec<String> = Sensor::ALL
             .iter()
@@ -704,15 +719,7 @@ mod tests {
         ];
         let mut x = 0.1f64;
         for i in 0..2000 {
-            x = (x * 7919.0 + 0.123_456_789).fract();
-            let mut values = [None; SENSOR_COUNT];
-            for s in Sensor::ALL {
-                if (i + s.index()) % 5 != 0 {
-                    let (min, max) = s.range();
-                    values[s.index()] =
-                        Some(min + (max - min) * ((x * (s.index() as f64 + 1.0)).fract()));
-                }
-            }
+            let values = generated_values(&mut x, i, 1.0);
             let raw = RawReading::new("VEH_000042", 1_764_336_000_000 + i as i64, values);
             // Exactly the values encoded.
             assert_eq!(
@@ -895,17 +902,8 @@ mod tests {
         // The encoder's shape, with values inside and outside their ranges.
         let mut x = 0.3f64;
         for i in 0..2000 {
-            x = (x * 7919.0 + 0.123_456_789).fract();
-            let mut values = [None; SENSOR_COUNT];
-            for s in Sensor::ALL {
-                if (i + s.index()) % 5 != 0 {
-                    let (min, max) = s.range();
-                    // One reading in ten has values up to 5% out of range.
-                    let spread = if i % 10 == 0 { 1.1 } else { 1.0 };
-                    let f = (x * (s.index() as f64 + 1.0)).fract() * spread - (spread - 1.0) / 2.0;
-                    values[s.index()] = Some(min + (max - min) * f);
-                }
-            }
+            // One reading in ten has values up to 5% out of range.
+            let values = generated_values(&mut x, i, if i.is_multiple_of(10) { 1.1 } else { 1.0 });
             let id = format!("VEH_{:06}", i % 37);
             let raw = RawReading::new(&id, now.0 - 1_000 + i as i64, values);
             cases.push(encode_raw(&raw).into_bytes());
