@@ -10,7 +10,9 @@
 //!   away for a while (restart, network) makes the sink wait, not fail. With a
 //!   [`KafkaSinkConfig::delivery_timeout`], a message still undelivered after it is a sink
 //!   error: the run fails rather than going on without it. Errors librdkafka does not retry
-//!   (unknown topic, authorisation, a fatal idempotence error) fail the sink at once.
+//!   (unknown topic, authorisation) fail the sink at once. A fatal idempotence error (a
+//!   broker that lost the producer's sequence state) replaces the producer and sends the
+//!   unacknowledged records again (see [`KafkaSink`]).
 //! - A full local queue is backpressure: `send` waits for room (librdkafka's thread keeps
 //!   delivering and frees it), saying so in the log every 10 s, up to the delivery timeout
 //!   if there is one.
@@ -77,16 +79,32 @@ impl KafkaSinkConfig {
     }
 }
 
-/// The producer's context: counts delivery reports, keeps the first failure.
+/// The producer's context: settles the records of its producer (one generation of a
+/// sink's producers, see [`KafkaSink`]).
 #[derive(Clone, Default)]
-pub struct DeliveryContext(Arc<Deliveries>);
+pub struct DeliveryContext {
+    shared: Arc<Deliveries>,
+    generation: u64,
+}
 
-/// Delivery counts of a producer.
+/// A record sent and not yet acknowledged: kept so that it can be sent again by a new
+/// producer if librdkafka declares the current one fatally broken.
+struct Unsettled {
+    key: String,
+    value: Vec<u8>,
+}
+
+/// Delivery state of a sink, shared with its producers' contexts.
 #[derive(Default)]
 pub struct Deliveries {
+    /// Records acknowledged (each sequence number once).
     delivered: AtomicU64,
-    failed: AtomicU64,
-    first_failure: Mutex<Option<String>>,
+    /// Records sent and not acknowledged, by sequence number.
+    unsettled: Mutex<std::collections::BTreeMap<usize, Unsettled>>,
+    /// The first delivery error of the current producer, if any.
+    error: Mutex<Option<String>>,
+    /// The generation of the current producer (errors of earlier ones are ignored).
+    current: AtomicU64,
 }
 
 impl ClientContext for DeliveryContext {
@@ -114,23 +132,34 @@ impl ClientContext for ClientLog {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let shared = &self.shared;
         match result {
             Ok(_) => {
-                self.0.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, m)) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-                use rdkafka::message::Message;
-                let what = format!("delivery to `{}` failed after retries: {e}", m.topic());
-                tracing::error!("{what}");
-                self.0
-                    .first_failure
+                // Once per record, even if an earlier producer delivered it too.
+                if shared
+                    .unsettled
                     .lock()
                     .expect("deliveries lock")
-                    .get_or_insert(what);
+                    .remove(&seq)
+                    .is_some()
+                {
+                    shared.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err((e, m)) => {
+                // The record stays unsettled; the sink decides (see `KafkaSink::check`).
+                if shared.current.load(Ordering::Acquire) == self.generation {
+                    use rdkafka::message::Message;
+                    let what = format!("delivery to `{}` failed after retries: {e}", m.topic());
+                    shared
+                        .error
+                        .lock()
+                        .expect("deliveries lock")
+                        .get_or_insert(what);
+                }
             }
         }
     }
@@ -193,12 +222,20 @@ impl KafkaRecord for Rejected {
 }
 
 /// A producer to one topic.
+///
+/// If librdkafka declares the producer fatally broken (an idempotence error: a broker
+/// that lost the producer's sequence state, as a restarted single-node test broker can),
+/// the sink replaces it with a new one and sends every record not yet acknowledged again,
+/// in order: at least once, never lost. Any other failed delivery fails the sink.
 pub struct KafkaSink<T> {
-    producer: ThreadedProducer<DeliveryContext, NoCustomPartitioner>,
+    /// In a cell so that [`ChunkSink::durable`] (`&self`) can replace it too.
+    producer: std::cell::RefCell<ThreadedProducer<DeliveryContext, NoCustomPartitioner>>,
     deliveries: Arc<Deliveries>,
     config: KafkaSinkConfig,
     sent: u64,
     bytes: u64,
+    /// Producers replaced after a fatal error.
+    replaced: std::cell::Cell<u64>,
     /// `(token, records sent before it)` of the checkpoint in flight, and the last durable.
     checkpoint: Option<(u64, u64)>,
     _records: std::marker::PhantomData<fn(T)>,
@@ -208,48 +245,86 @@ fn kafka_err(topic: &str, e: KafkaError) -> SinkError {
     SinkError::Kafka(format!("topic `{topic}`: {e}"))
 }
 
+fn producer(
+    config: &KafkaSinkConfig,
+    deliveries: &Arc<Deliveries>,
+    generation: u64,
+) -> Result<ThreadedProducer<DeliveryContext, NoCustomPartitioner>, SinkError> {
+    deliveries.current.store(generation, Ordering::Release);
+    config
+        .client_config()
+        .create_with_context(DeliveryContext {
+            shared: deliveries.clone(),
+            generation,
+        })
+        .map_err(|e| kafka_err(&config.topic, e))
+}
+
 impl<T: KafkaRecord> KafkaSink<T> {
     /// Connects (lazily: librdkafka connects in the background).
     pub fn new(config: KafkaSinkConfig) -> Result<Self, SinkError> {
         let deliveries = Arc::new(Deliveries::default());
-        let producer = config
-            .client_config()
-            .create_with_context(DeliveryContext(deliveries.clone()))
-            .map_err(|e| kafka_err(&config.topic, e))?;
         Ok(KafkaSink {
-            producer,
+            producer: std::cell::RefCell::new(producer(&config, &deliveries, 0)?),
             deliveries,
             config,
             sent: 0,
             bytes: 0,
+            replaced: std::cell::Cell::new(0),
             checkpoint: None,
             _records: std::marker::PhantomData,
         })
     }
 
+    /// Fails on a delivery error, except a fatal one of the producer: that producer is
+    /// replaced and the unacknowledged records are sent again.
     fn check(&self) -> Result<(), SinkError> {
-        match self
+        let Some(failure) = self
             .deliveries
-            .first_failure
+            .error
             .lock()
             .expect("deliveries lock")
             .clone()
-        {
-            Some(failure) => Err(SinkError::Kafka(failure)),
-            None => Ok(()),
+        else {
+            return Ok(());
+        };
+        let fatal = self.producer.borrow().client().fatal_error();
+        let Some((code, reason)) = fatal else {
+            return Err(SinkError::Kafka(failure));
+        };
+        self.replaced.set(self.replaced.get() + 1);
+        tracing::warn!(topic = %self.config.topic, ?code, %reason, "kafka producer fatally failed: replacing it and sending the unacknowledged records again");
+        let fresh = producer(&self.config, &self.deliveries, self.replaced.get())?;
+        let old = self.producer.replace(fresh);
+        // What the old producer still holds is sent again below: drop it unsent.
+        old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        drop(old);
+        *self.deliveries.error.lock().expect("deliveries lock") = None;
+        let again: Vec<(usize, String, Vec<u8>)> = self
+            .deliveries
+            .unsettled
+            .lock()
+            .expect("deliveries lock")
+            .iter()
+            .map(|(seq, u)| (*seq, u.key.clone(), u.value.clone()))
+            .collect();
+        for (seq, key, value) in again {
+            self.enqueue(seq, &key, &value)?;
         }
+        Ok(())
     }
 
-    /// Enqueues one record, waiting for room while librdkafka's queue is full.
-    pub fn send_one(&mut self, record: &T) -> Result<(), SinkError> {
-        let value = record.value();
-        let key = record.key();
+    /// Hands one record to librdkafka, waiting for room while its queue is full.
+    fn enqueue(&self, seq: usize, key: &str, value: &[u8]) -> Result<(), SinkError> {
         let started = Instant::now();
         let mut said = started;
-        let mut message = BaseRecord::to(&self.config.topic).key(key).payload(&value);
+        let mut message = BaseRecord::with_opaque_to(&self.config.topic, seq)
+            .key(key)
+            .payload(value);
         loop {
-            match self.producer.send(message) {
-                Ok(()) => break,
+            let sent = self.producer.borrow().send(message);
+            match sent {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
                     let waited = started.elapsed();
                     if let Some(limit) = self.config.delivery_timeout.filter(|l| waited > *l) {
@@ -262,7 +337,16 @@ impl<T: KafkaRecord> KafkaSink<T> {
                         said = Instant::now();
                         tracing::warn!(topic = %self.config.topic, waited_s = waited.as_secs(), "kafka producer queue full: waiting for the broker");
                     }
-                    self.check()?;
+                    if self
+                        .deliveries
+                        .error
+                        .lock()
+                        .expect("deliveries lock")
+                        .is_some()
+                    {
+                        // Settled below (a replaced producer sends this record again).
+                        return Ok(());
+                    }
                     // Backpressure: librdkafka's own thread delivers and makes room.
                     std::thread::sleep(Duration::from_millis(5));
                     message = m;
@@ -270,6 +354,26 @@ impl<T: KafkaRecord> KafkaSink<T> {
                 Err((e, _)) => return Err(kafka_err(&self.config.topic, e)),
             }
         }
+    }
+
+    /// Enqueues one record, waiting for room while librdkafka's queue is full.
+    pub fn send_one(&mut self, record: &T) -> Result<(), SinkError> {
+        self.check()?;
+        let value = record.value();
+        let key = record.key();
+        let seq = self.sent as usize;
+        self.deliveries
+            .unsettled
+            .lock()
+            .expect("deliveries lock")
+            .insert(
+                seq,
+                Unsettled {
+                    key: key.to_owned(),
+                    value: value.clone(),
+                },
+            );
+        self.enqueue(seq, key, &value)?;
         self.sent += 1;
         self.bytes += value.len() as u64;
         Ok(())
@@ -281,10 +385,16 @@ impl<T: KafkaRecord> KafkaSink<T> {
             Some(t) => rdkafka::util::Timeout::After(t),
             None => rdkafka::util::Timeout::Never,
         };
-        self.producer
-            .flush(timeout)
-            .map_err(|e| kafka_err(&self.config.topic, e))?;
-        self.check()
+        loop {
+            let flushed = self.producer.borrow().flush(timeout);
+            let replaced = self.replaced.get();
+            self.check()?;
+            if self.replaced.get() == replaced {
+                flushed.map_err(|e| kafka_err(&self.config.topic, e))?;
+                return Ok(());
+            }
+            // A new producer sends the unacknowledged records again: wait for it too.
+        }
     }
 
     /// Records acknowledged so far.
@@ -310,10 +420,21 @@ impl<T: KafkaRecord> ChunkSink<T> for KafkaSink<T> {
 
     fn durable(&self) -> Result<Option<u64>, SinkError> {
         // Durable when every record sent before the checkpoint is acknowledged; a failed
-        // delivery fails the sink.
+        // delivery fails the sink, except that a fatally broken producer is replaced.
         self.check()?;
         Ok(match self.checkpoint {
-            Some((token, sent)) if self.delivered() >= sent => Some(token),
+            Some((token, sent))
+                if self
+                    .deliveries
+                    .unsettled
+                    .lock()
+                    .expect("deliveries lock")
+                    .range(..sent as usize)
+                    .next()
+                    .is_none() =>
+            {
+                Some(token)
+            }
             _ => Some(0),
         })
     }
@@ -588,5 +709,65 @@ impl TopicProducer {
         self.producer
             .flush(timeout)
             .map_err(|e| kafka_err(&self.topic, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    /// A broker that lost the producer's sequence state (librdkafka's mock cluster answering
+    /// produce requests with out-of-order-sequence errors) breaks the idempotent producer
+    /// fatally: the sink replaces it and every record still arrives.
+    #[test]
+    fn a_fatally_broken_producer_is_replaced_and_nothing_is_lost() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("out", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let mut sink: KafkaSink<RawReading> =
+            KafkaSink::new(KafkaSinkConfig::new(&brokers, "out")).unwrap();
+        let reading = |i: i64| {
+            let mut values = [None; pmi_core::SENSOR_COUNT];
+            values[0] = Some(i as f64);
+            RawReading::new("VEH_000001", 1_000 + i, values)
+        };
+        for i in 0..50 {
+            sink.send_one(&reading(i)).unwrap();
+        }
+        sink.flush().unwrap();
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 2],
+        );
+        for i in 50..100 {
+            sink.send_one(&reading(i)).unwrap();
+        }
+        sink.flush().unwrap();
+        assert!(sink.replaced.get() >= 1, "the producer was not replaced");
+        assert_eq!(sink.delivered(), 100);
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "check")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("out", 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.len() < 100 && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let raw = pmi_core::wire::decode(m.payload().unwrap(), None).unwrap();
+                seen.insert(raw.ts.unwrap());
+            }
+        }
+        // Every record, at least once.
+        assert_eq!(seen, (1_000..1_100).collect());
     }
 }
