@@ -210,6 +210,13 @@ impl ClientContext for ConsumerLog {
 /// (a failed delivery, a failed run), which PMI reports where it happens.
 pub fn librdkafka_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     match level {
+        // An idempotent producer's fatal sequence error (a broker that lost its state) is
+        // recovered by the Kafka sink, which replaces the producer and says so.
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical
+            if facility == "FATAL" && message.contains("sequence") =>
+        {
+            tracing::warn!(target: "librdkafka", facility, "{message}")
+        }
         RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
             tracing::error!(target: "librdkafka", facility, "{message}")
         }
