@@ -67,7 +67,7 @@ fn setup() -> (pmi_models::ensemble::Ensemble, Vec<FeatureVector>) {
             vehicle_id: VehicleId::parse("VEH_000001").expect("id"),
             pane_end: EventTime(ds.times[r]),
             schema: schema.fingerprint(),
-            values: ds.row(r).to_vec(),
+            values: ds.row(r).into(),
         })
         .collect();
     (model, vectors)

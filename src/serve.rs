@@ -439,7 +439,7 @@ fn vector_from_features(
         vehicle_id,
         pane_end: EventTime(pane_end.unwrap_or_else(|| EventTime::now().0)),
         schema: schema.fingerprint(),
-        values,
+        values: values.into(),
     })
 }
 

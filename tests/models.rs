@@ -204,7 +204,7 @@ fn a_running_scorer_picks_up_a_new_version_and_refuses_a_broken_one() {
         vehicle_id: pmi_core::VehicleId::parse("VEH_000001").unwrap(),
         pane_end: START,
         schema: schema.fingerprint(),
-        values: vec![f64::NAN; schema.len()],
+        values: vec![f64::NAN; schema.len()].into(),
     };
     assert_eq!((scorer.score_fn())(&v).model, "ensemble-v0003");
 

@@ -434,7 +434,7 @@ mod tests {
             vehicle_id: pmi_core::VehicleId::parse("VEH_000001").unwrap(),
             pane_end: pmi_core::EventTime(0),
             schema: schema.fingerprint(),
-            values,
+            values: values.into(),
         };
         let d = Catalogue::embedded()
             .diagnose_vector(Component::EngineMounts, &v, &schema)

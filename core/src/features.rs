@@ -7,6 +7,8 @@
 //! `slope` (least-squares slope of value against ts in seconds; 0 with fewer than two
 //! distinct times). With no reading in the window, `count` is 0 and the others are null.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::sensor::Sensor;
@@ -301,7 +303,9 @@ pub struct FeatureVector {
     /// [`FeatureSchema::fingerprint`] of the schema the values follow.
     pub schema: u64,
     /// Values in schema order; NaN where the value is null (no readings in the window).
-    pub values: Vec<f64>,
+    /// Shared, not copied, when the vector goes to several consumers (the feature sink and
+    /// the scorer both read it).
+    pub values: Arc<[f64]>,
 }
 
 impl FeatureVector {

@@ -364,7 +364,7 @@ mod tests {
             vehicle_id: pmi_core::VehicleId::parse("VEH_000001").unwrap(),
             pane_end: pmi_core::EventTime(0),
             schema: 0,
-            values: ds.row(normal).to_vec(),
+            values: ds.row(normal).into(),
         };
         let quiet = model.predict(&v).unwrap();
         assert_eq!(quiet.severity, pmi_core::Severity::Normal);

@@ -95,7 +95,7 @@ fn run(config: &WindowConfig, input: Vec<Telemetry>, workers: usize) -> Outcome 
                     let prev = f
                         .lock()
                         .unwrap()
-                        .insert((v.vehicle_id.to_string(), v.pane_end.0), v.values.clone());
+                        .insert((v.vehicle_id.to_string(), v.pane_end.0), v.values.to_vec());
                     assert!(prev.is_none(), "two vectors for one (vehicle, pane end)");
                 })
                 .probe_with(&probe);

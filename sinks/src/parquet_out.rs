@@ -1034,7 +1034,8 @@ mod tests {
                 f64::NAN,
                 f64::NAN,
                 f64::NAN,
-            ],
+            ]
+            .into(),
         };
         ds.push(vec![v]).unwrap();
         ds.close().unwrap();

@@ -2,6 +2,8 @@
 //! simulator's physics (`sources/src/fleet/{vehicle,failure}.rs`): a vehicle held at one
 //! operating point for the whole window, with one component degraded to `d`.
 
+use std::sync::Arc;
+
 use pmi_core::{Channel, Component, Derived, EventTime, FeatureSchema, FeatureVector, Sensor};
 use pmi_core::{ErrorClass, Severity, Stat, VehicleId};
 
@@ -306,14 +308,14 @@ fn vector(op: &Op, fault: Option<(Component, f64)>) -> FeatureVector {
         vehicle_id: VehicleId::parse("VEH_000042").unwrap(),
         pane_end: EventTime::from_secs(1_767_225_600),
         schema: schema.fingerprint(),
-        values,
+        values: values.into(),
     }
 }
 
 /// Sets a named feature.
 fn set(v: &mut FeatureVector, name: &str, x: f64) {
     let i = schema().index_of_name(name).expect("known feature");
-    v.values[i] = x;
+    Arc::make_mut(&mut v.values)[i] = x;
 }
 
 /// Each component with the operating points at which its full failure must be recognised.
@@ -439,7 +441,7 @@ fn early_ambiguous_signs_go_to_the_load_dependent_cause_until_they_outgrow_it() 
 fn missing_features_never_raise_an_alarm() {
     let s = scorer();
     let empty = FeatureVector {
-        values: vec![f64::NAN; schema().len()],
+        values: vec![f64::NAN; schema().len()].into(),
         ..vector(&CITY, None)
     };
     let p = s.try_score(&empty).unwrap();
@@ -495,7 +497,7 @@ fn vectors_of_another_schema_are_refused() {
     assert!(s.evaluate(&v).is_err());
 
     let mut v = vector(&CITY, None);
-    v.values.pop();
+    v.values = v.values[..v.values.len() - 1].into();
     let err = s.try_score(&v).unwrap_err();
     assert!(matches!(err, ModelError::VectorLength { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Internal);
@@ -599,7 +601,7 @@ fn rules_the_schema_cannot_feed_are_reported_not_fatal() {
     }
     let v = FeatureVector {
         schema: narrow.fingerprint(),
-        values,
+        values: values.into(),
         ..full
     };
     assert_eq!(s.try_score(&v).unwrap().component, Some(Component::OilPump));

@@ -203,7 +203,7 @@ pub fn pane_windows_with_gauges<'scope>(
                             vehicle_id: state_key.1.clone(),
                             pane_end: spec.pane_end(k),
                             schema: spec.fingerprint(),
-                            values: std::mem::take(&mut values),
+                            values: values.as_slice().into(),
                         });
                     }
                     if !dups.is_empty() {
@@ -286,6 +286,6 @@ pub fn vector_from_readings(
             vehicle_id,
             pane_end: spec.pane_end(k),
             schema: spec.fingerprint(),
-            values,
+            values: values.into(),
         })
 }

@@ -394,6 +394,8 @@ pub struct VehicleWindows {
     /// Readings of panes not yet sealed; sorted lazily at seal time. A deque: sealing takes
     /// the oldest off the front without moving the rest.
     open: VecDeque<(EventTime, SensorValues)>,
+    /// Most readings `open` held since its capacity was last reviewed (see `fold_pane`).
+    open_peak: u32,
     open_sorted: bool,
     /// Earliest time in `open` (`i64::MAX` when empty), so that the next boundary is O(1).
     open_min: i64,
@@ -408,8 +410,9 @@ pub struct VehicleWindows {
     /// newest and oldest partial blocks pane by pane and the blocks between whole: about
     /// `B + W/B` summaries instead of `W`.
     blocks: BlockTimes,
-    /// Moments per channel: panes at `channel · max_panes + slot`, then blocks at
-    /// `channels · max_panes + channel · blocks + slot`.
+    /// Moments, summary-major: pane slot `s` at `s · channels + channel`, then block slot
+    /// `s` at `(max_panes + s) · channels + channel`. An evaluation reads every channel of
+    /// the summaries it visits, so each summary's channels share cache lines.
     moments: Box<[Moments]>,
     /// Per channel, the panes' minima and maxima over the longest window (monotone deques).
     /// One pair serves every window (they are suffixes of the longest).
@@ -425,9 +428,8 @@ pub struct VehicleWindows {
 /// One summary (pane or block) a window evaluation reads, with its shared times.
 #[derive(Clone, Copy, Debug, Default)]
 struct Item {
-    /// Index of channel 0's moments; channel `c`'s are `c · stride` further.
+    /// Index of channel 0's moments; channel `c`'s follow it.
     base: usize,
-    stride: usize,
     slot: usize,
     block: bool,
     /// End of the summary relative to the boundary, ms (≤ 0).
@@ -493,6 +495,7 @@ impl VehicleWindows {
         let nb = if spec.block > 1 { cap / spec.block } else { 0 };
         VehicleWindows {
             open: VecDeque::new(),
+            open_peak: 0,
             open_sorted: true,
             open_min: i64::MAX,
             sealed_through: None,
@@ -541,6 +544,7 @@ impl VehicleWindows {
             self.open.reserve_exact(self.open.len() / 16 + 2);
         }
         self.open.push_back((ts, values));
+        self.open_peak = self.open_peak.max(self.open.len() as u32);
         self.open_min = self.open_min.min(ts.0);
         Ok(())
     }
@@ -658,10 +662,16 @@ impl VehicleWindows {
         let mut readings = std::mem::take(&mut scratch.readings);
         readings.clear();
         readings.extend(self.open.drain(..end));
-        let len = self.open.len();
-        if self.open.capacity() > 2 * len + 16 {
-            // A lag that has passed need not stay allocated.
-            self.open.shrink_to(len + len / 8 + 4);
+        // The buffer fills and drains with every advance of the watermark; its capacity
+        // follows the recent peak, reviewed every 64 panes, so that it is neither grown
+        // again after each drain (a copy of the buffer per growth step) nor left at the
+        // size of a lag that has passed.
+        if pane % 64 == 0 {
+            let peak = self.open_peak as usize;
+            if self.open.capacity() > 2 * peak + 16 {
+                self.open.shrink_to(peak + peak / 8 + 4);
+            }
+            self.open_peak = self.open.len() as u32;
         }
         // Sealing sorted `open`: its first reading is the earliest.
         self.open_min = self.open.front().map_or(i64::MAX, |(t, _)| t.0);
@@ -690,6 +700,7 @@ impl VehicleWindows {
         let pane_start = (pane - 1) * spec.pane_ms;
         let pane_end = pane * spec.pane_ms;
         let cap = spec.max_panes;
+        let c = spec.channels.len();
         let slot = pane.rem_euclid(cap as i64) as usize;
         // Times of all the pane's readings, shared by the channels present in each.
         let (mut all_n, mut all_neg_tau1, mut all_tau2) = (0i64, 0i64, 0i128);
@@ -754,7 +765,7 @@ impl VehicleWindows {
                     tau2: f.tau2 as i128,
                 });
             }
-            self.moments[ci * cap + slot] = Moments {
+            self.moments[slot * c + ci] = Moments {
                 mean: f.mean,
                 m2: f.m2,
                 co: f.co,
@@ -803,15 +814,10 @@ impl VehicleWindows {
                 }
                 let times = self.panes.channel(slot, ci);
                 let tsum = ts.add(times, -(j as i64) * spec.pane_ms);
-                vs.add(
-                    times.0 as f64,
-                    tsum as f64,
-                    &self.moments[ci * cap + slot],
-                    r,
-                );
+                vs.add(times.0 as f64, tsum as f64, &self.moments[slot * c + ci], r);
             }
             let n = ts.n as f64;
-            self.moments[c * cap + ci * nb + bslot] = Moments {
+            self.moments[(cap + bslot) * c + ci] = Moments {
                 mean: r + vs.s1 / n,
                 m2: (vs.s2 - vs.s1 * vs.s1 / n).max(0.0),
                 co: vs.x - ts.t1 as f64 * vs.s1 / n,
@@ -840,8 +846,7 @@ impl VehicleWindows {
         }
         let delta = -(depth as i64) * spec.pane_ms;
         items.push(Item {
-            base: slot,
-            stride: cap,
+            base: slot * spec.channels.len(),
             slot,
             block: false,
             delta,
@@ -894,8 +899,7 @@ impl VehicleWindows {
                 if times.0 != 0 {
                     let delta = -((h + whole * b) as i64) * p;
                     items.push(Item {
-                        base: c * cap + bslot,
-                        stride: nb,
+                        base: (cap + bslot) * c,
                         slot: bslot,
                         block: true,
                         delta,
@@ -968,7 +972,7 @@ impl VehicleWindows {
                 if item.present & b == 0 {
                     return;
                 }
-                let m = &moments[item.base + ci * item.stride];
+                let m = &moments[item.base + ci];
                 if shared {
                     vs.add(item.nf, item.tf, m, r);
                 } else {
