@@ -379,6 +379,30 @@ impl Extremes {
         self.entries.get(i).map_or(f64::NAN, |e| e.value)
     }
 
+    /// [`Self::within`] for each of `windows` (in panes, ascending) into `out`. The
+    /// answers are the first entries younger than each window, in the deque's order
+    /// for the longest window first: a short deque (the usual one: a monotone deque over
+    /// noisy values keeps few entries) is walked once for all of them; a long one (a
+    /// steady trend keeps every pane) is searched.
+    #[inline]
+    fn within_each(&self, k: i64, windows: &[usize], out: &mut [f64]) {
+        if self.entries.len() > 24 {
+            for (o, &panes) in out.iter_mut().zip(windows) {
+                *o = self.within(k, panes);
+            }
+            return;
+        }
+        let k = k as u16;
+        let mut entries = self.entries.iter().peekable();
+        for (o, &panes) in out.iter_mut().zip(windows).rev() {
+            while entries
+                .next_if(|e| k.wrapping_sub(e.pane) as usize >= panes)
+                .is_some()
+            {}
+            *o = entries.peek().map_or(f64::NAN, |e| e.value);
+        }
+    }
+
     fn clear(&mut self) {
         self.entries.clear();
     }
@@ -485,6 +509,8 @@ pub struct Scratch {
     steps: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     /// Shared time sums of each window.
     windows: Vec<TimeSums>,
+    /// One channel's minimum, then maximum, in each window.
+    extremes: Vec<f64>,
 }
 
 impl VehicleWindows {
@@ -939,6 +965,7 @@ impl VehicleWindows {
         let c = spec.channels.len();
         let windows = &spec.window_panes;
         out.resize(c * windows.len() * Stat::ALL.len(), f64::NAN);
+        scratch.extremes.resize(2 * windows.len(), f64::NAN);
         let (items, steps) = (&scratch.items, &scratch.steps);
         // The windows' time sums over all readings: every channel's that is present in
         // every reading of every item (the usual case).
@@ -981,6 +1008,9 @@ impl VehicleWindows {
                     vs.add(times.0 as f64, tsum as f64, m, r);
                 }
             };
+            let (lows, highs) = scratch.extremes.split_at_mut(windows.len());
+            self.lows[ci].within_each(k, windows, lows);
+            self.highs[ci].within_each(k, windows, highs);
             for (w, (grow, part)) in steps.iter().enumerate() {
                 for item in &items[grow.clone()] {
                     add(&mut acc_t, &mut acc_v, item);
@@ -990,9 +1020,7 @@ impl VehicleWindows {
                     add(&mut win_t, &mut win_v, item);
                 }
                 let times = if shared { scratch.windows[w] } else { win_t };
-                let lo = self.lows[ci].within(k, windows[w]);
-                let hi = self.highs[ci].within(k, windows[w]);
-                self.write_window(spec, ci, w, &times, &win_v, lo, hi, r, out);
+                self.write_window(spec, ci, w, &times, &win_v, lows[w], highs[w], r, out);
             }
         }
     }
@@ -1060,5 +1088,55 @@ impl VehicleWindows {
     /// Readings waiting in open panes.
     pub fn open_len(&self) -> usize {
         self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `within_each` against the plain minimum of the last `p` panes, for short deques
+    /// (noisy values, walked) and long ones (a rising trend keeps every pane, searched),
+    /// across the u16 wrap of pane numbers.
+    #[test]
+    fn extremes_of_every_window_match_a_naive_minimum() {
+        let windows = [6, 30, 90];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 1000) as f64
+        };
+        for (start, trend) in [
+            (0i64, 0.0),
+            (65_400, 0.0),
+            (0, 10_000.0),
+            (65_450, 10_000.0),
+        ] {
+            let mut lows = Extremes::default();
+            let mut history: Vec<(i64, f64)> = Vec::new();
+            for k in start..start + 400 {
+                let v = trend * (k - start) as f64 + noise();
+                lows.push(k, v, |old, v| old >= v);
+                lows.expire(k, 90);
+                history.push((k, v));
+                let mut got = [0.0; 3];
+                lows.within_each(k, &windows, &mut got);
+                for (w, &p) in windows.iter().enumerate() {
+                    let want = history
+                        .iter()
+                        .filter(|(j, _)| k - j < p as i64)
+                        .map(|(_, v)| *v)
+                        .fold(f64::INFINITY, f64::min);
+                    assert_eq!(got[w], want, "pane {k}, window {p}, trend {trend}");
+                    assert_eq!(lows.within(k, p), want);
+                }
+            }
+            assert!(
+                trend == 0.0 || lows.entries.len() == 90,
+                "a rising trend keeps every pane"
+            );
+        }
     }
 }
