@@ -745,7 +745,7 @@ fn key_columns(
     Ok((ids, ts))
 }
 
-/// Maps id text to shared [`VehicleId`]s, so repeated ids are parsed and allocated once.
+/// Maps id text to checked [`VehicleId`]s, so repeated ids are parsed once.
 /// Invalid ids map to `None` (the row then goes through full validation for its reason).
 /// Looked up once per row, so hashed with ahash (with SipHash the lookups were a third of
 /// the reader threads' instructions in `pmi bench`).
