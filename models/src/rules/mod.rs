@@ -22,7 +22,7 @@
 //!     vehicle_id: VehicleId::parse("VEH_000042").unwrap(),
 //!     pane_end: EventTime::from_secs(1_700_000_000),
 //!     schema: schema.fingerprint(),
-//!     values,
+//!     values: values.into(),
 //! };
 //! let p = scorer.try_score(&v)?;
 //! assert_eq!(p.component, Some(pmi_core::Component::Thermostat));
