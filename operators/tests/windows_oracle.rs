@@ -25,6 +25,11 @@ struct Outcome {
 
 /// Random readings for a few vehicles, in arrival order.
 fn random_input(seed: u64, with_late: bool) -> Vec<Telemetry> {
+    random_input_with(seed, with_late, 0.9)
+}
+
+/// [`random_input`] with each sensor present in a reading with probability `presence`.
+fn random_input_with(seed: u64, with_late: bool, presence: f64) -> Vec<Telemetry> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut readings = Vec::new();
     let vehicles = rng.gen_range(1..5);
@@ -43,7 +48,7 @@ fn random_input(seed: u64, with_late: bool) -> Vec<Telemetry> {
             level += rng.gen_range(-2.0..2.0);
             let mut values = [None; SENSOR_COUNT];
             for s in Sensor::ALL {
-                if rng.gen_bool(0.9) {
+                if rng.gen_bool(presence) {
                     let (lo, hi) = s.range();
                     values[s.index()] = Some((level * (hi - lo) / 150.0 + lo).clamp(lo, hi));
                 }
@@ -285,6 +290,30 @@ fn custom_windows_and_channels_match_oracle() {
         let out = run(&config, input.clone(), 2);
         let want = expected(&config, &input, &out.late);
         compare(&config, &out.features, &want);
+    }
+}
+
+/// Every channel in every reading: the evaluation's dense path (channels innermost), with
+/// blocks (6 panes) and without (3 and 7 panes).
+#[test]
+fn channels_present_in_every_reading_match_oracle() {
+    for windows_s in [vec![60, 300, 900], vec![30, 70]] {
+        let config = WindowConfig {
+            windows_s,
+            channels: vec![
+                "coolant_temp_c".into(),
+                "rpm".into(),
+                "oil_pressure_kpa".into(),
+                "odometer_km".into(),
+            ],
+            ..WindowConfig::default()
+        };
+        for seed in 80..86 {
+            let input = random_input_with(seed, true, 1.0);
+            let out = run(&config, input.clone(), 2);
+            let want = expected(&config, &input, &out.late);
+            compare(&config, &out.features, &want);
+        }
     }
 }
 

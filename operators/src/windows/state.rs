@@ -969,22 +969,64 @@ impl VehicleWindows {
         let (items, steps) = (&scratch.items, &scratch.steps);
         // The windows' time sums over all readings: every channel's that is present in
         // every reading of every item (the usual case).
-        let mut all_full = u32::MAX;
+        let (mut all_full, mut all_present) = (u32::MAX, u32::MAX);
         scratch.windows.clear();
         let mut acc = TimeSums::default();
         for (grow, part) in steps {
             for item in &items[grow.clone()] {
                 acc.add(item.times, item.delta);
                 all_full &= item.full;
+                all_present &= item.present;
             }
             let mut window = acc;
             for item in &items[part.clone()] {
                 window.add(item.times, item.delta);
                 all_full &= item.full;
+                all_present &= item.present;
             }
             scratch.windows.push(window);
         }
         let moments = &self.moments[..];
+        let every_channel = u32::MAX.checked_shr(32 - c as u32).unwrap_or(0);
+        if all_full & all_present & every_channel == every_channel {
+            // Every channel in every reading of every summary (the usual case): the same
+            // sums as below, each channel's in the same order, but channels innermost and
+            // without branches, over the summary's contiguous moments.
+            let mut r = [0.0; 32];
+            for (r, &last) in r.iter_mut().zip(&self.last[..c]) {
+                *r = if last.is_nan() { 0.0 } else { last };
+            }
+            let wn = windows.len();
+            scratch.extremes.resize(2 * wn * c, f64::NAN);
+            for ci in 0..c {
+                let (lows, highs) =
+                    scratch.extremes[2 * wn * ci..2 * wn * (ci + 1)].split_at_mut(wn);
+                self.lows[ci].within_each(k, windows, lows);
+                self.highs[ci].within_each(k, windows, highs);
+            }
+            let add = |sums: &mut [ValueSums], item: &Item| {
+                let ms = &moments[item.base..item.base + c];
+                for ((s, m), &r) in sums.iter_mut().zip(ms).zip(&r) {
+                    s.add(item.nf, item.tf, m, r);
+                }
+            };
+            let mut acc = [ValueSums::default(); 32];
+            for (w, (grow, part)) in steps.iter().enumerate() {
+                for item in &items[grow.clone()] {
+                    add(&mut acc[..c], item);
+                }
+                let mut win = acc;
+                for item in &items[part.clone()] {
+                    add(&mut win[..c], item);
+                }
+                for ci in 0..c {
+                    let e = &scratch.extremes[2 * wn * ci..];
+                    let times = &scratch.windows[w];
+                    self.write_window(spec, ci, w, times, &win[ci], e[w], e[wn + w], r[ci], out);
+                }
+            }
+            return;
+        }
         for ci in 0..c {
             // Reference value: the channel's latest reading, so that sums stay small where
             // the data are and cancellation is bounded.
