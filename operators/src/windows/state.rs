@@ -988,10 +988,13 @@ impl VehicleWindows {
         }
         let moments = &self.moments[..];
         let every_channel = u32::MAX.checked_shr(32 - c as u32).unwrap_or(0);
-        if all_full & all_present & every_channel == every_channel {
-            // Every channel in every reading of every summary (the usual case): the same
-            // sums as below, each channel's in the same order, but channels innermost and
-            // without branches, over the summary's contiguous moments.
+        let dense = all_full & all_present & every_channel;
+        if dense != 0 {
+            // The channels in every reading of every summary (the usual case for sensors;
+            // derived channels such as idle vibration are often absent): the same sums as
+            // below, each channel's in the same order, but channels innermost and without
+            // branches, over the summary's contiguous moments. The other channels' lanes
+            // compute sums nobody reads (cheaper than branching); the loop below does them.
             let mut r = [0.0; 32];
             for (r, &last) in r.iter_mut().zip(&self.last[..c]) {
                 *r = if last.is_nan() { 0.0 } else { last };
@@ -1019,15 +1022,17 @@ impl VehicleWindows {
                 for item in &items[part.clone()] {
                     add(&mut win[..c], item);
                 }
-                for ci in 0..c {
+                for ci in (0..c).filter(|&ci| dense & bit(ci) != 0) {
                     let e = &scratch.extremes[2 * wn * ci..];
                     let times = &scratch.windows[w];
                     self.write_window(spec, ci, w, times, &win[ci], e[w], e[wn + w], r[ci], out);
                 }
             }
-            return;
+            if dense == every_channel {
+                return;
+            }
         }
-        for ci in 0..c {
+        for ci in (0..c).filter(|&ci| dense & bit(ci) == 0) {
             // Reference value: the channel's latest reading, so that sums stay small where
             // the data are and cancellation is bounded.
             let r = match self.last[ci] {
