@@ -30,8 +30,11 @@
 //! the data lie from their own latest reading. Time sums are integers in ms from the
 //! boundary (exact), and `Σ(t − t̄)²` is formed exactly in `i128`; a window's time sums
 //! are formed once for all the channels present in every reading. Windows are recomputed
-//! from the summaries at every boundary, channel by channel, in one pass over the longest
-//! window that snapshots the shorter ones (they are its suffixes); empty panes are skipped.
+//! from the summaries at every boundary in one pass over the longest window that snapshots
+//! the shorter ones (they are its suffixes); empty panes are skipped. Channels present in
+//! every reading of the window are summed together, channels innermost (the summaries'
+//! moments are stored summary-major for it); the others channel by channel. Either way a
+//! channel's sums are formed in the same order, so the results are the same.
 //! See `super::oracle` for the definitions checked against.
 
 use std::collections::VecDeque;
@@ -509,7 +512,7 @@ pub struct Scratch {
     steps: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     /// Shared time sums of each window.
     windows: Vec<TimeSums>,
-    /// One channel's minimum, then maximum, in each window.
+    /// Per channel, its minimum in each window, then its maximum in each window.
     extremes: Vec<f64>,
 }
 
@@ -959,7 +962,7 @@ impl VehicleWindows {
         }
     }
 
-    /// Every window's statistics at pane `k`, channel by channel, from the planned items.
+    /// Every window's statistics at pane `k` from the planned items.
     fn compute(&self, spec: &WindowSpec, k: i64, scratch: &mut Scratch, out: &mut Vec<f64>) {
         self.plan(spec, k, scratch);
         let c = spec.channels.len();
