@@ -967,8 +967,24 @@ impl VehicleWindows {
         self.plan(spec, k, scratch);
         let c = spec.channels.len();
         let windows = &spec.window_panes;
-        out.resize(c * windows.len() * Stat::ALL.len(), f64::NAN);
-        scratch.extremes.resize(2 * windows.len(), f64::NAN);
+        let wn = windows.len();
+        out.resize(c * wn * Stat::ALL.len(), f64::NAN);
+        // Per channel: the reference value, its latest reading, so that sums stay small
+        // where the data are and cancellation is bounded; its extremes in every window.
+        let mut r = [0.0; 32];
+        for (r, &last) in r.iter_mut().zip(&self.last[..c]) {
+            *r = if last.is_nan() { 0.0 } else { last };
+        }
+        scratch.extremes.resize(2 * wn * c, f64::NAN);
+        for (ci, e) in scratch.extremes.chunks_exact_mut(2 * wn).enumerate() {
+            let (lows, highs) = e.split_at_mut(wn);
+            self.lows[ci].within_each(k, windows, lows);
+            self.highs[ci].within_each(k, windows, highs);
+        }
+        let extremes = |ci: usize, w: usize| {
+            let e = &scratch.extremes[2 * wn * ci..];
+            (e[w], e[wn + w])
+        };
         let (items, steps) = (&scratch.items, &scratch.steps);
         // The windows' time sums over all readings: every channel's that is present in
         // every reading of every item (the usual case).
@@ -998,18 +1014,6 @@ impl VehicleWindows {
             // below, each channel's in the same order, but channels innermost and without
             // branches, over the summary's contiguous moments. The other channels' lanes
             // compute sums nobody reads (cheaper than branching); the loop below does them.
-            let mut r = [0.0; 32];
-            for (r, &last) in r.iter_mut().zip(&self.last[..c]) {
-                *r = if last.is_nan() { 0.0 } else { last };
-            }
-            let wn = windows.len();
-            scratch.extremes.resize(2 * wn * c, f64::NAN);
-            for ci in 0..c {
-                let (lows, highs) =
-                    scratch.extremes[2 * wn * ci..2 * wn * (ci + 1)].split_at_mut(wn);
-                self.lows[ci].within_each(k, windows, lows);
-                self.highs[ci].within_each(k, windows, highs);
-            }
             let add = |sums: &mut [ValueSums], item: &Item| {
                 let ms = &moments[item.base..item.base + c];
                 for ((s, m), &r) in sums.iter_mut().zip(ms).zip(&r) {
@@ -1026,9 +1030,9 @@ impl VehicleWindows {
                     add(&mut win[..c], item);
                 }
                 for ci in (0..c).filter(|&ci| dense & bit(ci) != 0) {
-                    let e = &scratch.extremes[2 * wn * ci..];
+                    let (lo, hi) = extremes(ci, w);
                     let times = &scratch.windows[w];
-                    self.write_window(spec, ci, w, times, &win[ci], e[w], e[wn + w], r[ci], out);
+                    self.write_window(spec, ci, w, times, &win[ci], lo, hi, r[ci], out);
                 }
             }
             if dense == every_channel {
@@ -1036,12 +1040,7 @@ impl VehicleWindows {
             }
         }
         for ci in (0..c).filter(|&ci| dense & bit(ci) == 0) {
-            // Reference value: the channel's latest reading, so that sums stay small where
-            // the data are and cancellation is bounded.
-            let r = match self.last[ci] {
-                v if v.is_nan() => 0.0,
-                v => v,
-            };
+            let r = r[ci];
             let b = bit(ci);
             let shared = all_full & b != 0;
             let (mut acc_t, mut acc_v) = (TimeSums::default(), ValueSums::default());
@@ -1058,9 +1057,6 @@ impl VehicleWindows {
                     vs.add(times.0 as f64, tsum as f64, m, r);
                 }
             };
-            let (lows, highs) = scratch.extremes.split_at_mut(windows.len());
-            self.lows[ci].within_each(k, windows, lows);
-            self.highs[ci].within_each(k, windows, highs);
             for (w, (grow, part)) in steps.iter().enumerate() {
                 for item in &items[grow.clone()] {
                     add(&mut acc_t, &mut acc_v, item);
@@ -1070,7 +1066,8 @@ impl VehicleWindows {
                     add(&mut win_t, &mut win_v, item);
                 }
                 let times = if shared { scratch.windows[w] } else { win_t };
-                self.write_window(spec, ci, w, &times, &win_v, lows[w], highs[w], r, out);
+                let (lo, hi) = extremes(ci, w);
+                self.write_window(spec, ci, w, &times, &win_v, lo, hi, r, out);
             }
         }
     }
