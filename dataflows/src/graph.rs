@@ -349,6 +349,7 @@ where
     // were counted by the sinks beyond what the sources rejected or marked late.
     report.windowed -= (report.rejected - src_rejected) + (report.late - src_late);
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(elapsed_ms = report.elapsed_ms, "graph done");
     Ok(report)
 }
 
@@ -388,6 +389,7 @@ where
     FS: Fn(usize, usize) -> Result<S, DataflowError>,
     FK: Fn(usize) -> Result<WorkerSinks, DataflowError>,
 {
+    let begun = Instant::now();
     let (index, peers) = (worker.index(), worker.peers());
     let source = make_source(index, peers)?;
     let source_name = source.name().to_owned();
@@ -634,6 +636,7 @@ where
         return Err(DataflowError::Sink(e.clone()));
     }
 
+    let drained = Instant::now();
     let stat = |r: Result<SinkStats, pmi_sinks::SinkError>| {
         r.map_err(|e| DataflowError::Sink(e.to_string()))
     };
@@ -653,11 +656,19 @@ where
         stat(close(db_predictions))?;
         stat(close(db_alerts))?;
     }
+    let closed = Instant::now();
     // Everything is durable: the source may commit its final position.
     source
         .borrow_mut()
         .finish()
         .map_err(DataflowError::Source)?;
+    tracing::debug!(
+        worker = index,
+        dataflow_ms = drained.duration_since(begun).as_millis() as u64,
+        close_sinks_ms = closed.duration_since(drained).as_millis() as u64,
+        finish_source_ms = closed.elapsed().as_millis() as u64,
+        "worker done"
+    );
 
     let accepted = counters.accepted.load(Ordering::Relaxed);
     let src_rejected = counters.rejected.load(Ordering::Relaxed);

@@ -297,9 +297,34 @@ impl Partition {
 /// Messages per run in [`Partition::runs`].
 const RUN_LEN: i64 = 256;
 
+/// A consumer destroyed off the thread that drops it. librdkafka's destroy waits for its
+/// threads to time out their system calls, about 100 ms (confluentinc/librdkafka#1895),
+/// which a worker that has committed its final offsets has no reason to wait for; the
+/// consumer is assigned its partitions (no group membership to leave), so nothing depends
+/// on when the teardown ends.
+struct ClosingConsumer(Option<BaseConsumer<ConsumerLog>>);
+
+impl std::ops::Deref for ClosingConsumer {
+    type Target = BaseConsumer<ConsumerLog>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("taken only when dropped")
+    }
+}
+
+impl Drop for ClosingConsumer {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            // If no thread can be started, the closure, consumer included, drops here.
+            let _ = std::thread::Builder::new()
+                .name("pmi-kafka-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
+
 /// A worker's share of a Kafka topic.
 pub struct KafkaSource {
-    consumer: BaseConsumer<ConsumerLog>,
+    consumer: ClosingConsumer,
     config: KafkaSourceConfig,
     partitions: Vec<Partition>,
     decoder: wire::Decoder,
@@ -422,7 +447,7 @@ impl KafkaSource {
         );
         let name = format!("kafka:{}", config.topic);
         Ok(KafkaSource {
-            consumer,
+            consumer: ClosingConsumer(Some(consumer)),
             config,
             partitions,
             decoder: wire::Decoder::new(Validator::default()),
