@@ -191,7 +191,14 @@ pub fn pane_windows_with_gauges<'scope>(
                 let mut fsession = features_out.session(&fcap);
                 let key = EventKey(t);
                 let k = spec.pane_of(key.time());
-                for (_, group, vehicle) in ready.drain(..) {
+                let mut due = ready.drain(..).peekable();
+                while let Some((_, group, vehicle)) = due.next() {
+                    // Start loading the next vehicle's state while this one is evaluated.
+                    if let Some((_, g, v)) = due.peek() {
+                        if let Some(next) = states.get(&(*g, v.clone())) {
+                            next.windows.prefetch(&spec, k);
+                        }
+                    }
                     let state_key = (group, vehicle);
                     let Some(entry) = states.get_mut(&state_key) else { continue };
                     if entry.scheduled != Some(t) {

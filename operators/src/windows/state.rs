@@ -415,6 +415,34 @@ impl Extremes {
     }
 }
 
+/// Software prefetch: a hint, never a fault, so calling it on any address is sound.
+mod prefetch {
+    /// Hints every cache line of `s`.
+    #[inline]
+    pub(super) fn slice<T>(s: &[T]) {
+        let bytes = std::mem::size_of_val(s);
+        let start = s.as_ptr().cast::<u8>();
+        let mut offset = 0;
+        while offset < bytes {
+            line(start.wrapping_add(offset));
+            offset += 64;
+        }
+    }
+
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn line(p: *const u8) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `prefetcht0` only hints the cache; it never faults or reads into a
+        // register, whatever the address; SSE is part of the x86_64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+}
+
 /// The window state of one vehicle.
 #[derive(Clone, Debug)]
 pub struct VehicleWindows {
@@ -1113,6 +1141,41 @@ impl VehicleWindows {
         slot[6] = slope;
     }
 
+    /// Asks the processor to start loading the state an [`Self::evaluate`] at pane `k`
+    /// reads: the readings to seal, the summaries the windows combine, the extremes. The
+    /// operator calls it for the next vehicle while it evaluates the current one, so that
+    /// the state of a vehicle last touched a whole pane ago (and evicted since, when the
+    /// fleet's state outgrows the caches) arrives while other work is done.
+    pub fn prefetch(&self, spec: &WindowSpec, k: i64) {
+        let (open, _) = self.open.as_slices();
+        prefetch::slice(&open[..open.len().min(16)]);
+        let (cap, c) = (spec.max_panes as i64, spec.channels.len());
+        let pane = |depth: i64| {
+            let slot = (k - depth).rem_euclid(cap) as usize;
+            prefetch::slice(&self.moments[slot * c..(slot + 1) * c]);
+        };
+        // The summaries `plan` lists (see there), without reading them: the newest
+        // block's panes, the whole blocks, the panes of each window's oldest block.
+        let b = spec.block as i64;
+        let h = if b > 1 {
+            k - (-((-k).div_euclid(b)) - 1) * b
+        } else {
+            1
+        };
+        (0..h).for_each(pane);
+        if b > 1 {
+            prefetch::slice(&self.moments[spec.max_panes * c..]);
+        }
+        for &wp in &spec.window_panes {
+            let wp = wp as i64;
+            let tail = if b > 1 { (wp - h).rem_euclid(b) } else { 0 };
+            (wp - tail..wp).for_each(pane);
+        }
+        for deque in self.lows.iter().chain(self.highs.iter()) {
+            prefetch::slice(&deque.entries.as_slices().0[..1.min(deque.entries.len())]);
+        }
+    }
+
     /// Bytes of heap and inline state this vehicle holds (for `pmi bench`).
     pub fn state_bytes(&self) -> usize {
         let deques: usize = self
@@ -1184,6 +1247,45 @@ mod tests {
                 trend == 0.0 || lows.entries.len() == 90,
                 "a rising trend keeps every pane"
             );
+        }
+    }
+
+    /// `prefetch` computes the slots an evaluation reads without reading them: at every
+    /// pane (across the ring's wrap, before the first reading and long after the last),
+    /// with blocks and without, it stays within the state and changes nothing.
+    #[test]
+    fn prefetch_stays_within_the_state_at_every_pane() {
+        for windows_s in [vec![60, 300, 900], vec![50, 70]] {
+            let config = WindowConfig {
+                windows_s,
+                channels: vec!["rpm".into(), "coolant_temp_c".into()],
+                ..Default::default()
+            };
+            let spec = WindowSpec::new(&config).unwrap();
+            let mut state = VehicleWindows::new(&spec);
+            let (mut scratch, mut out, mut dups) = (Scratch::default(), Vec::new(), Vec::new());
+            for k in -3..400i64 {
+                state.prefetch(&spec, k);
+                if (0..150).contains(&k) {
+                    let mut raw = [None; pmi_core::SENSOR_COUNT];
+                    raw[pmi_core::Sensor::Rpm.index()] = Some(1000.0 + k as f64);
+                    let values = SensorValues::new(raw).unwrap();
+                    state
+                        .insert(&spec, EventTime(k * 10_000 - 1), values)
+                        .unwrap();
+                }
+                if k >= 0 {
+                    state.evaluate(&spec, k, &mut scratch, &mut out, &mut dups);
+                    let before = out.clone();
+                    state.prefetch(&spec, k + 1);
+                    state.evaluate(&spec, k, &mut scratch, &mut out, &mut dups);
+                    assert_eq!(before.len(), out.len());
+                    assert!(before
+                        .iter()
+                        .zip(&out)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+            }
         }
     }
 }
