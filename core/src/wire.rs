@@ -342,14 +342,9 @@ impl Plain<'_> {
 /// are correctly rounded (so `{}` of an `f64` comes back exactly), where serde_json's default
 /// parser may be one ulp off on 17-digit numbers.
 fn scan(payload: &[u8]) -> Option<Plain<'_>> {
-    // Every byte of a payload the scanner takes is in a key, the id, a number or between
-    // them, all of which must be UTF-8: checked once here, so parts are sliced as text.
-    let text = std::str::from_utf8(payload).ok()?;
-    let mut s = Scanner {
-        text,
-        b: payload,
-        i: 0,
-    };
+    // Every byte of a payload the scanner takes is matched as ASCII (keys, punctuation,
+    // numbers, `null`) or is inside a string it checks as UTF-8 (the id, other keys).
+    let mut s = Scanner { b: payload, i: 0 };
     let mut plain = Plain {
         vehicle_id: None,
         ts: None,
@@ -395,7 +390,7 @@ fn scan(payload: &[u8]) -> Option<Plain<'_>> {
                     plain.ts = Some(text.parse().ok()?);
                 }
             } else if !null {
-                plain.values[slot] = Some(s.number(true)?.parse().ok()?);
+                plain.values[slot] = Some(s.float()?);
             }
             s.ws();
             match s.peek()? {
@@ -416,11 +411,15 @@ fn scan(payload: &[u8]) -> Option<Plain<'_>> {
 }
 
 struct Scanner<'a> {
-    /// The payload, as text and as bytes.
-    text: &'a str,
     b: &'a [u8],
     i: usize,
 }
+
+/// Powers of ten exactly representable as f64 (10²² is the largest).
+const EXACT_POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
 
 impl<'a> Scanner<'a> {
     fn peek(&self) -> Option<u8> {
@@ -472,10 +471,83 @@ impl<'a> Scanner<'a> {
                 _ => self.i += 1,
             }
         }
-        // Between two quotes: char boundaries.
-        let text = self.text.get(start..self.i);
+        let text = std::str::from_utf8(&self.b[start..self.i]).ok();
         self.i += 1;
         text
+    }
+
+    /// A JSON number as the nearest f64, read in one pass. Its digits are gathered as they
+    /// are scanned; when they fit 2⁵³ and the decimal exponent is within ±22, one
+    /// multiplication or division by an exact power of ten gives the correctly rounded
+    /// value (Clinger's fast path: both operands exact, one rounding), which is what
+    /// sensors send (a few significant digits). Other numbers go to `str::parse`.
+    #[inline]
+    fn float(&mut self) -> Option<f64> {
+        let start = self.i;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let (mut mantissa, mut digits, mut exponent) = (0u64, 0u32, 0i64);
+        let mut take = |c: u8| {
+            // Leading zeros add no significant digit.
+            if mantissa != 0 || c != b'0' {
+                digits += 1;
+            }
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+        };
+        match self.peek()? {
+            b'0' => self.i += 1,
+            c @ b'1'..=b'9' => {
+                take(c);
+                self.i += 1;
+                while let Some(c) = self.peek().filter(u8::is_ascii_digit) {
+                    take(c);
+                    self.i += 1;
+                }
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.digit()?;
+            while let Some(c) = self.peek().filter(u8::is_ascii_digit) {
+                take(c);
+                exponent -= 1;
+                self.i += 1;
+            }
+        }
+        let mut simple = true;
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            let sign = match self.peek() {
+                Some(b'-') => -1,
+                Some(b'+') => 1,
+                _ => 0,
+            };
+            if sign != 0 {
+                self.i += 1;
+            }
+            self.digit()?;
+            let mut e = 0i64;
+            while let Some(c) = self.peek().filter(u8::is_ascii_digit) {
+                e = (e * 10 + i64::from(c - b'0')).min(1 << 20);
+                self.i += 1;
+            }
+            exponent += if sign < 0 { -e } else { e };
+            simple = e < 1 << 20;
+        }
+        if simple && digits <= 19 && mantissa < 1 << 53 && exponent.abs() <= 22 {
+            let m = mantissa as f64;
+            let pow = EXACT_POW10[exponent.unsigned_abs() as usize];
+            let v = if exponent < 0 { m / pow } else { m * pow };
+            return Some(if negative { -v } else { v });
+        }
+        // ASCII only (scanned above).
+        std::str::from_utf8(&self.b[start..self.i])
+            .ok()?
+            .parse()
+            .ok()
     }
 
     /// A JSON number (an integer unless `fraction`), as text.
@@ -504,8 +576,8 @@ impl<'a> Scanner<'a> {
                 self.digits();
             }
         }
-        // ASCII only: char boundaries.
-        self.text.get(start..self.i)
+        // ASCII only (scanned above).
+        std::str::from_utf8(&self.b[start..self.i]).ok()
     }
 
     fn digit(&self) -> Option<()> {
@@ -641,6 +713,86 @@ mod tests {
             }
         }
         values
+    }
+
+    /// The scanner's one-pass number reading gives exactly what `str::parse` gives, on
+    /// numbers of every shape: short decimals (the fast path), long mantissas, large and
+    /// small exponents, leading zeros, negative zero.
+    #[test]
+    fn numbers_read_exactly_as_the_standard_parser() {
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "-1",
+            "0.1",
+            "0.000123",
+            "123.45e3",
+            "1e22",
+            "1e23",
+            "9007199254740993",
+            "9007199254740992",
+            "123456789012345678901",
+            "1.7976931348623157e308",
+            "5e-324",
+            "2.2250738585072014e-308",
+            "1E+2",
+            "1e-0",
+            "0e400",
+            "1e400",
+            "-1e-400",
+            "00.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let r = next();
+            // An integer part without leading zeros, maybe a fraction (leading zeros
+            // allowed), maybe an exponent, maybe a sign: 1 to 25 digits in all.
+            let int_digits = (r % 12) as u32;
+            let mut text = match int_digits {
+                0 => "0".to_string(),
+                n => (10u64.pow(n - 1) + next() % (9 * 10u64.pow(n - 1))).to_string(),
+            };
+            let frac_digits = ((r >> 8) % 14) as usize;
+            if frac_digits > 0 {
+                let frac = next() % 10u64.pow(frac_digits as u32);
+                text = format!("{text}.{frac:0frac_digits$}");
+            }
+            if (r >> 20) & 3 == 0 {
+                text = format!("{text}e{}", ((r >> 24) % 60) as i64 - 30);
+            }
+            if (r >> 30) & 1 == 1 {
+                text = format!("-{text}");
+            }
+            cases.push(text);
+        }
+        for text in cases {
+            let mut s = Scanner {
+                b: text.as_bytes(),
+                i: 0,
+            };
+            let got = s.float();
+            if text == "00.5" {
+                // JSON has no leading zeros: the scanner stops after the first `0`, and
+                // `scan` then leaves the payload to serde.
+                assert_eq!(s.i, 1);
+                continue;
+            }
+            let want: f64 = text.parse().unwrap();
+            assert_eq!(s.i, text.len(), "{text}");
+            assert_eq!(got.map(f64::to_bits), Some(want.to_bits()), "{text}");
+        }
     }
 
     fn all_sensors_json() -> String {
