@@ -286,6 +286,37 @@ impl TimeSums {
     }
 }
 
+/// A window's time sums as its statistics use them, formed once per window for all the
+/// channels that share them (the divisions and the `i128` conversion are the costly part
+/// of writing a window's statistics).
+#[derive(Clone, Copy, Debug)]
+struct WindowTimes {
+    n: f64,
+    inv_n: f64,
+    t1: f64,
+    /// `1000 / Σ(t − t̄)²` (t in ms, slope per second); 0 with fewer than two distinct times.
+    slope_scale: f64,
+}
+
+impl TimeSums {
+    fn shaped(&self) -> WindowTimes {
+        let n = self.n as f64;
+        // Σ(t − t̄)² = (n·Σt² − (Σt)²) / n, numerator exact in integers: exactly 0 with
+        // fewer than two distinct times.
+        let num = (self.n as i128) * self.t2 - (self.t1 as i128) * (self.t1 as i128);
+        WindowTimes {
+            n,
+            inv_n: 1.0 / n,
+            t1: self.t1 as f64,
+            slope_scale: if num <= 0 {
+                0.0
+            } else {
+                1000.0 / (num as f64 / n)
+            },
+        }
+    }
+}
+
 /// Value sums of one channel over a window, relative to its latest value `r`: `Σ(v−r)`,
 /// `Σ(v−r)²` (with within-summary M2) and `Σt(v−r)` (with within-summary co-moments).
 #[derive(Clone, Copy, Debug, Default)]
@@ -659,7 +690,9 @@ impl VehicleWindows {
         }
         if !self.open_sorted {
             // Time, then the value bits, so that which duplicate is kept is deterministic.
-            self.open.make_contiguous().sort_by(|a, b| {
+            // A total order in which equal elements are bitwise equal: an unstable sort
+            // gives the same result as a stable one, without a scratch allocation.
+            self.open.make_contiguous().sort_unstable_by(|a, b| {
                 a.0.cmp(&b.0).then_with(|| {
                     let (x, y) = (a.1.as_nan_array(), b.1.as_nan_array());
                     x.iter()
@@ -1057,10 +1090,10 @@ impl VehicleWindows {
                 for item in &items[part.clone()] {
                     add(&mut win[..c], item);
                 }
+                let times = scratch.windows[w].shaped();
                 for ci in (0..c).filter(|&ci| dense & bit(ci) != 0) {
                     let (lo, hi) = extremes(ci, w);
-                    let times = &scratch.windows[w];
-                    self.write_window(spec, ci, w, times, &win[ci], lo, hi, r[ci], out);
+                    self.write_window(spec, ci, w, &times, &win[ci], lo, hi, r[ci], out);
                 }
             }
             if dense == every_channel {
@@ -1093,7 +1126,7 @@ impl VehicleWindows {
                 for item in &items[part.clone()] {
                     add(&mut win_t, &mut win_v, item);
                 }
-                let times = if shared { scratch.windows[w] } else { win_t };
+                let times = if shared { scratch.windows[w] } else { win_t }.shaped();
                 let (lo, hi) = extremes(ci, w);
                 self.write_window(spec, ci, w, &times, &win_v, lo, hi, r, out);
             }
@@ -1106,7 +1139,7 @@ impl VehicleWindows {
         spec: &WindowSpec,
         ci: usize,
         w: usize,
-        times: &TimeSums,
+        times: &WindowTimes,
         values: &ValueSums,
         lo: f64,
         hi: f64,
@@ -1116,29 +1149,25 @@ impl VehicleWindows {
         let wcount = spec.window_panes.len();
         let o = (ci * wcount + w) * Stat::ALL.len();
         let slot = &mut out[o..o + Stat::ALL.len()];
-        if times.n == 0 {
+        if times.n == 0.0 {
             slot[0] = 0.0;
             slot[1..].fill(f64::NAN);
             return;
         }
-        let n = times.n as f64;
-        let (s1, t1) = (values.s1, times.t1 as f64);
-        let m2 = (values.s2 - s1 * s1 / n).max(0.0);
-        // Σ(t − t̄)² = (n·Σt² − (Σt)²) / n, numerator exact in integers: exactly 0 with
-        // fewer than two distinct times.
-        let num = (times.n as i128) * times.t2 - (times.t1 as i128) * (times.t1 as i128);
-        let slope = if num <= 0 {
-            0.0
-        } else {
-            (values.x - t1 * s1 / n) / (num as f64 / n) * 1000.0
-        };
-        slot[0] = n;
-        slot[1] = r + s1 / n;
-        slot[2] = (m2 / n).sqrt();
+        // The mean's offset from the reference; Σ(v − v̄)² and Σ(t − t̄)(v − v̄) from it.
+        let d = values.s1 * times.inv_n;
+        let m2 = (values.s2 - values.s1 * d).max(0.0);
+        slot[0] = times.n;
+        slot[1] = r + d;
+        slot[2] = (m2 * times.inv_n).sqrt();
         slot[3] = lo;
         slot[4] = hi;
         slot[5] = self.last[ci];
-        slot[6] = slope;
+        slot[6] = if times.slope_scale == 0.0 {
+            0.0
+        } else {
+            (values.x - times.t1 * d) * times.slope_scale
+        };
     }
 
     /// Asks the processor to start loading the state an [`Self::evaluate`] at pane `k`
