@@ -113,6 +113,13 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // A fatal error of the producer (an idempotent producer's sequence lost by a broker
+        // that restarted) is recovered by the sink: it replaces the producer and sends the
+        // unacknowledged records again (`KafkaSink::check`, which says so).
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            tracing::warn!(error = %error, reason, "kafka producer: fatal error; the sink replaces the producer");
+            return;
+        }
         pmi_sources::kafka::librdkafka_error(&error, reason);
     }
 }

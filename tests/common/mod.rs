@@ -158,3 +158,26 @@ pub fn read_count(report: &str) -> u64 {
     let after = report.split("read ").nth(1).expect(report);
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
+
+/// The level of a line `tracing`'s formatter wrote (`ERROR`, `WARN`…: the word after the
+/// timestamp, colour codes removed), or `None` for any other line.
+pub fn log_level(line: &str) -> Option<&'static str> {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An ANSI escape: `ESC [ … m`.
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let level = plain.split_whitespace().nth(1)?;
+    ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+        .into_iter()
+        .find(|l| *l == level)
+}
