@@ -386,7 +386,7 @@ fn scan(payload: &[u8]) -> Option<Plain<'_>> {
                 }
             } else if slot == SENSOR_COUNT + 1 {
                 if !null {
-                    let text = s.number(false)?;
+                    let text = s.integer()?;
                     plain.ts = Some(text.parse().ok()?);
                 }
             } else if !null {
@@ -550,8 +550,8 @@ impl<'a> Scanner<'a> {
             .ok()
     }
 
-    /// A JSON number (an integer unless `fraction`), as text.
-    fn number(&mut self, fraction: bool) -> Option<&'a str> {
+    /// A JSON integer, as text (fractions and exponents are [`Self::float`]'s).
+    fn integer(&mut self) -> Option<&'a str> {
         let start = self.i;
         if self.peek() == Some(b'-') {
             self.i += 1;
@@ -560,21 +560,6 @@ impl<'a> Scanner<'a> {
             b'0' => self.i += 1,
             b'1'..=b'9' => self.digits(),
             _ => return None,
-        }
-        if fraction {
-            if self.peek() == Some(b'.') {
-                self.i += 1;
-                self.digit()?;
-                self.digits();
-            }
-            if matches!(self.peek(), Some(b'e' | b'E')) {
-                self.i += 1;
-                if matches!(self.peek(), Some(b'+' | b'-')) {
-                    self.i += 1;
-                }
-                self.digit()?;
-                self.digits();
-            }
         }
         // ASCII only (scanned above).
         std::str::from_utf8(&self.b[start..self.i]).ok()

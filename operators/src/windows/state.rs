@@ -106,6 +106,16 @@ impl WindowSpec {
         self.pane_ms
     }
 
+    /// The block holding pane `k` and how many of its panes are at or before `k` (1..=B),
+    /// when windows are read in blocks (`None` with blocks of one pane).
+    fn newest_block(&self, k: i64) -> Option<(i64, usize)> {
+        let b = self.block as i64;
+        (b > 1).then(|| {
+            let bk = -((-k).div_euclid(b));
+            (bk, (k - (bk - 1) * b) as usize)
+        })
+    }
+
     /// Index `k` of the pane holding `ts`: the pane `((k−1)·P, k·P]`.
     #[inline]
     pub fn pane_of(&self, ts: EventTime) -> i64 {
@@ -569,8 +579,8 @@ pub struct Scratch {
     /// sums, then the items added to a copy of them for that window alone.
     items: Vec<Item>,
     steps: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
-    /// Shared time sums of each window.
-    windows: Vec<TimeSums>,
+    /// Shared time sums of each window, shaped.
+    windows: Vec<WindowTimes>,
     /// Per channel, its minimum in each window, then its maximum in each window.
     extremes: Vec<f64>,
 }
@@ -973,8 +983,7 @@ impl VehicleWindows {
         let (cap, b, p) = (spec.max_panes, spec.block, spec.pane_ms);
         let nb = cap / b;
         let c = spec.channels.len();
-        let bk = -((-k).div_euclid(b as i64)); // block of pane k
-        let h = (k - (bk - 1) * b as i64) as usize; // panes of that block up to k: 1..=b
+        let (bk, h) = spec.newest_block(k).expect("blocks of more than one pane");
         for depth in 0..h {
             self.plan_pane(spec, k, depth, items);
         }
@@ -1064,7 +1073,7 @@ impl VehicleWindows {
                 all_full &= item.full;
                 all_present &= item.present;
             }
-            scratch.windows.push(window);
+            scratch.windows.push(window.shaped());
         }
         let moments = &self.moments[..];
         let every_channel = u32::MAX.checked_shr(32 - c as u32).unwrap_or(0);
@@ -1090,7 +1099,7 @@ impl VehicleWindows {
                 for item in &items[part.clone()] {
                     add(&mut win[..c], item);
                 }
-                let times = scratch.windows[w].shaped();
+                let times = scratch.windows[w];
                 for ci in (0..c).filter(|&ci| dense & bit(ci) != 0) {
                     let (lo, hi) = extremes(ci, w);
                     self.write_window(spec, ci, w, &times, &win[ci], lo, hi, r[ci], out);
@@ -1126,7 +1135,11 @@ impl VehicleWindows {
                 for item in &items[part.clone()] {
                     add(&mut win_t, &mut win_v, item);
                 }
-                let times = if shared { scratch.windows[w] } else { win_t }.shaped();
+                let times = if shared {
+                    scratch.windows[w]
+                } else {
+                    win_t.shaped()
+                };
                 let (lo, hi) = extremes(ci, w);
                 self.write_window(spec, ci, w, &times, &win_v, lo, hi, r, out);
             }
@@ -1185,21 +1198,22 @@ impl VehicleWindows {
         };
         // The summaries `plan` lists (see there), without reading them: the newest
         // block's panes, the whole blocks, the panes of each window's oldest block.
-        let b = spec.block as i64;
-        let h = if b > 1 {
-            k - (-((-k).div_euclid(b)) - 1) * b
-        } else {
-            1
+        let Some((_, h)) = spec.newest_block(k) else {
+            // Pane by pane: the newest pane, which sealing writes.
+            pane(0);
+            return self.prefetch_extremes();
         };
-        (0..h).for_each(pane);
-        if b > 1 {
-            prefetch::slice(&self.moments[spec.max_panes * c..]);
-        }
+        (0..h as i64).for_each(pane);
+        prefetch::slice(&self.moments[spec.max_panes * c..]);
         for &wp in &spec.window_panes {
-            let wp = wp as i64;
-            let tail = if b > 1 { (wp - h).rem_euclid(b) } else { 0 };
-            (wp - tail..wp).for_each(pane);
+            let tail = ((wp - h) % spec.block) as i64;
+            (wp as i64 - tail..wp as i64).for_each(pane);
         }
+        self.prefetch_extremes();
+    }
+
+    /// The front of every extreme deque (see [`Self::prefetch`]).
+    fn prefetch_extremes(&self) {
         for deque in self.lows.iter().chain(self.highs.iter()) {
             prefetch::slice(&deque.entries.as_slices().0[..1.min(deque.entries.len())]);
         }
