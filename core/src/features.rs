@@ -1,5 +1,6 @@
 //! The feature vocabulary: channels (sensors and documented derived channels), window
-//! statistics, stable feature names, the schema every vector carries, and [`FeatureVector`].
+//! statistics, stable feature names, the schema every vector carries, [`FeatureVector`], and
+//! the columnar [`FeatureBatch`] of one pane end that the window operator emits.
 //!
 //! Names are `{channel}_{stat}_{W}s`, e.g. `coolant_temp_c_mean_300s` (DESIGN.md). The
 //! statistics are defined over the readings with `b − W < ts ≤ b` for pane end `b`:
@@ -264,7 +265,7 @@ impl FeatureSchema {
 
     /// Whether vector `v` of this schema shows the vehicle in service (see
     /// [`FeatureSchema::engine_ran`]; without an rpm channel every vector counts).
-    pub fn in_service(&self, v: &FeatureVector) -> bool {
+    pub fn in_service(&self, v: FeatureRow<'_>) -> bool {
         self.engine_ran()
             .is_none_or(|i| v.values.get(i).is_some_and(|x| *x > 0.0))
     }
@@ -313,6 +314,211 @@ impl FeatureVector {
     pub fn get(&self, index: usize) -> Option<f64> {
         self.values.get(index).copied().filter(|v| !v.is_nan())
     }
+
+    /// The vector as a borrowed row (what scorers take).
+    pub fn row(&self) -> FeatureRow<'_> {
+        FeatureRow {
+            vehicle_id: &self.vehicle_id,
+            pane_end: self.pane_end,
+            schema: self.schema,
+            values: &self.values,
+        }
+    }
+}
+
+/// One vehicle's features at one pane end, borrowed: a [`FeatureVector`], or a row of a
+/// [`FeatureBatch`] gathered into a buffer. Scorers take this, so that scoring a batch
+/// allocates nothing per row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeatureRow<'a> {
+    /// The vehicle.
+    pub vehicle_id: &'a VehicleId,
+    /// The pane end the windows end at.
+    pub pane_end: EventTime,
+    /// [`FeatureSchema::fingerprint`] of the schema the values follow.
+    pub schema: u64,
+    /// Values in schema order; NaN where null.
+    pub values: &'a [f64],
+}
+
+impl FeatureRow<'_> {
+    /// The value at `index`, `None` where null.
+    pub fn get(&self, index: usize) -> Option<f64> {
+        self.values.get(index).copied().filter(|v| !v.is_nan())
+    }
+}
+
+impl<'a> From<&'a FeatureVector> for FeatureRow<'a> {
+    fn from(v: &'a FeatureVector) -> Self {
+        v.row()
+    }
+}
+
+/// The feature vectors of several vehicles at one pane end, column by column: what the
+/// window operator emits for each pane end on each worker, and what the feature sink
+/// writes (Parquet is columnar, so each column goes out as one contiguous slice). Cheap to
+/// clone (shared), so a batch goes to the scorer and to the sink without a copy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureBatch(Arc<BatchColumns>);
+
+#[derive(Debug, PartialEq)]
+struct BatchColumns {
+    pane_end: EventTime,
+    schema: u64,
+    width: usize,
+    vehicles: Vec<VehicleId>,
+    /// Column-major: feature `f` of row `i` at `f · rows + i`.
+    values: Vec<f64>,
+}
+
+impl FeatureBatch {
+    /// The pane end every row is at.
+    pub fn pane_end(&self) -> EventTime {
+        self.0.pane_end
+    }
+
+    /// [`FeatureSchema::fingerprint`] of the schema the values follow.
+    pub fn schema(&self) -> u64 {
+        self.0.schema
+    }
+
+    /// Rows (vehicles).
+    pub fn rows(&self) -> usize {
+        self.0.vehicles.len()
+    }
+
+    /// Whether the batch has no row.
+    pub fn is_empty(&self) -> bool {
+        self.0.vehicles.is_empty()
+    }
+
+    /// Features per row.
+    pub fn width(&self) -> usize {
+        self.0.width
+    }
+
+    /// The vehicles, in row order.
+    pub fn vehicles(&self) -> &[VehicleId] {
+        &self.0.vehicles
+    }
+
+    /// Feature `f` of every row, in row order (NaN where null).
+    pub fn column(&self, f: usize) -> &[f64] {
+        let rows = self.rows();
+        &self.0.values[f * rows..(f + 1) * rows]
+    }
+
+    /// Row `i` as a [`FeatureRow`], its values gathered into `buffer`.
+    pub fn row<'a>(&'a self, i: usize, buffer: &'a mut Vec<f64>) -> FeatureRow<'a> {
+        let rows = self.rows();
+        buffer.clear();
+        buffer.extend(self.0.values.iter().skip(i).step_by(rows.max(1)));
+        FeatureRow {
+            vehicle_id: &self.0.vehicles[i],
+            pane_end: self.0.pane_end,
+            schema: self.0.schema,
+            values: buffer,
+        }
+    }
+
+    /// Row `i` as an owned vector.
+    pub fn vector(&self, i: usize) -> FeatureVector {
+        let mut values = Vec::with_capacity(self.width());
+        self.row(i, &mut values);
+        FeatureVector {
+            vehicle_id: self.0.vehicles[i].clone(),
+            pane_end: self.0.pane_end,
+            schema: self.0.schema,
+            values: values.into(),
+        }
+    }
+
+    /// Every row as an owned vector, in row order.
+    pub fn vectors(&self) -> impl Iterator<Item = FeatureVector> + '_ {
+        (0..self.rows()).map(|i| self.vector(i))
+    }
+}
+
+/// Builds a [`FeatureBatch`] row by row, for a number of rows known up front (more can be
+/// pushed, at the cost of moving the columns).
+#[derive(Debug)]
+pub struct FeatureBatchBuilder {
+    pane_end: EventTime,
+    schema: u64,
+    width: usize,
+    vehicles: Vec<VehicleId>,
+    /// Column-major with a stride of `capacity` rows.
+    values: Vec<f64>,
+    capacity: usize,
+}
+
+impl FeatureBatchBuilder {
+    /// A builder for rows of `width` features at `pane_end`, with room for `capacity` rows.
+    pub fn new(pane_end: EventTime, schema: u64, width: usize, capacity: usize) -> Self {
+        FeatureBatchBuilder {
+            pane_end,
+            schema,
+            width,
+            vehicles: Vec::with_capacity(capacity),
+            values: vec![f64::NAN; width * capacity],
+            capacity,
+        }
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> usize {
+        self.vehicles.len()
+    }
+
+    /// Appends a row. `values` must have the batch's width.
+    pub fn push(&mut self, vehicle_id: VehicleId, values: &[f64]) {
+        assert_eq!(values.len(), self.width, "a row of the batch's width");
+        let i = self.vehicles.len();
+        if i == self.capacity {
+            self.restride((self.capacity * 2).max(8));
+        }
+        let stride = self.capacity;
+        for (f, &v) in values.iter().enumerate() {
+            self.values[f * stride + i] = v;
+        }
+        self.vehicles.push(vehicle_id);
+    }
+
+    /// Moves the columns to a stride of `capacity` rows.
+    fn restride(&mut self, capacity: usize) {
+        let rows = self.vehicles.len();
+        let mut values = vec![f64::NAN; self.width * capacity];
+        for f in 0..self.width {
+            values[f * capacity..f * capacity + rows]
+                .copy_from_slice(&self.values[f * self.capacity..f * self.capacity + rows]);
+        }
+        self.values = values;
+        self.capacity = capacity;
+    }
+
+    /// The batch (`None` when no row was pushed).
+    pub fn finish(mut self) -> Option<FeatureBatch> {
+        let rows = self.vehicles.len();
+        if rows == 0 {
+            return None;
+        }
+        if rows < self.capacity {
+            // Close the gaps: each column moves down to `f · rows` (never past its own
+            // start, so front to back is safe).
+            for f in 1..self.width {
+                let from = f * self.capacity;
+                self.values.copy_within(from..from + rows, f * rows);
+            }
+        }
+        self.values.truncate(self.width * rows);
+        Some(FeatureBatch(Arc::new(BatchColumns {
+            pane_end: self.pane_end,
+            schema: self.schema,
+            width: self.width,
+            vehicles: self.vehicles,
+            values: self.values,
+        })))
+    }
 }
 
 #[cfg(test)]
@@ -359,5 +565,59 @@ mod tests {
             Channel::from_name("vibration_idle_g"),
             Some(Channel::Derived(Derived::VibrationIdleG))
         );
+    }
+
+    /// A batch holds exactly the rows pushed, whatever the capacity guessed up front
+    /// (fewer rows: the columns are closed up; more: they are moved to a wider stride):
+    /// columns, gathered rows and owned vectors all agree with the rows as pushed.
+    #[test]
+    fn batches_hold_the_rows_pushed_at_any_capacity() {
+        let width = 5;
+        let rows: Vec<(VehicleId, Vec<f64>)> = (0..13)
+            .map(|i| {
+                let values = (0..width)
+                    .map(|f| {
+                        if (i + f) % 4 == 0 {
+                            f64::NAN
+                        } else {
+                            (i * 10 + f) as f64
+                        }
+                    })
+                    .collect();
+                (VehicleId::parse(&format!("V{i}")).unwrap(), values)
+            })
+            .collect();
+        let same = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        for n in [1, 2, 7, 13] {
+            for capacity in [0, 1, n - 1, n, n + 3, 40] {
+                let mut builder = FeatureBatchBuilder::new(EventTime(30_000), 7, width, capacity);
+                for (id, values) in &rows[..n] {
+                    builder.push(id.clone(), values);
+                }
+                let batch = builder.finish().unwrap();
+                assert_eq!((batch.rows(), batch.width()), (n, width));
+                assert_eq!((batch.pane_end(), batch.schema()), (EventTime(30_000), 7));
+                let mut buffer = Vec::new();
+                for (i, (id, values)) in rows[..n].iter().enumerate() {
+                    let row = batch.row(i, &mut buffer);
+                    assert_eq!(row.vehicle_id, id);
+                    assert!(
+                        same(row.values, values),
+                        "n {n}, capacity {capacity}, row {i}"
+                    );
+                    let v = batch.vector(i);
+                    assert!(same(&v.values, values));
+                    assert_eq!((v.pane_end, v.schema), (EventTime(30_000), 7));
+                }
+                for f in 0..width {
+                    let want: Vec<f64> = rows[..n].iter().map(|(_, v)| v[f]).collect();
+                    assert!(same(batch.column(f), &want), "column {f}");
+                }
+            }
+        }
+        let empty = FeatureBatchBuilder::new(EventTime(0), 7, width, 4);
+        assert!(empty.finish().is_none(), "no rows, no batch");
     }
 }

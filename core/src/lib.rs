@@ -29,7 +29,10 @@ pub use alert::{
 pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;
 pub use error::{ConfigError, ErrorClass};
-pub use features::{Channel, Derived, FeatureSchema, FeatureVector, Stat, FEATURE_SCHEMA_VERSION};
+pub use features::{
+    Channel, Derived, FeatureBatch, FeatureBatchBuilder, FeatureRow, FeatureSchema, FeatureVector,
+    Stat, FEATURE_SCHEMA_VERSION,
+};
 pub use prediction::{Prediction, Severity, SeverityThresholds};
 pub use sensor::{Sensor, SENSOR_COUNT};
 pub use source::{SourceBatch, SourceFailure, SourceStatus, TelemetrySource};
@@ -37,3 +40,25 @@ pub use telemetry::{
     RawReading, RejectReason, Rejected, SensorValues, Sequenced, Telemetry, Validator, VehicleId,
 };
 pub use time::{EventKey, EventTime};
+
+/// How many rows a record stands for where outputs are counted (sinks' row counts, replay
+/// suppression): one, except for a columnar [`FeatureBatch`], which is many.
+pub trait Rows {
+    /// Rows of this record.
+    fn rows(&self) -> usize {
+        1
+    }
+}
+
+impl Rows for Telemetry {}
+impl Rows for RawReading {}
+impl Rows for Rejected {}
+impl Rows for Prediction {}
+impl Rows for AlertChange {}
+impl Rows for FailureEvent {}
+impl Rows for FeatureVector {}
+impl Rows for FeatureBatch {
+    fn rows(&self) -> usize {
+        FeatureBatch::rows(self)
+    }
+}

@@ -31,9 +31,9 @@ use timely::dataflow::ProbeHandle;
 
 use differential_dataflow::input::{Input, InputSession};
 use pmi_core::{
-    AlertChange, AlertConfig, Component, CustomerRecord, EventKey, FeatureVector, Prediction,
-    Rejected, ServiceCenterRecord, TableRow, TableUpdate, Telemetry, TelemetrySource, VehicleId,
-    VehicleRecord, WindowConfig,
+    AlertChange, AlertConfig, Component, CustomerRecord, EventKey, FeatureBatch, FeatureRow,
+    Prediction, Rejected, ServiceCenterRecord, TableRow, TableUpdate, Telemetry, TelemetrySource,
+    VehicleId, VehicleRecord, WindowConfig,
 };
 use pmi_operators::alerts::{
     AlertChanges, AlertCollection, AlertTables, RegistryTables, ScoredPane,
@@ -47,8 +47,8 @@ use crate::sink::{
 use crate::stats::GraphStats;
 use crate::DataflowError;
 
-/// A scorer usable on every worker: turns a feature vector into a prediction.
-pub type ScoreFn = Arc<dyn Fn(&FeatureVector) -> Prediction + Send + Sync>;
+/// A scorer usable on every worker: turns a row of features into a prediction.
+pub type ScoreFn = Arc<dyn Fn(FeatureRow<'_>) -> Prediction + Send + Sync>;
 
 /// Graph settings.
 #[derive(Clone, Debug)]
@@ -194,7 +194,7 @@ pub struct WorkerSinks {
     /// Accepted readings (optional: the raw archive).
     pub telemetry: Option<Box<dyn ChunkSink<Telemetry>>>,
     /// Feature vectors.
-    pub features: Box<dyn ChunkSink<FeatureVector>>,
+    pub features: Box<dyn ChunkSink<FeatureBatch>>,
     /// Predictions.
     pub predictions: Box<dyn ChunkSink<Prediction>>,
     /// Changes of the alert collection (raised, changed, retracted).
@@ -474,7 +474,10 @@ where
                 suppressed.clone(),
             ));
         }
-        let (tables_clock, _) = src.readings.clone().probe();
+        // The source's clock: its outputs share one frontier, so the probe watches the
+        // rejected stream (rarely any data) rather than the readings, which a probe would
+        // be handed a copy of.
+        let (tables_clock, _) = src.rejected.clone().probe();
         let windows = pane_windows_with_gauges(src.readings, spec.clone(), gauges.clone());
         let score = scorer.clone();
         let schema = spec.schema().clone();
@@ -485,21 +488,27 @@ where
             .collect();
         // Only a prediction that can set an alert's level carries features.
         let carry_from = config.alerts.thresholds.of(config.alerts.floor) - config.alerts.margin;
-        let scored = windows.features.clone().map(move |v| {
-            let prediction = score(&v);
-            let features = if prediction.risk >= carry_from {
-                carried
-                    .iter()
-                    .filter_map(|(name, i)| Some((name.clone(), v.get(*i)?)))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            ScoredPane {
-                in_service: schema.in_service(&v),
-                prediction,
-                features,
-            }
+        let mut row = Vec::new();
+        let scored = windows.features.clone().flat_map(move |batch| {
+            (0..batch.rows())
+                .map(|r| {
+                    let v = batch.row(r, &mut row);
+                    let prediction = score(v);
+                    let features = if prediction.risk >= carry_from {
+                        carried
+                            .iter()
+                            .filter_map(|(name, i)| Some((name.clone(), v.get(*i)?)))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    ScoredPane {
+                        in_service: schema.in_service(v),
+                        prediction,
+                        features,
+                    }
+                })
+                .collect::<Vec<_>>()
         });
         let predictions = scored.clone().map(|s| s.prediction);
         let (vehicles_in, vehicles) = scope.new_collection();

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pmi_core::{FeatureSchema, FeatureVector, Prediction};
+use pmi_core::{FeatureRow, FeatureSchema, Prediction};
 use pmi_models::ensemble::Ensemble;
 use pmi_models::registry::Registry;
 use pmi_models::RuleScorer;
@@ -90,7 +90,7 @@ impl ModelScorer {
     /// The score function for the graph.
     pub fn score_fn(&self) -> ScoreFn {
         let current = self.current.clone();
-        Arc::new(move |v: &FeatureVector| -> Prediction { score(&current, v, false) })
+        Arc::new(move |v: FeatureRow<'_>| -> Prediction { score(&current, v, false) })
     }
 
     /// The model scoring now (`None`: the rules).
@@ -102,13 +102,13 @@ impl ModelScorer {
     }
 
     /// Scores one vector with whatever scores now.
-    pub fn score(&self, v: &FeatureVector) -> Prediction {
-        score(&self.current, v, false)
+    pub fn score<'v>(&self, v: impl Into<FeatureRow<'v>>) -> Prediction {
+        score(&self.current, v.into(), false)
     }
 
     /// Scores one vector with the likeliest component and the reasons even when normal.
-    pub fn score_explained(&self, v: &FeatureVector) -> Prediction {
-        score(&self.current, v, true)
+    pub fn score_explained<'v>(&self, v: impl Into<FeatureRow<'v>>) -> Prediction {
+        score(&self.current, v.into(), true)
     }
 
     /// The name predictions record now (`ensemble-v0003`, or the rules' model name).
@@ -139,7 +139,7 @@ impl Drop for ModelScorer {
 
 /// Scores `v` with whatever scores now; `explain`: the component and reasons even when
 /// normal.
-fn score(current: &RwLock<Current>, v: &FeatureVector, explain: bool) -> Prediction {
+fn score(current: &RwLock<Current>, v: FeatureRow<'_>, explain: bool) -> Prediction {
     let p = match &*current.read().expect("model lock") {
         Current::Model(m) if explain => m.predict_explained(v),
         Current::Model(m) => m.predict(v),

@@ -61,7 +61,7 @@ pub type Stamp<T> = Rc<dyn Fn(&T, u64) -> u64>;
 /// docs), checkpointing as `options` says. Returns the acknowledgement stream: no data, its
 /// frontier is the durable checkpoint. The first error is kept in `errors` and the sink is
 /// dropped (the run then fails; nothing is reported as written that was not).
-pub fn write_to<'scope, T: Clone + 'static>(
+pub fn write_to<'scope, T: Clone + pmi_core::Rows + 'static>(
     stream: Stream<'scope, u64, Vec<T>>,
     name: &str,
     sink: SharedSink<T>,
@@ -112,7 +112,8 @@ pub fn write_to<'scope, T: Clone + 'static>(
                     let (key, chunk) = entry.remove_entry();
                     last_stamp = Some(key);
                     if options.resume.is_some_and(|r| key < r) {
-                        *suppressed.borrow_mut() += chunk.len() as u64;
+                        *suppressed.borrow_mut() +=
+                            chunk.iter().map(pmi_core::Rows::rows).sum::<usize>() as u64;
                         continue;
                     }
                     if let Err(e) = s.send(chunk) {

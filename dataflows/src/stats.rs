@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pmi_core::{AlertChange, FeatureVector, Prediction, Rejected, Telemetry};
+use pmi_core::{AlertChange, FeatureBatch, Prediction, Rejected, Rows, Telemetry};
 use pmi_operators::source::SourceCounters;
 use pmi_sinks::{ChunkSink, SinkError, SinkStats};
 
@@ -108,7 +108,7 @@ impl GraphStats {
                 Box::new(Counted::new(s, counted(|g, n| add(&g.telemetry, n))))
                     as Box<dyn ChunkSink<Telemetry>>
             }),
-            features: Box::new(Counted::<FeatureVector>::new(
+            features: Box::new(Counted::<FeatureBatch>::new(
                 sinks.features,
                 counted(|g, n| add(&g.features, n)),
             )),
@@ -192,9 +192,9 @@ impl<T> Counted<T> {
     }
 }
 
-impl<T> ChunkSink<T> for Counted<T> {
+impl<T: Rows> ChunkSink<T> for Counted<T> {
     fn send(&mut self, chunk: Vec<T>) -> Result<(), SinkError> {
-        let n = chunk.len();
+        let n = chunk.iter().map(Rows::rows).sum();
         self.inner.send(chunk)?;
         (self.count)(&self.stats, n);
         Ok(())

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pmi_core::{
-    EventKey, EventTime, FailureEvent, FeatureSchema, FeatureVector, Prediction, RawReading,
-    Sequenced, Severity, SourceBatch, SourceFailure, SourceStatus, TelemetrySource, Validator,
+    EventKey, EventTime, FailureEvent, FeatureBatch, FeatureSchema, FeatureVector, Prediction,
+    RawReading, Sequenced, Severity, SourceBatch, SourceFailure, SourceStatus, TelemetrySource,
+    Validator,
 };
 use pmi_models::dataset::{label_at, split_by_group, Dataset, Event, SplitShares};
 use pmi_models::ensemble::Ensemble;
@@ -352,7 +353,7 @@ pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, Dat
 }
 
 fn unscored() -> ScoreFn {
-    Arc::new(|v: &FeatureVector| Prediction {
+    Arc::new(|v: pmi_core::FeatureRow<'_>| Prediction {
         vehicle_id: v.vehicle_id.clone(),
         pane_end: v.pane_end,
         risk: 0.0,
@@ -393,9 +394,13 @@ struct Kept {
     kept: u64,
 }
 
-impl pmi_sinks::ChunkSink<FeatureVector> for Kept {
-    fn send(&mut self, mut chunk: Vec<FeatureVector>) -> Result<(), pmi_sinks::SinkError> {
-        chunk.retain(|v| (self.keep)(v));
+impl pmi_sinks::ChunkSink<FeatureBatch> for Kept {
+    fn send(&mut self, batches: Vec<FeatureBatch>) -> Result<(), pmi_sinks::SinkError> {
+        let chunk: Vec<FeatureVector> = batches
+            .iter()
+            .flat_map(FeatureBatch::vectors)
+            .filter(|v| (self.keep)(v))
+            .collect();
         if chunk.is_empty() {
             return Ok(());
         }

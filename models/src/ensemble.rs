@@ -36,7 +36,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use pmi_core::{
-    Component, FeatureSchema, FeatureVector, Prediction, Severity, SeverityThresholds,
+    Component, FeatureRow, FeatureSchema, Prediction, Severity, SeverityThresholds,
     FEATURE_SCHEMA_VERSION,
 };
 
@@ -388,17 +388,20 @@ impl Ensemble {
     /// Scores a PMI feature vector: risk, severity, component, reasons. The component and
     /// the reasons are worked out when the severity is above normal (the stream's common
     /// case costs only the scores); [`Ensemble::predict_explained`] always gives them.
-    pub fn predict(&self, v: &FeatureVector) -> Result<Prediction, ModelError> {
-        self.predict_with(v, false)
+    pub fn predict<'v>(&self, v: impl Into<FeatureRow<'v>>) -> Result<Prediction, ModelError> {
+        self.predict_with(v.into(), false)
     }
 
     /// [`Ensemble::predict`] with the likeliest component and the reasons even for a
     /// normal prediction (one-off requests: the prediction API).
-    pub fn predict_explained(&self, v: &FeatureVector) -> Result<Prediction, ModelError> {
-        self.predict_with(v, true)
+    pub fn predict_explained<'v>(
+        &self,
+        v: impl Into<FeatureRow<'v>>,
+    ) -> Result<Prediction, ModelError> {
+        self.predict_with(v.into(), true)
     }
 
-    fn predict_with(&self, v: &FeatureVector, always: bool) -> Result<Prediction, ModelError> {
+    fn predict_with(&self, v: FeatureRow<'_>, always: bool) -> Result<Prediction, ModelError> {
         match self.schema_fingerprint() {
             Some(f) if f != v.schema => {
                 return Err(ModelError::SchemaMismatch {
@@ -414,7 +417,7 @@ impl Ensemble {
                 found: v.values.len(),
             });
         }
-        let row = &v.values[..];
+        let row = v.values;
         let s = self.score_row(row);
         let severity = self.severity.classify(s.risk);
         let (component, explanation) = if severity > Severity::Normal || always {

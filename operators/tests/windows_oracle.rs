@@ -96,12 +96,13 @@ fn run(config: &WindowConfig, input: Vec<Telemetry>, workers: usize) -> Outcome 
         worker.dataflow(|scope| {
             let out = handle.to_stream(scope).pane_windows(spec.clone());
             out.features
-                .inspect(move |v| {
-                    let prev = f
-                        .lock()
-                        .unwrap()
-                        .insert((v.vehicle_id.to_string(), v.pane_end.0), v.values.to_vec());
-                    assert!(prev.is_none(), "two vectors for one (vehicle, pane end)");
+                .inspect(move |batch| {
+                    let mut f = f.lock().unwrap();
+                    for v in batch.vectors() {
+                        let prev =
+                            f.insert((v.vehicle_id.to_string(), v.pane_end.0), v.values.to_vec());
+                        assert!(prev.is_none(), "two vectors for one (vehicle, pane end)");
+                    }
                 })
                 .probe_with(&probe);
             out.late.inspect(move |r| l.lock().unwrap().push(r.clone()));

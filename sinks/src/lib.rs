@@ -214,9 +214,9 @@ pub struct CountingSink {
     rows: u64,
 }
 
-impl<T> ChunkSink<T> for CountingSink {
+impl<T: pmi_core::Rows> ChunkSink<T> for CountingSink {
     fn send(&mut self, chunk: Vec<T>) -> Result<(), SinkError> {
-        self.rows += chunk.len() as u64;
+        self.rows += chunk.iter().map(pmi_core::Rows::rows).sum::<usize>() as u64;
         Ok(())
     }
     fn close(self: Box<Self>) -> Result<SinkStats, SinkError> {

@@ -38,7 +38,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use pmi_core::{
-    FailureEvent, FeatureSchema, FeatureVector, Prediction, RawReading, Rejected, Sensor, Telemetry,
+    FailureEvent, FeatureBatch, FeatureSchema, Prediction, RawReading, Rejected, Rows, Sensor,
+    Telemetry,
 };
 
 use pmi_sources::store::{Store, StoreError};
@@ -180,9 +181,9 @@ impl FeatureLayout {
     }
 }
 
-impl RowLayout<FeatureVector> for FeatureLayout {
-    fn time(&self, row: &FeatureVector) -> Option<i64> {
-        Some(row.pane_end.0)
+impl RowLayout<FeatureBatch> for FeatureLayout {
+    fn time(&self, batch: &FeatureBatch) -> Option<i64> {
+        Some(batch.pane_end().0)
     }
     /// The feature columns: scans are pruned by `vehicle_id` and `pane_end` (and the date
     /// partition), which keep their statistics; min/max of hundreds of feature columns
@@ -196,22 +197,27 @@ impl RowLayout<FeatureVector> for FeatureLayout {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
-    /// Transposes the rows in one pass in row order: each row is read once, front to
-    /// back, and every column's current cache line takes the next value (the lines of all
-    /// the columns fit in L1). Values a row lacks, and NaN (absent), become null.
-    fn columns(&self, rows: &[FeatureVector]) -> Vec<ArrayRef> {
+    /// The batches are columnar already: each column is their columns' slices one after
+    /// the other. NaN (absent) becomes null.
+    fn columns(&self, batches: &[FeatureBatch]) -> Vec<ArrayRef> {
+        let n: usize = batches.iter().map(FeatureBatch::rows).sum();
         let mut cols = vec![
-            str_array(rows.iter().map(|r| Some(r.vehicle_id.as_str()))),
-            ts_array(rows.iter().map(|r| Some(r.pane_end.0))),
+            str_array(
+                batches
+                    .iter()
+                    .flat_map(|b| b.vehicles().iter().map(|v| Some(v.as_str()))),
+            ),
+            ts_array(
+                batches
+                    .iter()
+                    .flat_map(|b| std::iter::repeat_n(Some(b.pane_end().0), b.rows())),
+            ),
         ];
-        let n = rows.len();
-        let mut values: Vec<Vec<f64>> = (0..self.width).map(|_| vec![f64::NAN; n]).collect();
-        for (j, row) in rows.iter().enumerate() {
-            for (column, &v) in values.iter_mut().zip(row.values.iter()) {
-                column[j] = v;
+        for f in 0..self.width {
+            let mut column = Vec::with_capacity(n);
+            for b in batches {
+                column.extend_from_slice(b.column(f));
             }
-        }
-        for column in values {
             let valid = BooleanBuffer::collect_bool(n, |j| !column[j].is_nan());
             let nulls = (valid.count_set_bits() < n).then(|| NullBuffer::new(valid));
             cols.push(Arc::new(Float64Array::new(
@@ -371,6 +377,22 @@ fn partition_name(day: i64) -> String {
     }
 }
 
+/// The records of one day waiting for a full batch.
+struct DayBuffer<R> {
+    records: Vec<R>,
+    /// Rows they make.
+    rows: usize,
+}
+
+impl<R> Default for DayBuffer<R> {
+    fn default() -> Self {
+        DayBuffer {
+            records: Vec::new(),
+            rows: 0,
+        }
+    }
+}
+
 struct OpenFile {
     writer: AsyncArrowWriter<BufWriter>,
     /// Where it is written: the final name, or a staging name in transactional mode.
@@ -393,8 +415,9 @@ pub struct ParquetDataset<R, L: RowLayout<R>> {
     schema: SchemaRef,
     props: WriterProperties,
     options: DatasetOptions,
-    /// Rows waiting for a full batch, per day.
-    buffers: BTreeMap<i64, Vec<R>>,
+    /// Records waiting for a full batch, per day.
+    buffers: BTreeMap<i64, DayBuffer<R>>,
+    /// Rows in `buffers`.
     buffered: usize,
     /// Open files, per day.
     files: BTreeMap<i64, OpenFile>,
@@ -409,7 +432,7 @@ fn store_err(e: StoreError) -> SinkError {
     SinkError::Store(e.to_string())
 }
 
-impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
+impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
     /// A dataset in the folder `dataset` of `root`; file names carry `writer_id`.
     pub fn new(
         root: &Store,
@@ -475,47 +498,55 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
             .map_or(NO_DATE, |t| t.div_euclid(DAY_MS))
     }
 
-    /// Buffers rows, writing full batches.
-    pub fn push(&mut self, rows: Vec<R>) -> Result<(), SinkError> {
-        let n = rows.len();
-        let Some(first) = rows.first() else {
+    /// Buffers records, writing a batch whenever a day's records reach `batch_rows` rows.
+    pub fn push(&mut self, records: Vec<R>) -> Result<(), SinkError> {
+        let Some(first) = records.first() else {
             return Ok(());
         };
         let d0 = self.day(first);
-        if rows.iter().all(|r| self.day(r) == d0) {
+        if records.iter().all(|r| self.day(r) == d0) {
             // The common case: one day per chunk.
+            let rows: usize = records.iter().map(Rows::rows).sum();
             let buffer = self.buffers.entry(d0).or_default();
-            if buffer.is_empty() {
-                *buffer = rows;
+            buffer.rows += rows;
+            if buffer.records.is_empty() {
+                buffer.records = records;
             } else {
-                buffer.extend(rows);
+                buffer.records.extend(records);
             }
+            self.buffered += rows;
         } else {
-            for r in rows {
-                let d = self.day(&r);
-                self.buffers.entry(d).or_default().push(r);
+            for r in records {
+                let (day, rows) = (self.day(&r), r.rows());
+                let buffer = self.buffers.entry(day).or_default();
+                buffer.rows += rows;
+                buffer.records.push(r);
+                self.buffered += rows;
             }
         }
-        self.buffered += n;
+        let batch_rows = self.options.batch_rows;
         let full: Vec<i64> = self
             .buffers
             .iter()
-            .filter(|(_, b)| b.len() >= self.options.batch_rows)
+            .filter(|(_, b)| b.rows >= batch_rows)
             .map(|(d, _)| *d)
             .collect();
         for day in full {
             let mut buffer = self.buffers.remove(&day).unwrap_or_default();
             // Full batches are written from slices, and the written prefix removed once
             // (splitting the vector per batch would copy the rest each time).
-            let batch_rows = self.options.batch_rows;
-            let mut start = 0;
-            while buffer.len() - start >= batch_rows {
-                self.write(day, &buffer[start..start + batch_rows])?;
-                start += batch_rows;
+            let (mut start, mut rows, mut written) = (0, 0, 0);
+            for end in 0..buffer.records.len() {
+                rows += buffer.records[end].rows();
+                if rows >= batch_rows {
+                    self.write(day, &buffer.records[start..=end])?;
+                    (start, written, rows) = (end + 1, written + rows, 0);
+                }
             }
-            self.buffered -= start;
-            buffer.drain(..start);
-            if !buffer.is_empty() {
+            self.buffered -= written;
+            buffer.rows -= written;
+            buffer.records.drain(..start);
+            if !buffer.records.is_empty() {
                 self.buffers.insert(day, buffer);
             }
         }
@@ -562,20 +593,21 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
         Ok(())
     }
 
-    fn write(&mut self, day: i64, rows: &[R]) -> Result<(), SinkError> {
-        if rows.is_empty() {
+    fn write(&mut self, day: i64, records: &[R]) -> Result<(), SinkError> {
+        if records.is_empty() {
             return Ok(());
         }
+        let rows: usize = records.iter().map(Rows::rows).sum();
         if !self.files.contains_key(&day) {
             self.open(day)?;
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), self.layout.columns(rows))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), self.layout.columns(records))?;
         self.writes += 1;
         let file = self.files.get_mut(&day).expect("opened above");
         file.used = self.writes;
         Store::block_on(file.writer.write(&batch))?;
-        file.rows += rows.len();
-        self.stats.rows += rows.len() as u64;
+        file.rows += rows;
+        self.stats.rows += rows as u64;
         if file.rows >= self.options.max_rows_per_file {
             self.finish_file(day)?;
         }
@@ -597,8 +629,8 @@ impl<R, L: RowLayout<R>> ParquetDataset<R, L> {
     }
 
     fn flush_all(&mut self) -> Result<(), SinkError> {
-        for (day, rows) in std::mem::take(&mut self.buffers) {
-            self.write(day, &rows)?;
+        for (day, buffer) in std::mem::take(&mut self.buffers) {
+            self.write(day, &buffer.records)?;
         }
         self.buffered = 0;
         let days: Vec<i64> = self.files.keys().copied().collect();
@@ -741,7 +773,10 @@ impl<R: Send + 'static> BackgroundWriter<R> {
         writer_id: &str,
         layout: L,
         options: DatasetOptions,
-    ) -> Result<Self, SinkError> {
+    ) -> Result<Self, SinkError>
+    where
+        R: Rows,
+    {
         let checkpoints = options.checkpoint_marker.is_some();
         let mut ds = ParquetDataset::new(root, dataset, writer_id, layout, options)?;
         let (tx, rx) = sync_channel::<Message<R>>(4);
@@ -1054,23 +1089,25 @@ mod tests {
             DatasetOptions::default(),
         )
         .unwrap();
-        let v = FeatureVector {
-            vehicle_id: pmi_core::VehicleId::parse("V").unwrap(),
-            pane_end: EventTime(10_000),
-            schema: schema.fingerprint(),
-            values: vec![
-                0.0,
-                f64::NAN,
-                f64::NAN,
-                f64::NAN,
-                f64::NAN,
-                f64::NAN,
-                f64::NAN,
-            ]
-            .into(),
+        // Two pane ends' batches (rows of 7 features: count, mean, std, min, max, last,
+        // slope); the first row of each has an empty window (count 0, the rest null).
+        let batch = |pane_end: i64, ids: &[&str]| {
+            let mut b =
+                pmi_core::FeatureBatchBuilder::new(EventTime(pane_end), schema.fingerprint(), 7, 1);
+            for (i, id) in ids.iter().enumerate() {
+                let mut row = [f64::NAN; 7];
+                row[0] = i as f64;
+                if i > 0 {
+                    row[1..].copy_from_slice(&[1.5 * i as f64, 0.0, 1.0, 2.0, 3.0, -0.25]);
+                }
+                b.push(pmi_core::VehicleId::parse(id).unwrap(), &row);
+            }
+            b.finish().unwrap()
         };
-        ds.push(vec![v]).unwrap();
-        ds.close().unwrap();
+        ds.push(vec![batch(10_000, &["V1", "V2"])]).unwrap();
+        ds.push(vec![batch(20_000, &["V1", "V2", "V3"])]).unwrap();
+        let stats = ds.close().unwrap();
+        assert_eq!(stats.rows, 5, "rows, not batches");
         let batches = read_all(&root.path().join("features"));
         let file = parquet_files(&root.path().join("features")).remove(0);
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(file).unwrap()).unwrap();
@@ -1095,20 +1132,47 @@ mod tests {
             let pruned = name == "vehicle_id" || name == "pane_end";
             assert_eq!(column.statistics().is_some(), pruned, "{name}");
         }
+        // Row by row as pushed: the batches' columns one after the other.
+        let column = |name: &str| -> Vec<Option<f64>> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let c = b.column_by_name(name).unwrap();
+                    let c = c.as_any().downcast_ref::<Float64Array>().unwrap();
+                    c.iter().collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        assert_eq!(column("rpm_count_60s"), [0.0, 1.0, 0.0, 1.0, 2.0].map(Some));
         assert_eq!(
-            batches[0]
-                .column_by_name("rpm_mean_60s")
-                .unwrap()
-                .null_count(),
-            1
+            column("rpm_mean_60s"),
+            [None, Some(1.5), None, Some(1.5), Some(3.0)]
         );
         assert_eq!(
-            batches[0]
-                .column_by_name("rpm_count_60s")
-                .unwrap()
-                .null_count(),
-            0
+            column("rpm_slope_60s"),
+            [None, Some(-0.25), None, Some(-0.25), Some(-0.25)]
         );
+        let ids: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("vehicle_id").unwrap();
+                let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+                c.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ids, ["V1", "V2", "V1", "V2", "V3"]);
+        let ends: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("pane_end").unwrap();
+                let c = c
+                    .as_any()
+                    .downcast_ref::<TimestampMillisecondArray>()
+                    .unwrap();
+                c.values().to_vec()
+            })
+            .collect();
+        assert_eq!(ends, [10_000, 10_000, 20_000, 20_000, 20_000]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use pmi_core::features::Derived;
-use pmi_core::{Component, FeatureSchema, FeatureVector, Prediction, Sensor, Severity, Stat};
+use pmi_core::{Component, FeatureRow, FeatureSchema, Prediction, Sensor, Severity, Stat};
 
 use super::config::{Adjust, Combine, Require, Rule, RuleSet};
 use crate::ModelError;
@@ -322,7 +322,7 @@ impl RuleScorer {
     }
 
     /// Checks that `v` follows the scorer's schema and returns its values.
-    fn values<'v>(&self, v: &'v FeatureVector) -> Result<&'v [f64], ModelError> {
+    fn values<'v>(&self, v: FeatureRow<'v>) -> Result<&'v [f64], ModelError> {
         if v.schema != self.fingerprint {
             return Err(ModelError::SchemaMismatch {
                 expected: self.fingerprint,
@@ -335,13 +335,13 @@ impl RuleScorer {
                 found: v.values.len(),
             });
         }
-        Ok(&v.values)
+        Ok(v.values)
     }
 
     /// Risk, severity, component and per-component risks of `v`, without explanation and
     /// without allocating. Errors when `v` follows another schema.
-    pub fn evaluate(&self, v: &FeatureVector) -> Result<RuleEvaluation, ModelError> {
-        let values = self.values(v)?;
+    pub fn evaluate<'v>(&self, v: impl Into<FeatureRow<'v>>) -> Result<RuleEvaluation, ModelError> {
+        let values = self.values(v.into())?;
         Ok(self.evaluate_values(values))
     }
 
@@ -409,7 +409,8 @@ impl RuleScorer {
     /// The explanation (strings) is written only when the risk reaches the low threshold:
     /// the implicated component's rules first, then the other rules that saw a symptom, by
     /// score, at most [`RuleSet::max_explanations`] lines.
-    pub fn try_score(&self, v: &FeatureVector) -> Result<Prediction, ModelError> {
+    pub fn try_score<'v>(&self, v: impl Into<FeatureRow<'v>>) -> Result<Prediction, ModelError> {
+        let v = v.into();
         let values = self.values(v)?;
         let e = self.evaluate_values(values);
         let explanation = if e.risk >= self.rules.severity.low {
@@ -434,7 +435,7 @@ impl RuleScorer {
     /// When `v` follows another schema than the scorer's: the pipeline builds the scorer
     /// from the schema its window operator emits, so that is a broken invariant. Use
     /// [`RuleScorer::try_score`] where vectors of several schemas can arrive.
-    pub fn score(&self, v: &FeatureVector) -> Prediction {
+    pub fn score<'v>(&self, v: impl Into<FeatureRow<'v>>) -> Prediction {
         match self.try_score(v) {
             Ok(p) => p,
             Err(e) => panic!("rule scorer `{}`: {e}", self.rules.model),

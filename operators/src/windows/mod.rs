@@ -25,9 +25,9 @@
 //!         .validate(RawReading::new("VEH_1", 5_000, values), EventTime(5_000))
 //!         .unwrap();
 //!     let input = vec![Sequenced { group: 0, reading }].to_stream(scope).container::<Vec<_>>();
-//!     // Keep (pane end, rpm_count_60s, rpm_count_900s) of each vector.
+//!     // Keep (pane end, rpm_count_60s, rpm_count_900s) of each batch's one row.
 //!     let summary = input.pane_windows(spec).features;
-//!     summary.map(|v| (v.pane_end.0, v.values[0] as u64, v.values[14] as u64)).capture()
+//!     summary.map(|b| (b.pane_end().0, b.column(0)[0] as u64, b.column(14)[0] as u64)).capture()
 //! });
 //! let vectors: Vec<_> = features.extract().into_iter().flat_map(|(_, v)| v).collect();
 //! // One reading keeps a vehicle active for the 90 pane ends of the 900 s window.
@@ -49,14 +49,19 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use pmi_core::{EventKey, FeatureVector, RejectReason, Rejected, Sequenced, Telemetry, VehicleId};
+use pmi_core::{
+    EventKey, FeatureBatch, FeatureBatchBuilder, FeatureVector, RejectReason, Rejected, Sequenced,
+    Telemetry, VehicleId,
+};
 
 pub use state::{InsertError, Scratch, VehicleWindows, WindowSpec, MAX_READINGS_PER_PANE};
 
 /// The outputs of [`PaneWindows::pane_windows`].
 pub struct WindowStreams<'scope> {
-    /// One feature vector per vehicle and pane end, stamped at `EventKey(group, pane end)`.
-    pub features: Stream<'scope, u64, Vec<FeatureVector>>,
+    /// The feature vectors of each pane end, one columnar batch per pane end (and ordering
+    /// group) on each worker, stamped at `EventKey(group, pane end)`: one row per vehicle
+    /// with a reading within the longest window.
+    pub features: Stream<'scope, u64, Vec<FeatureBatch>>,
     /// Readings that arrived after their pane was sealed.
     pub late: Stream<'scope, u64, Vec<Telemetry>>,
     /// Readings refused at sealing: duplicates of an earlier `(vehicle, ts)`, or beyond
@@ -69,6 +74,10 @@ pub trait PaneWindows<'scope> {
     /// Computes window features per vehicle (see the module docs).
     fn pane_windows(self, spec: Arc<WindowSpec>) -> WindowStreams<'scope>;
 }
+
+/// Vehicles evaluated per activation at most (whole boundaries: the last boundary begun is
+/// finished), before the operator lets the rest of the worker's dataflow run.
+const EVALUATIONS_PER_ACTIVATION: usize = 4096;
 
 struct Entry {
     windows: VehicleWindows,
@@ -99,6 +108,7 @@ pub fn pane_windows_with_gauges<'scope>(
     gauges: Option<Arc<std::sync::Mutex<WindowGauges>>>,
 ) -> WindowStreams<'scope> {
     let mut builder = OperatorBuilder::new("PaneWindows".to_owned(), input.scope());
+    let activator = input.scope().activator_for(builder.operator_info().address);
     let mut input = builder.new_input(
         input,
         Exchange::new(|s: &Sequenced| s.reading.vehicle_id.route_hash()),
@@ -174,10 +184,18 @@ pub fn pane_windows_with_gauges<'scope>(
                 }
             });
 
-            // Evaluate every scheduled boundary the frontier has passed.
+            // Evaluate the scheduled boundaries the frontier has passed, a bounded number
+            // of vehicles per activation: when the frontier jumps (the end of the input
+            // passes every vehicle's remaining panes), the operator yields between
+            // batches so that its vectors flow on to the sinks while it computes more.
             let frontier = &frontiers[0];
+            let mut evaluated = 0;
             while let Some(Reverse((t, _, _))) = heap.peek() {
                 if frontier.less_equal(t) {
+                    break;
+                }
+                if evaluated >= EVALUATIONS_PER_ACTIVATION {
+                    activator.activate();
                     break;
                 }
                 let t = *t;
@@ -185,12 +203,18 @@ pub fn pane_windows_with_gauges<'scope>(
                 while heap.peek().is_some_and(|Reverse(e)| e.0 == t) {
                     ready.push(heap.pop().expect("peeked").0);
                 }
+                evaluated += ready.len();
                 let (fcap, rcap) = caps.as_ref().expect("a capability is held while work is scheduled");
                 let fcap = fcap.delayed(&t);
                 let rcap = rcap.delayed(&t);
-                let mut fsession = features_out.session(&fcap);
                 let key = EventKey(t);
                 let k = spec.pane_of(key.time());
+                let mut batch = FeatureBatchBuilder::new(
+                    spec.pane_end(k),
+                    spec.fingerprint(),
+                    spec.schema().len(),
+                    ready.len(),
+                );
                 let mut due = ready.drain(..).peekable();
                 while let Some((_, group, vehicle)) = due.next() {
                     // Start loading the next vehicle's state while this one is evaluated.
@@ -206,12 +230,7 @@ pub fn pane_windows_with_gauges<'scope>(
                     }
                     dups.clear();
                     if entry.windows.evaluate(&spec, k, &mut scratch, &mut values, &mut dups) {
-                        fsession.give(FeatureVector {
-                            vehicle_id: state_key.1.clone(),
-                            pane_end: spec.pane_end(k),
-                            schema: spec.fingerprint(),
-                            values: values.as_slice().into(),
-                        });
+                        batch.push(state_key.1.clone(), &values);
                     }
                     if !dups.is_empty() {
                         let mut rsession = rejected_out.session(&rcap);
@@ -234,6 +253,9 @@ pub fn pane_windows_with_gauges<'scope>(
                             states.remove(&state_key);
                         }
                     }
+                }
+                if let Some(batch) = batch.finish() {
+                    features_out.session(&fcap).give(batch);
                 }
             }
 
