@@ -448,6 +448,37 @@ mod tests {
             a.route_hash(),
             VehicleId::parse("VEH_000043").unwrap().route_hash()
         );
+        // Pinned: processes of a cluster must agree on it, whatever they were built with.
+        assert_eq!(a.route_hash(), PINNED_VEH_000042);
+    }
+
+    const PINNED_VEH_000042: u64 = 2_316_959_438_879_146_859;
+
+    /// Consecutive ids (of lengths from 1 to 21 bytes) spread evenly over 2, 3 and 4
+    /// workers.
+    #[test]
+    fn route_hash_spreads_consecutive_ids() {
+        for prefix in ["", "V", "VEH_", "FLEET-7:TRUCK-", "depot-north-long-"] {
+            let ids: Vec<VehicleId> = (0..6000)
+                .map(|i| VehicleId::parse(&format!("{prefix}{i}")).unwrap())
+                .collect();
+            for workers in [2u64, 3, 4] {
+                let mut counts = vec![0usize; workers as usize];
+                for id in &ids {
+                    counts[(id.route_hash() % workers) as usize] += 1;
+                }
+                // Within four standard deviations of a fair split (binomial).
+                let fair = ids.len() / workers as usize;
+                let p = 1.0 / workers as f64;
+                let sd = (ids.len() as f64 * p * (1.0 - p)).sqrt();
+                for c in counts {
+                    assert!(
+                        (c.abs_diff(fair) as f64) < 4.0 * sd,
+                        "{prefix:?} over {workers} workers: {c} of a fair {fair}"
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -417,9 +417,22 @@ impl Extremes {
     #[inline]
     fn within(&self, k: i64, panes: usize) -> f64 {
         let k = k as u16;
-        let i = self
-            .entries
-            .partition_point(|e| k.wrapping_sub(e.pane) as usize >= panes);
+        let old = |e: &Extreme| k.wrapping_sub(e.pane) as usize >= panes;
+        // Entries are of distinct panes, the newest at most `k`: all but the last `panes`
+        // are old, so only those are searched (a few cache lines, not the whole deque).
+        let from = self.entries.len().saturating_sub(panes);
+        let (front, back) = self.entries.as_slices();
+        let i = if from < front.len() {
+            let i = from + front[from..].partition_point(old);
+            if i < front.len() {
+                i
+            } else {
+                front.len() + back.partition_point(old)
+            }
+        } else {
+            let from = from - front.len();
+            front.len() + from + back[from..].partition_point(old)
+        };
         self.entries.get(i).map_or(f64::NAN, |e| e.value)
     }
 
@@ -754,7 +767,15 @@ impl VehicleWindows {
         duplicates: &mut Vec<(EventTime, SensorValues)>,
         into_ring: bool,
     ) {
-        let end = self.open.partition_point(|(t, _)| spec.pane_of(*t) <= pane);
+        // `open` is sorted: the pane's readings (and any older) lead it. Scanned from the
+        // front, not searched: they are read next anyway, and the times are compared with
+        // the pane's end instead of each being divided into its pane.
+        let pane_end = spec.pane_end(pane).0;
+        let end = self
+            .open
+            .iter()
+            .position(|(t, _)| t.0 > pane_end)
+            .unwrap_or(self.open.len());
         if end == 0 {
             return;
         }
@@ -798,7 +819,6 @@ impl VehicleWindows {
             return;
         }
         let pane_start = (pane - 1) * spec.pane_ms;
-        let pane_end = pane * spec.pane_ms;
         let cap = spec.max_panes;
         let c = spec.channels.len();
         let slot = pane.rem_euclid(cap as i64) as usize;
