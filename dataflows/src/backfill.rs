@@ -310,7 +310,11 @@ impl TelemetrySource for ParquetSource {
                     .map(|s| EventKey::new(s.group, s.reading.ts))
                     .max();
                 self.max_key = self.max_key.max(newest);
-                batch.readings.extend(readings);
+                if batch.readings.is_empty() {
+                    batch.readings = readings; // handed on as it came, not copied
+                } else {
+                    batch.readings.extend(readings);
+                }
                 batch.rejected.extend(rejected);
                 Ok(SourceStatus::Ready)
             }

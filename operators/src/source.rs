@@ -165,15 +165,28 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
                 let mut late_out = late_out.activate();
                 let mut late_session = late_out.session(&held[2]);
                 let (mut on_time, mut late) = (0u64, batch.late.len() as u64);
-                for s in batch.readings.drain(..) {
+                let mut all_on_time = true;
+                for s in &batch.readings {
                     let key = s.key();
                     max_seen = Some(max_seen.map_or(key, |m| m.max(key)));
-                    if key < watermark {
-                        late += 1;
-                        late_session.give(s.reading);
-                    } else {
-                        on_time += 1;
-                        session.give(s);
+                    all_on_time &= key >= watermark;
+                }
+                if all_on_time {
+                    // The usual case: the batch goes on whole, not copied reading by reading.
+                    on_time = batch.readings.len() as u64;
+                    if on_time > 0 {
+                        session.give_container(&mut batch.readings);
+                    }
+                    batch.readings.clear();
+                } else {
+                    for s in batch.readings.drain(..) {
+                        if s.key() < watermark {
+                            late += 1;
+                            late_session.give(s.reading);
+                        } else {
+                            on_time += 1;
+                            session.give(s);
+                        }
                     }
                 }
                 late_session.give_iterator(batch.late.drain(..).map(|s| s.reading));
