@@ -312,7 +312,7 @@ pub struct FeatureVector {
 impl FeatureVector {
     /// The value at `index`, `None` where null.
     pub fn get(&self, index: usize) -> Option<f64> {
-        self.values.get(index).copied().filter(|v| !v.is_nan())
+        self.row().get(index)
     }
 
     /// The vector as a borrowed row (what scorers take).

@@ -1,7 +1,8 @@
 //! `pmi-models`: the models that turn feature vectors into predictions.
 //!
-//! The window operators emit one [`pmi_core::FeatureVector`] per vehicle and pane; this
-//! crate judges it: a risk in [0, 1], the implicated [`pmi_core::Component`], a
+//! The window operators emit the features of each vehicle and pane (a row of a
+//! [`pmi_core::FeatureBatch`], scored as a [`pmi_core::FeatureRow`]); this crate judges
+//! them: a risk in [0, 1], the implicated [`pmi_core::Component`], a
 //! [`pmi_core::Severity`] by the configured thresholds, and reasons a technician can read.
 //! It is pure but for the registry's files: no dataflow, so a model is tested and
 //! benchmarked on its own and the same model runs in the live stream, the batch backfill,
