@@ -502,6 +502,11 @@ impl TelemetryFiles {
                 }
                 first_row += rows;
             }
+            let metadata =
+                ids_as_dictionary(metadata, vi).map_err(|source| ReadError::Parquet {
+                    path: name.clone(),
+                    source,
+                })?;
             files.push(FileInfo {
                 source,
                 name,
@@ -615,16 +620,13 @@ impl TelemetryFiles {
         let range = self.range;
         self.read(unit, true, |batch, _| {
             let (ids, ts) = key_columns(batch, &path)?;
-            let ids = ids.as_string::<i32>();
+            let ids = IdColumn::new(&ids);
             let ts = ts.as_primitive::<Int64Type>();
             for i in 0..batch.num_rows() {
                 if ts.is_valid(i) && !range.contains(ts.value(i)) {
                     continue;
                 }
-                f(
-                    ids.is_valid(i).then(|| ids.value(i)),
-                    ts.is_valid(i).then(|| ts.value(i)),
-                );
+                f(ids.text(i), ts.is_valid(i).then(|| ts.value(i)));
             }
             Ok(())
         })
@@ -646,7 +648,9 @@ impl TelemetryFiles {
         let all = range.is_all();
         self.read(unit, false, |batch, first_row| {
             let (ids, ts) = key_columns(batch, &path)?;
-            let ids = ids.as_string::<i32>();
+            let ids = IdColumn::new(&ids);
+            // A dictionary's distinct ids are interned once per batch, not per row.
+            let mut interned: Vec<Option<Option<VehicleId>>> = vec![None; ids.distinct()];
             let ts = ts.as_primitive::<Int64Type>();
             let mut sensors: Vec<Option<arrow::array::ArrayRef>> = vec![None; SENSOR_COUNT];
             for s in Sensor::ALL {
@@ -674,10 +678,11 @@ impl TelemetryFiles {
                         values[k] = Some(col.value(i));
                     }
                 }
-                let id = if ids.is_valid(i) {
-                    interner.get(ids.value(i))
-                } else {
-                    None
+                let id = match ids.key(i) {
+                    Some(k) => interned[k]
+                        .get_or_insert_with(|| ids.text(i).and_then(|t| interner.get(t)))
+                        .clone(),
+                    None => ids.text(i).and_then(|t| interner.get(t)),
                 };
                 let t = ts.is_valid(i).then(|| ts.value(i));
                 let checked = SensorValues::new(values);
@@ -691,7 +696,7 @@ impl TelemetryFiles {
                     }
                     _ => {
                         let raw = RawReading {
-                            vehicle_id: ids.is_valid(i).then(|| ids.value(i).to_owned()),
+                            vehicle_id: ids.text(i).map(str::to_owned),
                             ts: t,
                             values,
                             origin: Some(format!("{path}#row={}", first_row + i)),
@@ -708,7 +713,83 @@ impl TelemetryFiles {
     }
 }
 
-/// `vehicle_id` as utf8 and `ts` as int64 milliseconds.
+/// The file's metadata with `vehicle_id` (at `index` in its Arrow schema) read as a
+/// dictionary of strings where it is plain utf8: a fleet's ids repeat on every row, so the
+/// reader then hands over each row group's distinct ids once (decoded from the file's own
+/// dictionary when it has one) and keys per row.
+fn ids_as_dictionary(
+    metadata: ArrowReaderMetadata,
+    index: usize,
+) -> Result<ArrowReaderMetadata, parquet::errors::ParquetError> {
+    let schema = metadata.schema();
+    if schema.field(index).data_type() != &DataType::Utf8 {
+        return Ok(metadata);
+    }
+    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+    fields[index] = Arc::new(
+        fields[index]
+            .as_ref()
+            .clone()
+            .with_data_type(DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8),
+            )),
+    );
+    let hinted = arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone());
+    ArrowReaderMetadata::try_new(
+        metadata.metadata().clone(),
+        ArrowReaderOptions::new().with_schema(Arc::new(hinted)),
+    )
+}
+
+/// The `vehicle_id` column of a batch: a dictionary of utf8 (see [`ids_as_dictionary`]) or
+/// plain utf8.
+enum IdColumn<'a> {
+    Dictionary(
+        &'a arrow::array::DictionaryArray<arrow::datatypes::Int32Type>,
+        &'a arrow::array::StringArray,
+    ),
+    Plain(&'a arrow::array::StringArray),
+}
+
+impl<'a> IdColumn<'a> {
+    /// The column as [`key_columns`] returns it.
+    fn new(ids: &'a arrow::array::ArrayRef) -> Self {
+        match ids.as_dictionary_opt::<arrow::datatypes::Int32Type>() {
+            Some(d) => IdColumn::Dictionary(d, d.values().as_string::<i32>()),
+            None => IdColumn::Plain(ids.as_string::<i32>()),
+        }
+    }
+
+    /// Distinct values a [`Self::key`] can name.
+    fn distinct(&self) -> usize {
+        match self {
+            IdColumn::Dictionary(_, values) => values.len(),
+            IdColumn::Plain(_) => 0,
+        }
+    }
+
+    /// Row `i`'s dictionary key (`None`: null, or not a dictionary).
+    fn key(&self, i: usize) -> Option<usize> {
+        match self {
+            IdColumn::Dictionary(d, _) => d.is_valid(i).then(|| d.keys().value(i) as usize),
+            IdColumn::Plain(_) => None,
+        }
+    }
+
+    /// Row `i`'s id text (`None` where null).
+    fn text(&self, i: usize) -> Option<&'a str> {
+        match self {
+            IdColumn::Dictionary(d, values) => d
+                .is_valid(i)
+                .then(|| values.value(d.keys().value(i) as usize)),
+            IdColumn::Plain(ids) => ids.is_valid(i).then(|| ids.value(i)),
+        }
+    }
+}
+
+/// `vehicle_id` as utf8 (or the dictionary of utf8 [`ids_as_dictionary`] asks for) and
+/// `ts` as int64 milliseconds.
 fn key_columns(
     batch: &RecordBatch,
     path: &str,
@@ -718,7 +799,12 @@ fn key_columns(
         column: column.into(),
         message: e.to_string(),
     };
-    let ids = cast(batch.column(0), &DataType::Utf8).map_err(|e| err("vehicle_id", e))?;
+    let ids = match batch.column(0).data_type() {
+        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+            batch.column(0).clone()
+        }
+        _ => cast(batch.column(0), &DataType::Utf8).map_err(|e| err("vehicle_id", e))?,
+    };
     let ts = batch.column(1);
     let ts = match ts.data_type() {
         DataType::Int64 => ts.clone(),

@@ -12,6 +12,16 @@ use rand::{Rng, SeedableRng};
 use super::*;
 
 fn write(path: &Path, columns: Vec<(&str, ArrayRef)>, rows_per_group: usize) {
+    write_with(path, columns, rows_per_group, true);
+}
+
+/// [`write`], with or without dictionary-encoded columns.
+fn write_with(
+    path: &Path,
+    columns: Vec<(&str, ArrayRef)>,
+    rows_per_group: usize,
+    dictionary: bool,
+) {
     let schema = Arc::new(Schema::new(
         columns
             .iter()
@@ -25,6 +35,7 @@ fn write(path: &Path, columns: Vec<(&str, ArrayRef)>, rows_per_group: usize) {
     .unwrap();
     let props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(rows_per_group))
+        .set_dictionary_enabled(dictionary)
         .build();
     let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
     w.write(&batch).unwrap();
@@ -213,10 +224,7 @@ fn columnar_validation_equals_row_validation() {
             _ => Some(1_700_000_000_000 + i as i64),
         })
         .collect();
-    let mut columns: Vec<(&str, ArrayRef)> = vec![
-        ("vehicle_id", Arc::new(StringArray::from(ids.clone()))),
-        ("ts", Arc::new(Int64Array::from(ts.clone()))),
-    ];
+    let mut columns: Vec<(&str, ArrayRef)> = vec![("ts", Arc::new(Int64Array::from(ts.clone())))];
     let mut sensor_values = Vec::new();
     for s in Sensor::ALL {
         let (lo, hi) = s.range();
@@ -233,23 +241,44 @@ fn columnar_validation_equals_row_validation() {
         sensor_values.push(vals.clone());
         columns.push((s.name(), Arc::new(Float64Array::from(vals))));
     }
-    let p = dir.path().join("r.parquet");
-    write(&p, columns, 1000);
-    let files = TelemetryFiles::open(&p).unwrap();
+    // The ids as plain utf8 (read as a dictionary) with and without dictionary pages in
+    // the file, and as large utf8 (read as strings): the same readings and rejections.
     let now = EventTime(1_800_000_000_000);
-    let (mut ok, mut bad) = (Vec::new(), Vec::new());
-    let mut interner = VehicleInterner::default();
-    for u in files.units() {
-        files
-            .read_unit(
-                u,
-                &Validator::default(),
-                now,
-                &mut interner,
-                &mut ok,
-                &mut bad,
-            )
-            .unwrap();
+    let variants: [(&str, ArrayRef, bool); 3] = [
+        ("dict_pages", Arc::new(StringArray::from(ids.clone())), true),
+        (
+            "plain_pages",
+            Arc::new(StringArray::from(ids.clone())),
+            false,
+        ),
+        (
+            "large_utf8",
+            Arc::new(arrow::array::LargeStringArray::from(ids.clone())),
+            true,
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (name, id_column, dictionary) in variants {
+        let mut cols = vec![("vehicle_id", id_column)];
+        cols.extend(columns.iter().cloned());
+        let p = dir.path().join(format!("{name}.parquet"));
+        write_with(&p, cols, 1000, dictionary);
+        let files = TelemetryFiles::open(&p).unwrap();
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        let mut interner = VehicleInterner::default();
+        for u in files.units() {
+            files
+                .read_unit(
+                    u,
+                    &Validator::default(),
+                    now,
+                    &mut interner,
+                    &mut ok,
+                    &mut bad,
+                )
+                .unwrap();
+        }
+        outcomes.push((name, ok, bad));
     }
     let (mut want_ok, mut want_bad) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -268,16 +297,19 @@ fn columnar_validation_equals_row_validation() {
             Err(r) => want_bad.push(r),
         }
     }
-    assert_eq!(ok, want_ok);
-    assert_eq!(bad.len(), want_bad.len());
     assert!(want_bad.len() > 100);
-    for (g, w) in bad.iter().zip(&want_bad) {
-        assert_eq!((&g.field, &g.reason), (&w.field, &w.reason));
-        assert!(g
-            .reading
-            .origin
-            .as_deref()
-            .unwrap()
-            .contains("r.parquet#row="));
+    for (name, ok, bad) in outcomes {
+        assert_eq!(ok, want_ok, "{name}");
+        assert_eq!(bad.len(), want_bad.len(), "{name}");
+        for (g, w) in bad.iter().zip(&want_bad) {
+            assert_eq!((&g.field, &g.reason), (&w.field, &w.reason), "{name}");
+            assert_eq!(g.reading.vehicle_id, w.reading.vehicle_id, "{name}");
+            assert!(g
+                .reading
+                .origin
+                .as_deref()
+                .unwrap()
+                .contains(&format!("{name}.parquet#row=")));
+        }
     }
 }
