@@ -43,6 +43,11 @@ fn write_with(
 }
 
 fn read_all(files: &TelemetryFiles) -> (Vec<Telemetry>, Vec<Rejected>) {
+    read_all_at(files, EventTime(i64::MAX / 4))
+}
+
+/// Every unit of `files` read and validated at `now`.
+fn read_all_at(files: &TelemetryFiles, now: EventTime) -> (Vec<Telemetry>, Vec<Rejected>) {
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     let mut interner = VehicleInterner::default();
     for u in files.units() {
@@ -50,7 +55,7 @@ fn read_all(files: &TelemetryFiles) -> (Vec<Telemetry>, Vec<Rejected>) {
             .read_unit(
                 u,
                 &Validator::default(),
-                EventTime(i64::MAX / 4),
+                now,
                 &mut interner,
                 &mut ok,
                 &mut bad,
@@ -263,21 +268,7 @@ fn columnar_validation_equals_row_validation() {
         cols.extend(columns.iter().cloned());
         let p = dir.path().join(format!("{name}.parquet"));
         write_with(&p, cols, 1000, dictionary);
-        let files = TelemetryFiles::open(&p).unwrap();
-        let (mut ok, mut bad) = (Vec::new(), Vec::new());
-        let mut interner = VehicleInterner::default();
-        for u in files.units() {
-            files
-                .read_unit(
-                    u,
-                    &Validator::default(),
-                    now,
-                    &mut interner,
-                    &mut ok,
-                    &mut bad,
-                )
-                .unwrap();
-        }
+        let (ok, bad) = read_all_at(&TelemetryFiles::open(&p).unwrap(), now);
         outcomes.push((name, ok, bad));
     }
     let (mut want_ok, mut want_bad) = (Vec::new(), Vec::new());
