@@ -387,11 +387,6 @@ impl FeatureBatch {
         self.0.vehicles.len()
     }
 
-    /// Whether the batch has no row.
-    pub fn is_empty(&self) -> bool {
-        self.0.vehicles.is_empty()
-    }
-
     /// Features per row.
     pub fn width(&self) -> usize {
         self.0.width
@@ -463,11 +458,6 @@ impl FeatureBatchBuilder {
             values: vec![f64::NAN; width * capacity],
             capacity,
         }
-    }
-
-    /// Rows pushed so far.
-    pub fn rows(&self) -> usize {
-        self.vehicles.len()
     }
 
     /// Appends a row. `values` must have the batch's width.

@@ -193,8 +193,8 @@ pub fn simulated_training_set(
         let (rows, keep) = (rows.clone(), keep.clone());
         move |_worker: usize| {
             let keep = keep.clone();
-            Ok(collecting_sinks(&rows, move |v| {
-                keep.contains(&v.pane_end.0)
+            Ok(collecting_sinks(&rows, move |pane_end| {
+                keep.contains(&pane_end.0)
             }))
         }
     };
@@ -317,8 +317,8 @@ pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, Dat
     let make_sinks = {
         let rows = rows.clone();
         move |_worker: usize| {
-            Ok(collecting_sinks(&rows, move |v| {
-                v.pane_end.0.rem_euclid(every) == 0
+            Ok(collecting_sinks(&rows, move |pane_end| {
+                pane_end.0.rem_euclid(every) == 0
             }))
         }
     };
@@ -368,7 +368,7 @@ fn unscored() -> ScoreFn {
 /// shared `rows`, everything else is only counted.
 fn collecting_sinks(
     rows: &Arc<Mutex<Vec<FeatureVector>>>,
-    keep: impl Fn(&FeatureVector) -> bool + Send + 'static,
+    keep: impl Fn(EventTime) -> bool + Send + 'static,
 ) -> WorkerSinks {
     WorkerSinks {
         telemetry: None,
@@ -386,10 +386,10 @@ fn collecting_sinks(
     }
 }
 
-/// The features sink of a training-set graph: keeps the vectors `keep` accepts (snapshot
-/// moments, a sampling grid).
+/// The features sink of a training-set graph: keeps the vectors of the pane ends `keep`
+/// accepts (snapshot moments, a sampling grid), whole batches at a time.
 struct Kept {
-    keep: Box<dyn Fn(&FeatureVector) -> bool + Send>,
+    keep: Box<dyn Fn(EventTime) -> bool + Send>,
     inner: MemorySink<FeatureVector>,
     kept: u64,
 }
@@ -398,8 +398,8 @@ impl pmi_sinks::ChunkSink<FeatureBatch> for Kept {
     fn send(&mut self, batches: Vec<FeatureBatch>) -> Result<(), pmi_sinks::SinkError> {
         let chunk: Vec<FeatureVector> = batches
             .iter()
+            .filter(|b| (self.keep)(b.pane_end()))
             .flat_map(FeatureBatch::vectors)
-            .filter(|v| (self.keep)(v))
             .collect();
         if chunk.is_empty() {
             return Ok(());

@@ -417,8 +417,6 @@ pub struct ParquetDataset<R, L: RowLayout<R>> {
     options: DatasetOptions,
     /// Records waiting for a full batch, per day.
     buffers: BTreeMap<i64, DayBuffer<R>>,
-    /// Rows in `buffers`.
-    buffered: usize,
     /// Open files, per day.
     files: BTreeMap<i64, OpenFile>,
     /// Completed files awaiting a checkpoint (transactional mode): staged and final names.
@@ -480,7 +478,6 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
             layout,
             options,
             buffers: BTreeMap::new(),
-            buffered: 0,
             files: BTreeMap::new(),
             pending: Vec::new(),
             seq: 0,
@@ -514,14 +511,12 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
             } else {
                 buffer.records.extend(records);
             }
-            self.buffered += rows;
         } else {
             for r in records {
                 let (day, rows) = (self.day(&r), r.rows());
                 let buffer = self.buffers.entry(day).or_default();
                 buffer.rows += rows;
                 buffer.records.push(r);
-                self.buffered += rows;
             }
         }
         let batch_rows = self.options.batch_rows;
@@ -539,11 +534,10 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
             for end in 0..buffer.records.len() {
                 rows += buffer.records[end].rows();
                 if rows >= batch_rows {
-                    self.write(day, &buffer.records[start..=end])?;
+                    self.write(day, &buffer.records[start..=end], rows)?;
                     (start, written, rows) = (end + 1, written + rows, 0);
                 }
             }
-            self.buffered -= written;
             buffer.rows -= written;
             buffer.records.drain(..start);
             if !buffer.records.is_empty() {
@@ -593,11 +587,11 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         Ok(())
     }
 
-    fn write(&mut self, day: i64, records: &[R]) -> Result<(), SinkError> {
+    /// Writes `records`, which make `rows` rows, as one record batch of `day`'s file.
+    fn write(&mut self, day: i64, records: &[R], rows: usize) -> Result<(), SinkError> {
         if records.is_empty() {
             return Ok(());
         }
-        let rows: usize = records.iter().map(Rows::rows).sum();
         if !self.files.contains_key(&day) {
             self.open(day)?;
         }
@@ -630,9 +624,8 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
 
     fn flush_all(&mut self) -> Result<(), SinkError> {
         for (day, buffer) in std::mem::take(&mut self.buffers) {
-            self.write(day, &buffer.records)?;
+            self.write(day, &buffer.records, buffer.rows)?;
         }
-        self.buffered = 0;
         let days: Vec<i64> = self.files.keys().copied().collect();
         for day in days {
             self.finish_file(day)?;
@@ -665,7 +658,8 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
             self.checkpoint(u64::MAX)?;
             return Ok(self.stats);
         }
-        let unsaved = self.buffered + self.files.values().map(|f| f.rows).sum::<usize>();
+        let unsaved = self.buffers.values().map(|b| b.rows).sum::<usize>()
+            + self.files.values().map(|f| f.rows).sum::<usize>();
         if unsaved > 0 || !self.pending.is_empty() {
             tracing::warn!(
                 dataset = %self.dir.url(),

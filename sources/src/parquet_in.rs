@@ -649,8 +649,11 @@ impl TelemetryFiles {
         self.read(unit, false, |batch, first_row| {
             let (ids, ts) = key_columns(batch, &path)?;
             let ids = IdColumn::new(&ids);
-            // A dictionary's distinct ids are interned once per batch, not per row.
-            let mut interned: Vec<Option<Option<VehicleId>>> = vec![None; ids.distinct()];
+            // A dictionary's distinct ids are checked once per batch, not per row.
+            let interned: Vec<Option<VehicleId>> = ids
+                .dictionary()
+                .map(|t| t.and_then(|t| interner.get(t)))
+                .collect();
             let ts = ts.as_primitive::<Int64Type>();
             let mut sensors: Vec<Option<arrow::array::ArrayRef>> = vec![None; SENSOR_COUNT];
             for s in Sensor::ALL {
@@ -679,9 +682,7 @@ impl TelemetryFiles {
                     }
                 }
                 let id = match ids.key(i) {
-                    Some(k) => interned[k]
-                        .get_or_insert_with(|| ids.text(i).and_then(|t| interner.get(t)))
-                        .clone(),
+                    Some(k) => interned[k].clone(),
                     None => ids.text(i).and_then(|t| interner.get(t)),
                 };
                 let t = ts.is_valid(i).then(|| ts.value(i));
@@ -761,12 +762,13 @@ impl<'a> IdColumn<'a> {
         }
     }
 
-    /// Distinct values a [`Self::key`] can name.
-    fn distinct(&self) -> usize {
-        match self {
-            IdColumn::Dictionary(_, values) => values.len(),
-            IdColumn::Plain(_) => 0,
-        }
+    /// The values a [`Self::key`] names, in key order (none for plain strings).
+    fn dictionary(&self) -> impl Iterator<Item = Option<&'a str>> {
+        let values = match self {
+            IdColumn::Dictionary(_, values) => Some(values.iter()),
+            IdColumn::Plain(_) => None,
+        };
+        values.into_iter().flatten()
     }
 
     /// Row `i`'s dictionary key (`None`: null, or not a dictionary).
