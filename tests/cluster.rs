@@ -94,3 +94,93 @@ fn a_two_process_cluster_equals_one_process() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hostfile"), "{err}");
 }
+
+/// A backfill split over two processes: each reads the input and keeps its own workers'
+/// vehicles, so together they window every reading once, and reject every bad row once,
+/// exactly as one process with as many workers does.
+#[test]
+fn a_two_process_backfill_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    common::check(common::pmi(dir.path()).args([
+        "simulate",
+        "--vehicles",
+        "6",
+        "--duration",
+        "20m",
+        "--seed",
+        "9",
+        "--bad-readings",
+        "--start-ms",
+        "1767254400000",
+        "--out",
+        "sim",
+    ]));
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            common::free_port(),
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    let backfill = |out: &str, extra: &[&str]| {
+        let mut c = common::pmi(dir.path());
+        c.args([
+            "backfill",
+            "--input",
+            "sim/telemetry",
+            "--out",
+            out,
+            "--no-database",
+        ])
+        .args(extra);
+        c
+    };
+    let spawn = |i: &str| {
+        let out = format!("p{i}");
+        let hostfile = hosts.to_str().unwrap();
+        let args = [
+            "--workers",
+            "1",
+            "--processes",
+            "2",
+            "--process",
+            i,
+            "--hostfile",
+            hostfile,
+        ];
+        backfill(&out, &args).spawn().unwrap()
+    };
+    let (a, b) = (spawn("0"), spawn("1"));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    common::check(&mut backfill("single", &["--workers", "2"]));
+
+    let rows = |out: &str, dataset: &str| -> usize {
+        common::parquet_batches(&dir.path().join(out).join(dataset))
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
+    };
+    let rejected = rows("single", "dead_letter");
+    assert!(rejected > 0, "the input has bad rows");
+    assert_eq!(
+        rows("p0", "dead_letter") + rows("p1", "dead_letter"),
+        rejected
+    );
+    let (p0, p1) = (
+        common::feature_rows(&dir.path().join("p0")),
+        common::feature_rows(&dir.path().join("p1")),
+    );
+    assert!(!p0.is_empty() && !p1.is_empty(), "both processes did work");
+    let mut cluster = [p0, p1].concat();
+    cluster.sort();
+    assert!(
+        cluster == common::feature_rows(&dir.path().join("single")),
+        "the cluster's features differ from one process's"
+    );
+}

@@ -202,9 +202,14 @@ fn backfill_equals_the_live_run_in_every_layout() {
     for (name, layout) in expect {
         let input = variants.join(name);
         assert_eq!(
-            plan(&input.display().to_string(), Default::default(), 30_000)
-                .unwrap()
-                .layout,
+            plan(
+                &input.display().to_string(),
+                Default::default(),
+                30_000,
+                0..1
+            )
+            .unwrap()
+            .layout,
             layout,
             "{name}"
         );

@@ -1,6 +1,6 @@
 //! The feature vocabulary: channels (sensors and documented derived channels), window
 //! statistics, stable feature names, the schema every vector carries, [`FeatureVector`], and
-//! the columnar [`FeatureBatch`] of one pane end that the window operator emits.
+//! the [`FeatureBatch`] of one pane end that the window operator emits.
 //!
 //! Names are `{channel}_{stat}_{W}s`, e.g. `coolant_temp_c_mean_300s` (DESIGN.md). The
 //! statistics are defined over the readings with `b − W < ts ≤ b` for pane end `b`:
@@ -327,7 +327,7 @@ impl FeatureVector {
 }
 
 /// One vehicle's features at one pane end, borrowed: a [`FeatureVector`], or a row of a
-/// [`FeatureBatch`] gathered into a buffer. Scorers take this, so that scoring a batch
+/// [`FeatureBatch`]. Scorers take this, so that scoring a batch
 /// allocates nothing per row.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FeatureRow<'a> {
@@ -354,20 +354,20 @@ impl<'a> From<&'a FeatureVector> for FeatureRow<'a> {
     }
 }
 
-/// The feature vectors of several vehicles at one pane end, column by column: what the
-/// window operator emits for each pane end on each worker, and what the feature sink
-/// writes (Parquet is columnar, so each column goes out as one contiguous slice). Cheap to
-/// clone (shared), so a batch goes to the scorer and to the sink without a copy.
+/// The feature vectors of several vehicles at one pane end, row after row: what the
+/// window operator emits for each pane end on each worker, what the scorer reads row by row
+/// and what the feature sink writes (turning it into Parquet's columns). Cheap to clone
+/// (shared), so a batch goes to the scorer and to the sink without a copy.
 #[derive(Clone, Debug, PartialEq)]
-pub struct FeatureBatch(Arc<BatchColumns>);
+pub struct FeatureBatch(Arc<BatchRows>);
 
 #[derive(Debug, PartialEq)]
-struct BatchColumns {
+struct BatchRows {
     pane_end: EventTime,
     schema: u64,
     width: usize,
     vehicles: Vec<VehicleId>,
-    /// Column-major: feature `f` of row `i` at `f · rows + i`.
+    /// Row-major: feature `f` of row `i` at `i · width + f`.
     values: Vec<f64>,
 }
 
@@ -397,34 +397,30 @@ impl FeatureBatch {
         &self.0.vehicles
     }
 
-    /// Feature `f` of every row, in row order (NaN where null).
-    pub fn column(&self, f: usize) -> &[f64] {
-        let rows = self.rows();
-        &self.0.values[f * rows..(f + 1) * rows]
+    /// Every row's values, row after row (`width` each; NaN where null).
+    pub fn values(&self) -> &[f64] {
+        &self.0.values
     }
 
-    /// Row `i` as a [`FeatureRow`], its values gathered into `buffer`.
-    pub fn row<'a>(&'a self, i: usize, buffer: &'a mut Vec<f64>) -> FeatureRow<'a> {
-        let rows = self.rows();
-        buffer.clear();
-        buffer.extend(self.0.values.iter().skip(i).step_by(rows.max(1)));
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> FeatureRow<'_> {
+        let w = self.0.width;
         FeatureRow {
             vehicle_id: &self.0.vehicles[i],
             pane_end: self.0.pane_end,
             schema: self.0.schema,
-            values: buffer,
+            values: &self.0.values[i * w..(i + 1) * w],
         }
     }
 
     /// Row `i` as an owned vector.
     pub fn vector(&self, i: usize) -> FeatureVector {
-        let mut values = Vec::with_capacity(self.width());
-        self.row(i, &mut values);
+        let row = self.row(i);
         FeatureVector {
-            vehicle_id: self.0.vehicles[i].clone(),
-            pane_end: self.0.pane_end,
-            schema: self.0.schema,
-            values: values.into(),
+            vehicle_id: row.vehicle_id.clone(),
+            pane_end: row.pane_end,
+            schema: row.schema,
+            values: row.values.into(),
         }
     }
 
@@ -434,17 +430,14 @@ impl FeatureBatch {
     }
 }
 
-/// Builds a [`FeatureBatch`] row by row, for a number of rows known up front (more can be
-/// pushed, at the cost of moving the columns).
+/// Builds a [`FeatureBatch`] row by row.
 #[derive(Debug)]
 pub struct FeatureBatchBuilder {
     pane_end: EventTime,
     schema: u64,
     width: usize,
     vehicles: Vec<VehicleId>,
-    /// Column-major with a stride of `capacity` rows.
     values: Vec<f64>,
-    capacity: usize,
 }
 
 impl FeatureBatchBuilder {
@@ -455,53 +448,23 @@ impl FeatureBatchBuilder {
             schema,
             width,
             vehicles: Vec::with_capacity(capacity),
-            values: vec![f64::NAN; width * capacity],
-            capacity,
+            values: Vec::with_capacity(width * capacity),
         }
     }
 
     /// Appends a row. `values` must have the batch's width.
     pub fn push(&mut self, vehicle_id: VehicleId, values: &[f64]) {
         assert_eq!(values.len(), self.width, "a row of the batch's width");
-        let i = self.vehicles.len();
-        if i == self.capacity {
-            self.restride((self.capacity * 2).max(8));
-        }
-        let stride = self.capacity;
-        for (f, &v) in values.iter().enumerate() {
-            self.values[f * stride + i] = v;
-        }
+        self.values.extend_from_slice(values);
         self.vehicles.push(vehicle_id);
     }
 
-    /// Moves the columns to a stride of `capacity` rows.
-    fn restride(&mut self, capacity: usize) {
-        let rows = self.vehicles.len();
-        let mut values = vec![f64::NAN; self.width * capacity];
-        for f in 0..self.width {
-            values[f * capacity..f * capacity + rows]
-                .copy_from_slice(&self.values[f * self.capacity..f * self.capacity + rows]);
-        }
-        self.values = values;
-        self.capacity = capacity;
-    }
-
     /// The batch (`None` when no row was pushed).
-    pub fn finish(mut self) -> Option<FeatureBatch> {
-        let rows = self.vehicles.len();
-        if rows == 0 {
+    pub fn finish(self) -> Option<FeatureBatch> {
+        if self.vehicles.is_empty() {
             return None;
         }
-        if rows < self.capacity {
-            // Close the gaps: each column moves down to `f · rows` (never past its own
-            // start, so front to back is safe).
-            for f in 1..self.width {
-                let from = f * self.capacity;
-                self.values.copy_within(from..from + rows, f * rows);
-            }
-        }
-        self.values.truncate(self.width * rows);
-        Some(FeatureBatch(Arc::new(BatchColumns {
+        Some(FeatureBatch(Arc::new(BatchRows {
             pane_end: self.pane_end,
             schema: self.schema,
             width: self.width,
@@ -589,9 +552,8 @@ mod tests {
                 let batch = builder.finish().unwrap();
                 assert_eq!((batch.rows(), batch.width()), (n, width));
                 assert_eq!((batch.pane_end(), batch.schema()), (EventTime(30_000), 7));
-                let mut buffer = Vec::new();
                 for (i, (id, values)) in rows[..n].iter().enumerate() {
-                    let row = batch.row(i, &mut buffer);
+                    let row = batch.row(i);
                     assert_eq!(row.vehicle_id, id);
                     assert!(
                         same(row.values, values),
@@ -601,10 +563,8 @@ mod tests {
                     assert!(same(&v.values, values));
                     assert_eq!((v.pane_end, v.schema), (EventTime(30_000), 7));
                 }
-                for f in 0..width {
-                    let want: Vec<f64> = rows[..n].iter().map(|(_, v)| v[f]).collect();
-                    assert!(same(batch.column(f), &want), "column {f}");
-                }
+                let want: Vec<f64> = rows[..n].iter().flat_map(|(_, v)| v.clone()).collect();
+                assert!(same(batch.values(), &want), "n {n}, capacity {capacity}");
             }
         }
         let empty = FeatureBatchBuilder::new(EventTime(0), 7, width, 4);

@@ -42,7 +42,7 @@ pub use telemetry::{
 pub use time::{EventKey, EventTime};
 
 /// How many rows a record stands for where outputs are counted (sinks' row counts, replay
-/// suppression): one, except for a columnar [`FeatureBatch`], which is many.
+/// suppression): one, except for a [`FeatureBatch`], which is many.
 pub trait Rows {
     /// Rows of this record.
     fn rows(&self) -> usize {

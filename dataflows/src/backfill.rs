@@ -11,15 +11,20 @@
 //! In a backfill the input is complete, so no reading is late; features equal those of the
 //! same readings in time order.
 //!
-//! Row groups are decoded and validated in parallel, one reader thread per worker taking
-//! every `peers`-th row group, a row group or two ahead. The readers then take turns, in
-//! input order, to deal each decoded row group in slices of [`SLICE`] rows round-robin to
-//! every worker's bounded channel. So all workers move through the input together and the
+//! Row groups are decoded and validated in parallel, one reader thread per worker of this
+//! process taking every so many row groups, a row group or two ahead. The readers then take
+//! turns, in input order, to deal each decoded row group: every reading, in slices of up to
+//! [`SLICE`], to the bounded channel of the worker owning its vehicle
+//! ([`pmi_operators::exchange::owner`]), so the window operator's exchange passes the
+//! slices through untouched. All workers move through the input together and the
 //! watermark (largest key seen less the disorder [`plan`] measured: exact, 0 for input in
 //! strict order) trails the input by a few slices, not by whole row groups: window state
-//! stays small. The timely worker never waits on a file.
+//! stays small. The timely worker never waits on a file. In a cluster every process reads
+//! the whole input and keeps its own workers' vehicles (and, for every `processes`-th row
+//! group, the rejected rows).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
@@ -28,6 +33,7 @@ use pmi_core::{
     EventKey, EventTime, Rejected, Sequenced, SourceBatch, SourceFailure, SourceStatus, Telemetry,
     TelemetrySource, Validator,
 };
+use pmi_operators::exchange::{owner, worker_for};
 use pmi_sources::parquet_in::{TelemetryFiles, TimeRange, VehicleInterner};
 
 use crate::layout::{Layout, LayoutDetector};
@@ -42,7 +48,9 @@ pub struct BackfillPlan {
     sorted: Option<Arc<(Vec<Telemetry>, Vec<Rejected>)>>,
     /// How far rows run back in time within their ordering group, in ms (measured).
     pub disorder_ms: i64,
-    /// Each worker's channel from the dealing readers, started by the first worker.
+    /// Global indices of this process's workers.
+    local: Range<usize>,
+    /// Each local worker's channel from the dealing readers, started by the first worker.
     channels: OnceLock<Mutex<Vec<Option<Receiver<Chunk>>>>>,
 }
 
@@ -56,11 +64,13 @@ fn now() -> EventTime {
 }
 
 /// Reads the key columns of `input` (a path, or an `s3://` URL: see
-/// [`pmi_sources::store`]) within `range` and decides how to read it.
+/// [`pmi_sources::store`]) within `range` and decides how to read it, for this process's
+/// workers `local` (global indices; see [`crate::GraphConfig::local_workers`]).
 pub fn plan(
     input: &str,
     range: TimeRange,
     lateness_ms: i64,
+    local: Range<usize>,
 ) -> Result<BackfillPlan, DataflowError> {
     let files =
         TelemetryFiles::open_url(input, range).map_err(|e| DataflowError::Input(e.to_string()))?;
@@ -82,6 +92,7 @@ pub fn plan(
         groups: Arc::new(verdict.groups),
         sorted: None,
         disorder_ms: verdict.disorder_ms,
+        local,
         channels: OnceLock::new(),
     };
     if plan.layout == Layout::Unordered {
@@ -108,11 +119,12 @@ pub fn plan(
 
 type Chunk = Result<(Vec<Sequenced>, Vec<Rejected>), SourceFailure>;
 
-/// A worker's share of a sorted, in-memory input: chunks `next, next + peers, …`.
+/// A worker's share of a sorted, in-memory input: the readings of the vehicles it owns.
 struct SortedShare {
     data: Arc<(Vec<Telemetry>, Vec<Rejected>)>,
     worker: usize,
     peers: usize,
+    /// Where the scan for this worker's readings resumes.
     next: usize,
 }
 
@@ -125,7 +137,8 @@ pub struct ParquetSource {
     max_key: Option<EventKey>,
 }
 
-/// Rows per chunk handed on from a sorted input.
+/// Rows per chunk handed on from a sorted input (each worker scans `peers` times as many
+/// for its own).
 const SORTED_CHUNK: usize = 16 * 1024;
 
 impl ParquetSource {
@@ -136,7 +149,7 @@ impl ParquetSource {
                 data: sorted.clone(),
                 worker,
                 peers,
-                next: worker,
+                next: 0,
             };
             return ParquetSource {
                 rx: None,
@@ -148,7 +161,13 @@ impl ParquetSource {
         let channels = plan
             .channels
             .get_or_init(|| Mutex::new(start_readers(plan, peers)));
-        let rx = channels.lock().expect("backfill channels lock")[worker].take();
+        let rx = worker.checked_sub(plan.local.start).and_then(|i| {
+            channels
+                .lock()
+                .expect("backfill channels lock")
+                .get_mut(i)?
+                .take()
+        });
         ParquetSource {
             rx,
             sorted: None,
@@ -160,31 +179,45 @@ impl ParquetSource {
 
 /// Whose turn it is to deal, shared by the reader threads.
 struct Dealing {
-    /// Index (in input order) of the row group to deal next, and the worker to deal the next
-    /// slice to; `None` once a reader failed or a worker went away.
-    turn: Mutex<Option<(usize, usize)>>,
+    /// Index (in input order) of the row group to deal next; `None` once a reader failed
+    /// or a worker went away.
+    turn: Mutex<Option<usize>>,
     changed: Condvar,
 }
 
-/// Starts one reader thread per worker and returns each worker's channel.
+/// Starts one reader thread per local worker and returns each local worker's channel.
 fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk>>> {
+    let local = plan.local.clone();
     let (txs, rxs): (Vec<SyncSender<Chunk>>, Vec<_>) =
-        (0..peers).map(|_| sync_channel::<Chunk>(4)).unzip();
+        local.clone().map(|_| sync_channel::<Chunk>(4)).unzip();
     let dealing = Arc::new(Dealing {
-        turn: Mutex::new(Some((0, 0))),
+        turn: Mutex::new(Some(0)),
         changed: Condvar::new(),
     });
-    for reader in 0..peers {
+    let dealer = Dealer {
+        txs,
+        local: local.clone(),
+        peers,
+        processes: (peers / local.len().max(1)).max(1),
+        process: local.start / local.len().max(1),
+    };
+    let readers = local.len();
+    for reader in 0..readers {
         let files = plan.files.clone();
         let groups = plan.groups.clone();
         let grouped = plan.layout == Layout::GroupedByVehicle;
-        let (txs, dealing) = (txs.clone(), dealing.clone());
+        let (dealer, dealing) = (dealer.clone(), dealing.clone());
         std::thread::Builder::new()
             .name(format!("pmi-backfill-read-{reader}"))
             .spawn(move || {
                 let mut interner = VehicleInterner::default();
                 let now = now();
-                let units = files.units().iter().enumerate().skip(reader).step_by(peers);
+                let units = files
+                    .units()
+                    .iter()
+                    .enumerate()
+                    .skip(reader)
+                    .step_by(readers);
                 for (index, unit) in units {
                     let (mut ok, mut bad) = (Vec::new(), Vec::new());
                     let result = files
@@ -212,7 +245,7 @@ fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk
                         };
                         Sequenced { group, reading }
                     });
-                    if !deal(&dealing, &txs, index, result.map(|()| (readings, bad))) {
+                    if !dealer.deal(&dealing, index, result.map(|()| (readings, bad))) {
                         return;
                     }
                 }
@@ -222,46 +255,87 @@ fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk
     rxs.into_iter().map(Some).collect()
 }
 
-/// Waits for row group `index`'s turn and deals it in slices; false when reading must stop.
-fn deal(
-    dealing: &Dealing,
-    txs: &[SyncSender<Chunk>],
-    index: usize,
-    unit: Result<(impl Iterator<Item = Sequenced>, Vec<Rejected>), SourceFailure>,
-) -> bool {
-    let mut turn = dealing.turn.lock().expect("dealing lock");
-    while turn.is_some_and(|(next, _)| next != index) {
-        turn = dealing.changed.wait(turn).expect("dealing lock");
-    }
-    let Some((_, mut worker)) = *turn else {
-        return false;
-    };
-    let mut ok = true;
-    match unit {
-        Err(failure) => {
-            for tx in txs {
-                let _ = tx.send(Err(failure.clone()));
-            }
-            ok = false;
+/// Where the readers send what they read: the local workers' channels.
+#[derive(Clone)]
+struct Dealer {
+    /// Channel of local worker `local.start + i` at `i`.
+    txs: Vec<SyncSender<Chunk>>,
+    local: Range<usize>,
+    peers: usize,
+    processes: usize,
+    process: usize,
+}
+
+impl Dealer {
+    /// Waits for row group `index`'s turn and deals it; false when reading must stop.
+    fn deal(
+        &self,
+        dealing: &Dealing,
+        index: usize,
+        unit: Result<(impl Iterator<Item = Sequenced>, Vec<Rejected>), SourceFailure>,
+    ) -> bool {
+        let mut turn = dealing.turn.lock().expect("dealing lock");
+        while turn.is_some_and(|next| next != index) {
+            turn = dealing.changed.wait(turn).expect("dealing lock");
         }
-        Ok((mut readings, mut rejected)) => loop {
-            let slice: Vec<Sequenced> = readings.by_ref().take(SLICE).collect();
-            if slice.is_empty() && rejected.is_empty() {
-                break;
+        if turn.is_none() {
+            return false;
+        }
+        let ok = match unit {
+            Err(failure) => {
+                for tx in &self.txs {
+                    let _ = tx.send(Err(failure.clone()));
+                }
+                false
             }
-            if txs[worker]
-                .send(Ok((slice, std::mem::take(&mut rejected))))
-                .is_err()
-            {
-                ok = false; // the worker is gone: the run is over
-                break;
-            }
-            worker = (worker + 1) % txs.len();
-        },
+            Ok((readings, rejected)) => self.deal_readings(index, readings, rejected),
+        };
+        *turn = ok.then_some(index + 1);
+        dealing.changed.notify_all();
+        ok
     }
-    *turn = ok.then_some((index + 1, worker));
-    dealing.changed.notify_all();
-    ok
+
+    /// Each reading of a local worker's vehicle to that worker, in slices of up to
+    /// [`SLICE`]; the others are another process's. The rejected rows go with the first
+    /// local worker's last slice, in one process only. False when a worker is gone.
+    fn deal_readings(
+        &self,
+        index: usize,
+        readings: impl Iterator<Item = Sequenced>,
+        mut rejected: Vec<Rejected>,
+    ) -> bool {
+        let send = |i: usize, slice: Vec<Sequenced>, rejected: Vec<Rejected>| {
+            // An error: the worker is gone, the run is over.
+            self.txs[i].send(Ok((slice, rejected))).is_ok()
+        };
+        let mut slices: Vec<Vec<Sequenced>> = self.txs.iter().map(|_| Vec::new()).collect();
+        for s in readings {
+            let Some(i) = owner(&s, self.peers).checked_sub(self.local.start) else {
+                continue;
+            };
+            let Some(slice) = slices.get_mut(i) else {
+                continue;
+            };
+            if slice.capacity() == 0 {
+                slice.reserve_exact(SLICE);
+            }
+            slice.push(s);
+            if slice.len() == SLICE && !send(i, std::mem::take(slice), Vec::new()) {
+                return false;
+            }
+        }
+        if index % self.processes != self.process {
+            rejected.clear();
+        }
+        for (i, slice) in slices.into_iter().enumerate() {
+            let rejected = std::mem::take(&mut rejected);
+            let empty = slice.is_empty() && rejected.is_empty();
+            if !empty && !send(i, slice, rejected) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl TelemetrySource for ParquetSource {
@@ -280,24 +354,25 @@ impl TelemetrySource for ParquetSource {
         if let Some(share) = &mut self.sorted {
             let (ok, bad) = &*share.data;
             // Rejected rows of a sorted input are handed on by worker 0's first poll.
-            if share.next == share.worker && share.worker == 0 {
+            if share.next == 0 && share.worker == 0 {
                 batch.rejected.extend(bad.iter().cloned());
             }
-            let start = share.next * SORTED_CHUNK;
-            if start >= ok.len() {
+            if share.next >= ok.len() {
                 return Ok(SourceStatus::Finished);
             }
-            let end = (start + SORTED_CHUNK).min(ok.len());
-            if let Some(last) = ok[start..end].last() {
-                // Sorted by time: the chunk's last reading is its newest.
-                self.max_key = self.max_key.max(Some(EventKey::new(0, last.ts)));
-            }
-            let chunk = ok[start..end].iter().map(|r| Sequenced {
+            let end = (share.next + share.peers * SORTED_CHUNK).min(ok.len());
+            let mine = ok[share.next..end]
+                .iter()
+                .filter(|r| worker_for(r.vehicle_id.route_hash(), share.peers) == share.worker);
+            batch.readings.extend(mine.map(|r| Sequenced {
                 group: 0,
                 reading: r.clone(),
-            });
-            batch.readings.extend(chunk);
-            share.next += share.peers;
+            }));
+            // Sorted by time: the scanned span's last reading is its newest (and no reading
+            // of this worker's still to come is older).
+            let newest = EventKey::new(0, ok[end - 1].ts);
+            self.max_key = self.max_key.max(Some(newest));
+            share.next = end;
             return Ok(SourceStatus::Ready);
         }
         let Some(rx) = &self.rx else {

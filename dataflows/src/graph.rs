@@ -78,6 +78,16 @@ pub struct GraphConfig {
     pub stats: Option<Arc<GraphStats>>,
 }
 
+impl GraphConfig {
+    /// Global indices of this process's workers (timely numbers a cluster's workers
+    /// process by process).
+    pub fn local_workers(&self) -> std::ops::Range<usize> {
+        let n = self.workers.max(1);
+        let first = self.cluster.as_ref().map_or(0, |c| c.process * n);
+        first..first + n
+    }
+}
+
 /// The rows of the alert collection's tables and their later changes (usually from
 /// `pmi_sinks::sql::tables::TableWatcher`). Only worker 0 of the cluster reads them.
 #[derive(Clone, Debug, Default)]
@@ -312,6 +322,7 @@ where
     let spec = Arc::new(WindowSpec::new(&config.window)?);
     let started = Instant::now();
     let config = config.clone();
+    let clustered = config.cluster.is_some();
     let timely_config = match &config.cluster {
         None => timely::Config::process(config.workers.max(1)),
         Some(c) => timely::Config {
@@ -346,8 +357,17 @@ where
         src_late += late;
     }
     // Accepted readings that left the windows (duplicates, late at the window operator)
-    // were counted by the sinks beyond what the sources rejected or marked late.
-    report.windowed -= (report.rejected - src_rejected) + (report.late - src_late);
+    // were counted by the sinks beyond what the sources rejected or marked late (those go
+    // to the sinks of their own worker).
+    let left = (report.rejected - src_rejected) + (report.late - src_late);
+    report.windowed = if clustered {
+        // They may surface in another process (one whose worker owns the vehicle), so a
+        // process's own count is a bound; the processes' sum balances. A backfill reads
+        // each vehicle in the process owning it: there it is exact.
+        report.windowed.saturating_sub(left)
+    } else {
+        report.windowed - left
+    };
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::debug!(elapsed_ms = report.elapsed_ms, "graph done");
     Ok(report)
@@ -488,11 +508,10 @@ where
             .collect();
         // Only a prediction that can set an alert's level carries features.
         let carry_from = config.alerts.thresholds.of(config.alerts.floor) - config.alerts.margin;
-        let mut row = Vec::new();
         let scored = windows.features.clone().flat_map(move |batch| {
             (0..batch.rows())
                 .map(|r| {
-                    let v = batch.row(r, &mut row);
+                    let v = batch.row(r);
                     let prediction = score(v);
                     let features = if prediction.risk >= carry_from {
                         carried

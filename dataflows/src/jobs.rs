@@ -576,7 +576,12 @@ fn backfill_with(
 ) -> Result<RunReport, DataflowError> {
     let schema = job.graph.window.schema()?;
     let (scorer, _model) = scorer(&schema, job.severity, job.model_registry.as_deref())?;
-    let plan = Arc::new(plan(&job.input, job.range, job.graph.window.lateness_ms())?);
+    let plan = Arc::new(plan(
+        &job.input,
+        job.range,
+        job.graph.window.lateness_ms(),
+        job.graph.local_workers(),
+    )?);
     let p = plan.clone();
     let sinks = worker_sinks(
         job.out.clone(),

@@ -311,6 +311,7 @@ pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, Dat
         &job.telemetry,
         Default::default(),
         job.graph.window.lateness_ms(),
+        job.graph.local_workers(),
     )?);
     let rows = Arc::new(Mutex::new(Vec::<FeatureVector>::new()));
     let every = job.every_ms;

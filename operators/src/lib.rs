@@ -12,5 +12,6 @@
 #![deny(unsafe_code)]
 
 pub mod alerts;
+pub mod exchange;
 pub mod source;
 pub mod windows;

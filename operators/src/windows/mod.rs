@@ -27,7 +27,7 @@
 //!     let input = vec![Sequenced { group: 0, reading }].to_stream(scope).container::<Vec<_>>();
 //!     // Keep (pane end, rpm_count_60s, rpm_count_900s) of each batch's one row.
 //!     let summary = input.pane_windows(spec).features;
-//!     summary.map(|b| (b.pane_end().0, b.column(0)[0] as u64, b.column(14)[0] as u64)).capture()
+//!     summary.map(|b| (b.pane_end().0, b.row(0).values[0] as u64, b.row(0).values[14] as u64)).capture()
 //! });
 //! let vectors: Vec<_> = features.extract().into_iter().flat_map(|(_, v)| v).collect();
 //! // One reading keeps a vehicle active for the 90 pane ends of the 900 s window.
@@ -43,7 +43,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
@@ -109,10 +108,7 @@ pub fn pane_windows_with_gauges<'scope>(
 ) -> WindowStreams<'scope> {
     let mut builder = OperatorBuilder::new("PaneWindows".to_owned(), input.scope());
     let activator = input.scope().activator_for(builder.operator_info().address);
-    let mut input = builder.new_input(
-        input,
-        Exchange::new(|s: &Sequenced| s.reading.vehicle_id.route_hash()),
-    );
+    let mut input = builder.new_input(input, crate::exchange::by_vehicle());
     let (features_out, features) = builder.new_output();
     let (late_out, late) = builder.new_output();
     let (rejected_out, rejected) = builder.new_output();
