@@ -31,8 +31,11 @@ use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArra
 use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
+use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -197,8 +200,7 @@ impl RowLayout<FeatureBatch> for FeatureLayout {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
-    /// The batches' rows, turned into columns (one pass over the rows, appending to every
-    /// column: each column's current cache line stays hot). NaN (absent) becomes null.
+    /// The batches' rows, turned into columns. NaN (absent) becomes null.
     fn columns(&self, batches: &[FeatureBatch]) -> Vec<ArrayRef> {
         let n: usize = batches.iter().map(FeatureBatch::rows).sum();
         let mut cols = vec![
@@ -213,17 +215,24 @@ impl RowLayout<FeatureBatch> for FeatureLayout {
                     .flat_map(|b| std::iter::repeat_n(Some(b.pane_end().0), b.rows())),
             ),
         ];
-        let mut columns: Vec<Vec<f64>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
+        let width = self.width;
+        let mut columns: Vec<Vec<f64>> = (0..width).map(|_| Vec::with_capacity(n)).collect();
+        // A tile of rows at a time (it stays in the L1 cache while every column takes its
+        // values from it): each row is read from memory once and each column written in
+        // runs, where row by row every value would go to a different column's cache line.
+        const TILE_ROWS: usize = 16;
         for b in batches {
-            for row in b.values().chunks_exact(self.width) {
-                for (column, &v) in columns.iter_mut().zip(row) {
-                    column.push(v);
+            for tile in b.values().chunks(TILE_ROWS * width) {
+                for (f, column) in columns.iter_mut().enumerate() {
+                    column.extend(tile.chunks_exact(width).map(|row| row[f]));
                 }
             }
         }
         for column in columns {
-            let valid = BooleanBuffer::collect_bool(n, |j| !column[j].is_nan());
-            let nulls = (valid.count_set_bits() < n).then(|| NullBuffer::new(valid));
+            // Most feature columns have no null: one vectorisable scan decides.
+            let nulls = column.iter().any(|v| v.is_nan()).then(|| {
+                NullBuffer::new(BooleanBuffer::collect_bool(n, |j| !column[j].is_nan()))
+            });
             cols.push(Arc::new(Float64Array::new(
                 ScalarBuffer::from(column),
                 nulls,
@@ -398,7 +407,7 @@ impl<R> Default for DayBuffer<R> {
 }
 
 struct OpenFile {
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: AsyncArrowWriter<Upload>,
     /// Where it is written: the final name, or a staging name in transactional mode.
     written: ObjectPath,
     /// Where it is published.
@@ -406,6 +415,30 @@ struct OpenFile {
     rows: usize,
     /// Write counter value at the last write (for closing the least recently used).
     used: u64,
+}
+
+/// The upload of one file: hands each encoded chunk to `object_store`'s writer as it is
+/// (`BufWriter::put`: no copy; as an `AsyncWrite` the chunk would be copied into its
+/// buffer first). What parquet's deprecated `ParquetObjectWriter` did.
+struct Upload(BufWriter);
+
+impl AsyncFileWriter for Upload {
+    fn write(&mut self, bytes: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.0
+                .put(bytes)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            tokio::io::AsyncWriteExt::shutdown(&mut self.0)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
 }
 
 /// A dataset writer (synchronous; see [`BackgroundWriter`] for use from a worker). Writes
@@ -575,7 +608,7 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         } else {
             path.clone()
         };
-        let sink = BufWriter::new(self.dir.inner().clone(), written.clone());
+        let sink = Upload(BufWriter::new(self.dir.inner().clone(), written.clone()));
         let writer =
             AsyncArrowWriter::try_new(sink, self.schema.clone(), Some(self.props.clone()))?;
         self.files.insert(
@@ -674,7 +707,7 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         for (_, f) in std::mem::take(&mut self.files) {
             // An unfinished upload is aborted: nothing becomes visible, and no multipart
             // upload or temporary file is left behind.
-            let mut upload = f.writer.into_inner();
+            let Upload(mut upload) = f.writer.into_inner();
             if let Err(e) = Store::block_on(upload.abort()) {
                 tracing::warn!(file = %self.dir.describe(&f.written), error = %e, "could not abort an unfinished upload");
             }
