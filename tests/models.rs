@@ -206,7 +206,7 @@ fn a_running_scorer_picks_up_a_new_version_and_refuses_a_broken_one() {
         schema: schema.fingerprint(),
         values: vec![f64::NAN; schema.len()].into(),
     };
-    assert_eq!((scorer.score_fn())(v.row()).model, "ensemble-v0003");
+    assert_eq!(&*(scorer.score_fn())(v.row()).model, "ensemble-v0003");
 
     // A model for another schema is refused at start with a clear error.
     let other = WindowConfig {

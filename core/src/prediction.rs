@@ -1,5 +1,7 @@
 //! Severity, its thresholds and SLAs, and the [`Prediction`] a scorer makes.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::component::Component;
@@ -140,8 +142,9 @@ pub struct Prediction {
     pub severity: Severity,
     /// The implicated component, when risk is above normal.
     pub component: Option<Component>,
-    /// Which model (and version) scored it, e.g. `rules-v1`.
-    pub model: String,
+    /// Which model (and version) scored it, e.g. `rules-v1`: shared, as every prediction of
+    /// a model carries the same name.
+    pub model: Arc<str>,
     /// Human-readable reasons, most important first.
     pub explanation: Vec<String>,
 }

@@ -32,6 +32,7 @@
 //! vectors of its schema ([`ModelError::SchemaMismatch`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -189,9 +190,9 @@ pub struct Ensemble {
     /// more than the trees).
     #[serde(skip)]
     fingerprint: Option<u64>,
-    /// `ensemble-<version>`, formatted once.
+    /// `ensemble-<version>`, formatted once (and shared by every prediction).
     #[serde(skip)]
-    name: String,
+    name: Arc<str>,
 }
 
 /// The members' outputs for one row.
@@ -251,7 +252,7 @@ impl Ensemble {
             severity,
             rule_scorer: None,
             fingerprint: None,
-            name: String::new(),
+            name: "".into(),
         };
         e.prepare("model")?;
         Ok(e)
@@ -314,7 +315,7 @@ impl Ensemble {
         self.name = if version.is_empty() {
             "ensemble".into()
         } else {
-            format!("ensemble-{version}")
+            format!("ensemble-{version}").into()
         };
         self.meta.version = version;
     }

@@ -269,7 +269,7 @@ impl RowLayout<Prediction> for PredictionLayout {
             f64_array(rows.iter().map(|r| Some(r.risk))),
             str_array(rows.iter().map(|r| Some(r.severity.name()))),
             str_array(rows.iter().map(|r| r.component.map(|c| c.name()))),
-            str_array(rows.iter().map(|r| Some(r.model.as_str()))),
+            str_array(rows.iter().map(|r| Some(&*r.model))),
             str_array(explanations.iter().map(|e| Some(e.as_str()))),
         ]
     }

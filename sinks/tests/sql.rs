@@ -178,7 +178,7 @@ fn alert_of(p: &Prediction) -> Alert {
         component: p.component,
         risk: p.risk,
         pane_end: p.pane_end,
-        model: p.model.clone(),
+        model: p.model.to_string(),
         explanation: p.explanation.clone(),
         features: vec![("coolant_temp_c_mean_300s".into(), p.risk * 100.0)],
         info: VehicleInfo::default(),

@@ -41,8 +41,8 @@ pub enum Combine {
 pub struct RuleSet {
     /// Model name and version reported in every prediction's `model` field (default
     /// `rules-v1`). Change it whenever you change a threshold, so that predictions say which
-    /// rules made them.
-    pub model: String,
+    /// rules made them. Shared by every prediction.
+    pub model: std::sync::Arc<str>,
     /// Risk thresholds of the severities (defaults from DESIGN.md: critical ≥ 0.9, high ≥
     /// 0.75, medium ≥ 0.5, low ≥ 0.3).
     pub severity: SeverityThresholds,
@@ -58,7 +58,7 @@ pub struct RuleSet {
 impl Default for RuleSet {
     fn default() -> Self {
         RuleSet {
-            model: "rules-v1".to_owned(),
+            model: "rules-v1".into(),
             severity: SeverityThresholds::default(),
             combine: Combine::Max,
             max_explanations: 3,

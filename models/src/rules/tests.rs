@@ -364,7 +364,7 @@ fn healthy_vehicles_score_normal() {
             assert!(p.risk < 0.05, "{op:?}: {p:?}");
             assert_eq!(p.component, None);
             assert!(p.explanation.is_empty());
-            assert_eq!(p.model, "rules-v1");
+            assert_eq!(&*p.model, "rules-v1");
         }
     }
 }
@@ -529,7 +529,7 @@ fn rule_set_round_trips_through_toml_and_json() {
         "#,
     )
     .unwrap();
-    assert_eq!(partial.model, "rules-v1-strict");
+    assert_eq!(&*partial.model, "rules-v1-strict");
     assert_eq!(partial.severity.low, 0.2);
     assert_eq!(partial.severity.high, 0.75);
     assert_eq!(partial.rules, set.rules);

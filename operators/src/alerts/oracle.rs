@@ -92,7 +92,7 @@ pub fn levels(
                 component: pred.component,
                 risk: pred.risk,
                 pane_end: pred.pane_end,
-                model: pred.model.clone(),
+                model: pred.model.to_string(),
                 explanation: pred.explanation.clone(),
                 features: p.features.clone(),
             };

@@ -473,7 +473,7 @@ fn prediction(
                     .ok_or_else(|| corrupt(context, format!("unknown component `{c}`")))
             })
             .transpose()?,
-        model,
+        model: model.into(),
         explanation: serde_json::from_str(explanation)
             .map_err(|e| corrupt(context, format!("explanation: {e}")))?,
     })

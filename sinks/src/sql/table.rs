@@ -215,7 +215,7 @@ impl SqlTable for PredictionTable {
         c.float(2, Some(r.risk));
         c.text(3, Some(r.severity.name().to_owned()));
         c.text(4, r.component.map(|x| x.name().to_owned()));
-        c.text(5, Some(r.model.clone()));
+        c.text(5, Some(r.model.to_string()));
         c.text(6, Some(explanation_json(&r.explanation)));
         c.rows += 1;
     }
