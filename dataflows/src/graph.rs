@@ -361,9 +361,10 @@ where
     // to the sinks of their own worker).
     let left = (report.rejected - src_rejected) + (report.late - src_late);
     report.windowed = if clustered {
-        // They may surface in another process (one whose worker owns the vehicle), so a
-        // process's own count is a bound; the processes' sum balances. A backfill reads
-        // each vehicle in the process owning it: there it is exact.
+        // They may surface in another process (the one whose worker owns the vehicle), so
+        // a live source's process may count as windowed some readings another process
+        // counts as rejected or late. A backfill reads each vehicle in the process owning
+        // it: there every process's count is exact (tests/cluster.rs).
         report.windowed.saturating_sub(left)
     } else {
         report.windowed - left

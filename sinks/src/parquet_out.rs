@@ -230,9 +230,10 @@ impl RowLayout<FeatureBatch> for FeatureLayout {
         }
         for column in columns {
             // Most feature columns have no null: one vectorisable scan decides.
-            let nulls = column.iter().any(|v| v.is_nan()).then(|| {
-                NullBuffer::new(BooleanBuffer::collect_bool(n, |j| !column[j].is_nan()))
-            });
+            let nulls = column
+                .iter()
+                .any(|v| v.is_nan())
+                .then(|| NullBuffer::new(BooleanBuffer::collect_bool(n, |j| !column[j].is_nan())));
             cols.push(Arc::new(Float64Array::new(
                 ScalarBuffer::from(column),
                 nulls,
