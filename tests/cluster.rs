@@ -25,65 +25,64 @@ fn pmi(dir: &Path, args: &[&str]) -> Command {
     c
 }
 
-#[test]
-fn a_two_process_cluster_equals_one_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1:{}\n127.0.0.1:{}\n",
-            common::free_port(),
-            common::free_port()
-        ),
-    )
-    .unwrap();
-    let hostfile = hosts.to_str().unwrap();
-    let spawn = |i: &str| {
-        pmi(
-            dir.path(),
-            &[
-                "--workers",
-                "1",
-                "--processes",
-                "2",
-                "--process",
-                i,
-                "--hostfile",
-                hostfile,
-                "--out",
-                &format!("p{i}"),
-            ],
-        )
-        .spawn()
-        .unwrap()
-    };
-    let (a, b) = (spawn("0"), spawn("1"));
+/// The flags of process `i` of a two-process cluster with one worker each.
+fn member<'a>(i: &'a str, hostfile: &'a str) -> [&'a str; 8] {
+    [
+        "--workers",
+        "1",
+        "--processes",
+        "2",
+        "--process",
+        i,
+        "--hostfile",
+        hostfile,
+    ]
+}
+
+/// Runs `command(i)` for both processes at once and checks both succeed.
+fn run_both(command: impl Fn(&str) -> Command) {
+    let (a, b) = (command("0").spawn().unwrap(), command("1").spawn().unwrap());
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
     }
-    let single = pmi(dir.path(), &["--workers", "2", "--out", "single"])
-        .output()
-        .unwrap();
-    assert!(single.status.success(), "{single:?}");
+}
 
+/// The features under `p0` and `p1` (both non-empty) together equal those under `single`.
+fn assert_same_features(dir: &Path) {
     let (p0, p1) = (
-        common::feature_rows(&dir.path().join("p0")),
-        common::feature_rows(&dir.path().join("p1")),
+        common::feature_rows(&dir.join("p0")),
+        common::feature_rows(&dir.join("p1")),
     );
     assert!(!p0.is_empty() && !p1.is_empty(), "both processes did work");
     let mut cluster = [p0, p1].concat();
     cluster.sort();
-    let one = common::feature_rows(&dir.path().join("single"));
+    let one = common::feature_rows(&dir.join("single"));
     assert_eq!(cluster.len(), one.len());
     assert!(
         cluster == one,
         "the cluster's features differ from one process's"
     );
+}
+
+#[test]
+fn a_two_process_cluster_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = &common::two_process_hostfile(dir.path());
+    run_both(|i| {
+        let mut c = pmi(dir.path(), &member(i, hostfile));
+        c.args(["--out", &format!("p{i}")]);
+        c
+    });
+    let single = pmi(dir.path(), &["--workers", "2", "--out", "single"])
+        .output()
+        .unwrap();
+    assert!(single.status.success(), "{single:?}");
+
+    assert_same_features(dir.path());
 
     // A bad hostfile is a clear error naming it.
-    std::fs::write(&hosts, "127.0.0.1:1\n").unwrap();
+    std::fs::write(hostfile, "127.0.0.1:1\n").unwrap();
     let out = pmi(
         dir.path(),
         &["--processes", "2", "--process", "0", "--hostfile", hostfile],
@@ -115,16 +114,7 @@ fn a_two_process_backfill_equals_one_process() {
         "--out",
         "sim",
     ]));
-    let hosts = dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1:{}\n127.0.0.1:{}\n",
-            common::free_port(),
-            common::free_port()
-        ),
-    )
-    .unwrap();
+    let hostfile = common::two_process_hostfile(dir.path());
     let backfill = |out: &str, extra: &[&str]| {
         let mut c = common::pmi(dir.path());
         c.args([
@@ -138,26 +128,7 @@ fn a_two_process_backfill_equals_one_process() {
         .args(extra);
         c
     };
-    let spawn = |i: &str| {
-        let out = format!("p{i}");
-        let hostfile = hosts.to_str().unwrap();
-        let args = [
-            "--workers",
-            "1",
-            "--processes",
-            "2",
-            "--process",
-            i,
-            "--hostfile",
-            hostfile,
-        ];
-        backfill(&out, &args).spawn().unwrap()
-    };
-    let (a, b) = (spawn("0"), spawn("1"));
-    for child in [a, b] {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    run_both(|i| backfill(&format!("p{i}"), &member(i, &hostfile)));
     common::check(&mut backfill("single", &["--workers", "2"]));
 
     let rows = |out: &str, dataset: &str| -> usize {
@@ -172,15 +143,5 @@ fn a_two_process_backfill_equals_one_process() {
         rows("p0", "dead_letter") + rows("p1", "dead_letter"),
         rejected
     );
-    let (p0, p1) = (
-        common::feature_rows(&dir.path().join("p0")),
-        common::feature_rows(&dir.path().join("p1")),
-    );
-    assert!(!p0.is_empty() && !p1.is_empty(), "both processes did work");
-    let mut cluster = [p0, p1].concat();
-    cluster.sort();
-    assert!(
-        cluster == common::feature_rows(&dir.path().join("single")),
-        "the cluster's features differ from one process's"
-    );
+    assert_same_features(dir.path());
 }

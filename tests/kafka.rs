@@ -590,17 +590,7 @@ fn a_two_process_cluster_reading_kafka_equals_one_process() {
     let d = dir.path();
     let topic = unique("pmi-test-cluster");
     produce(d, &topic, "6", "20m");
-    let hosts = d.join("hosts");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1:{}\n127.0.0.1:{}\n",
-            common::free_port(),
-            common::free_port()
-        ),
-    )
-    .unwrap();
-    let hostfile = hosts.to_str().unwrap();
+    let hostfile = &common::two_process_hostfile(d);
     let spawn = |i: &str| {
         let mut c = kafka_run_with(d, &brokers(), &topic, "cluster", &format!("p{i}"), "1");
         c.args(["--processes", "2", "--process", i])

@@ -122,6 +122,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A hostfile for a cluster of two processes on free loopback ports, written in `dir`;
+/// returns its path as the `--hostfile` argument.
+pub fn two_process_hostfile(dir: &Path) -> String {
+    let hosts = dir.join("hosts");
+    let ports = (free_port(), free_port());
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports.0, ports.1),
+    )
+    .unwrap();
+    hosts.to_str().unwrap().to_owned()
+}
+
 /// A name no other test (or run of the tests) uses: `name-<pid>-<nanoseconds>`.
 pub fn unique(name: &str) -> String {
     format!(
