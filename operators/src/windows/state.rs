@@ -418,6 +418,13 @@ impl Extremes {
     fn within(&self, k: i64, panes: usize) -> f64 {
         let k = k as u16;
         let old = |e: &Extreme| k.wrapping_sub(e.pane) as usize >= panes;
+        // The oldest entry is the answer when it is in the window: always so for the
+        // longest window, which `expire` keeps the deque within.
+        match self.entries.front() {
+            None => return f64::NAN,
+            Some(e) if !old(e) => return e.value,
+            Some(_) => {}
+        }
         // Entries are of distinct panes, the newest at most `k`: all but the last `panes`
         // are old, so only those are searched (a few cache lines, not the whole deque).
         let from = self.entries.len().saturating_sub(panes);
