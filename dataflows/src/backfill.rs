@@ -198,8 +198,6 @@ fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk
         txs,
         local: local.clone(),
         peers,
-        processes: (peers / local.len().max(1)).max(1),
-        process: local.start / local.len().max(1),
     };
     let readers = local.len();
     for reader in 0..readers {
@@ -262,11 +260,16 @@ struct Dealer {
     txs: Vec<SyncSender<Chunk>>,
     local: Range<usize>,
     peers: usize,
-    processes: usize,
-    process: usize,
 }
 
 impl Dealer {
+    /// Whether this process hands on row group `index`'s rejected rows: one process in
+    /// turn, each running as many workers (`local`) of the `peers`.
+    fn keeps_rejected(&self, index: usize) -> bool {
+        let n = self.local.len().max(1);
+        index % (self.peers / n).max(1) == self.local.start / n
+    }
+
     /// Waits for row group `index`'s turn and deals it; false when reading must stop.
     fn deal(
         &self,
@@ -324,7 +327,7 @@ impl Dealer {
                 return false;
             }
         }
-        if index % self.processes != self.process {
+        if !self.keeps_rejected(index) {
             rejected.clear();
         }
         for (i, slice) in slices.into_iter().enumerate() {
