@@ -200,7 +200,8 @@ impl RowLayout<FeatureBatch> for FeatureLayout {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
-    /// The batches' rows, turned into columns. NaN (absent) becomes null.
+    /// The batches' columns, NaN (absent) as null: a batch's own columns (Arrow buffers,
+    /// no copy) when there is one batch, else each column's parts one after the other.
     fn columns(&self, batches: &[FeatureBatch]) -> Vec<ArrayRef> {
         let n: usize = batches.iter().map(FeatureBatch::rows).sum();
         let mut cols = vec![
@@ -215,29 +216,23 @@ impl RowLayout<FeatureBatch> for FeatureLayout {
                     .flat_map(|b| std::iter::repeat_n(Some(b.pane_end().0), b.rows())),
             ),
         ];
-        let width = self.width;
-        let mut columns: Vec<Vec<f64>> = (0..width).map(|_| Vec::with_capacity(n)).collect();
-        // A tile of rows at a time (it stays in the L1 cache while every column takes its
-        // values from it): each row is read from memory once and each column written in
-        // runs, where row by row every value would go to a different column's cache line.
-        const TILE_ROWS: usize = 16;
-        for b in batches {
-            for tile in b.values().chunks(TILE_ROWS * width) {
-                for (f, column) in columns.iter_mut().enumerate() {
-                    column.extend(tile.chunks_exact(width).map(|row| row[f]));
+        for f in 0..self.width {
+            let column = match batches {
+                [b] => b.column_buffer(f),
+                _ => {
+                    let mut column = Vec::with_capacity(n);
+                    for b in batches {
+                        column.extend_from_slice(b.column(f));
+                    }
+                    ScalarBuffer::from(column)
                 }
-            }
-        }
-        for column in columns {
+            };
             // Most feature columns have no null: one vectorisable scan decides.
             let nulls = column
                 .iter()
                 .any(|v| v.is_nan())
                 .then(|| NullBuffer::new(BooleanBuffer::collect_bool(n, |j| !column[j].is_nan())));
-            cols.push(Arc::new(Float64Array::new(
-                ScalarBuffer::from(column),
-                nulls,
-            )));
+            cols.push(Arc::new(Float64Array::new(column, nulls)));
         }
         cols
     }
@@ -337,8 +332,11 @@ impl RowLayout<FailureEvent> for GroundTruthLayout {
 /// Writer settings.
 #[derive(Clone, Debug)]
 pub struct DatasetOptions {
-    /// Rows per record batch (default 8192; a wide schema's batches hold at most about a
-    /// million values, see [`BATCH_VALUES`]).
+    /// Rows per record batch: pushed records are buffered until they make this many, then
+    /// written together (default 8192; a wide schema's batches hold at most about a
+    /// million values, see [`BATCH_VALUES`]). A record that alone makes this many rows is
+    /// written on its own, which for a [`FeatureBatch`] hands its columns over without a
+    /// copy (see [`FEATURE_BATCH_ROWS`]).
     pub batch_rows: usize,
     /// Rows per file before a new one is started (default 1,000,000).
     pub max_rows_per_file: usize,
@@ -363,6 +361,12 @@ impl Default for DatasetOptions {
         }
     }
 }
+
+/// [`DatasetOptions::batch_rows`] for features: a pane end's batch of a few hundred
+/// vehicles or more is written as it comes, its columns handed to Parquet without a copy;
+/// the batches of a small fleet are gathered into record batches of at least this many rows
+/// (each write has a cost per column, hundreds of them).
+pub const FEATURE_BATCH_ROWS: usize = 256;
 
 /// Values per record batch at most, whatever `batch_rows` says: rows wait unencoded until a
 /// batch is full, so a wide schema (hundreds of features) with thousands of rows per batch
@@ -1108,8 +1112,19 @@ mod tests {
         assert_eq!(rows_in("1970-01-04"), 1);
     }
 
+    /// Whether a pane end's batch is written on its own (its columns handed over) or
+    /// gathered with others into one record batch, the rows come out as pushed.
     #[test]
     fn features_carry_schema_metadata_and_nulls() {
+        for batch_rows in [DatasetOptions::default().batch_rows, 2] {
+            features_written_with(DatasetOptions {
+                batch_rows,
+                ..DatasetOptions::default()
+            });
+        }
+    }
+
+    fn features_written_with(options: DatasetOptions) {
         let root = tempfile::tempdir().unwrap();
         let store = Store::local(root.path()).unwrap();
         let schema = FeatureSchema::new(vec![Channel::Sensor(Sensor::Rpm)], vec![60]);
@@ -1118,7 +1133,7 @@ mod tests {
             "features",
             "1",
             FeatureLayout::new(&schema),
-            DatasetOptions::default(),
+            options,
         )
         .unwrap();
         // Two pane ends' batches (rows of 7 features: count, mean, std, min, max, last,
