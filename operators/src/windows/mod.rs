@@ -141,12 +141,14 @@ pub fn pane_windows_with_gauges<'scope>(
                     caps = Some((cap.delayed(&time, 0), cap.delayed(&time, 2)));
                 }
                 let mut late = late_out.session(&cap);
-                for s in data.drain(..) {
+                // Read in place, not drained: a reading's values are copied once, from the
+                // container into the vehicle's buffer (a drain moves each reading out first).
+                for s in data.iter() {
                     // A reading stamped after its own pane end cannot be evaluated at that
                     // pane end any more: late, whatever the vehicle's state says.
                     let pane_end = EventKey::new(s.group, spec.pane_end(spec.pane_of(s.reading.ts)));
                     if pane_end.0 < time {
-                        late.give(s.reading);
+                        late.give(s.reading.clone());
                         continue;
                     }
                     let key = (s.group, s.reading.vehicle_id.clone());
@@ -160,10 +162,10 @@ pub fn pane_windows_with_gauges<'scope>(
                             let t = EventKey::new(s.group, spec.pane_end(k)).0;
                             if entry.scheduled.is_none_or(|old| t < old) {
                                 entry.scheduled = Some(t);
-                                heap.push(Reverse((t, s.group, s.reading.vehicle_id)));
+                                heap.push(Reverse((t, s.group, s.reading.vehicle_id.clone())));
                             }
                         }
-                        Err(InsertError::Late) => late.give(s.reading),
+                        Err(InsertError::Late) => late.give(s.reading.clone()),
                         Err(InsertError::PaneFull) => {
                             let detail = format!(
                                 "more than {MAX_READINGS_PER_PANE} readings of one vehicle in one pane"
@@ -178,6 +180,7 @@ pub fn pane_windows_with_gauges<'scope>(
                         }
                     }
                 }
+                data.clear();
             });
 
             // Evaluate the scheduled boundaries the frontier has passed, a bounded number
