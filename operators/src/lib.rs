@@ -8,7 +8,7 @@
 //!   its typed changes (with its reference implementation, [`alerts::oracle`]).
 //! - [`windows`]: event-time pane windows per vehicle → feature vectors (with its naive
 //!   reference implementation, [`windows::oracle`], that tests compare against).
-// Denied, with one audited exception: the prefetch hint of `windows::state`.
+// Denied, with one audited exception: the prefetch hint of `windows::prefetch`.
 #![deny(unsafe_code)]
 
 pub mod alerts;

@@ -37,10 +37,10 @@
 //! ```
 
 pub mod oracle;
+mod prefetch;
 mod state;
+mod table;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -78,12 +78,6 @@ pub trait PaneWindows<'scope> {
 /// finished), before the operator lets the rest of the worker's dataflow run.
 const EVALUATIONS_PER_ACTIVATION: usize = 4096;
 
-struct Entry {
-    windows: VehicleWindows,
-    /// Time of this vehicle's live heap entry, if any.
-    scheduled: Option<u64>,
-}
-
 /// Gauges a worker's window operator publishes (for `/stats`, `pmi bench`).
 #[derive(Clone, Debug, Default)]
 pub struct WindowGauges {
@@ -117,17 +111,14 @@ pub fn pane_windows_with_gauges<'scope>(
     let mut rejected_out = OutputBuilder::from(rejected_out);
 
     builder.build(move |_initial_caps| {
-        // A fast hasher (ahash): the map is looked up once per reading, and only ever
-        // iterated to sum gauges, so its order does not matter.
-        let mut states: ahash::AHashMap<(u32, VehicleId), Entry> = ahash::AHashMap::new();
-        let mut heap: BinaryHeap<Reverse<(u64, u32, VehicleId)>> = BinaryHeap::new();
+        // Each vehicle's state and when it is due (see `table`).
+        let mut table = table::Table::default();
         // Capabilities for emitting features (port 0) and rejected readings (port 2), held
         // at or below the earliest scheduled evaluation.
         let mut caps: Option<(Capability<u64>, Capability<u64>)> = None;
         let mut scratch = Scratch::default();
         let mut values = Vec::new();
         let mut dups = Vec::new();
-        let mut ready: Vec<(u64, u32, VehicleId)> = Vec::new();
         let mut activations: u64 = 0;
 
         move |frontiers| {
@@ -151,18 +142,14 @@ pub fn pane_windows_with_gauges<'scope>(
                         late.give(s.reading.clone());
                         continue;
                     }
-                    let key = (s.group, s.reading.vehicle_id.clone());
-                    let entry = states.entry(key).or_insert_with(|| Entry {
-                        windows: VehicleWindows::new(&spec),
-                        scheduled: None,
-                    });
+                    let slot = table.slot(s.group, &s.reading.vehicle_id, &spec);
+                    let entry = table.get_mut(slot);
                     match entry.windows.insert(&spec, s.reading.ts, s.reading.values) {
                         Ok(()) => {
                             let k = entry.windows.next_boundary(&spec).expect("just inserted");
                             let t = EventKey::new(s.group, spec.pane_end(k)).0;
                             if entry.scheduled.is_none_or(|old| t < old) {
-                                entry.scheduled = Some(t);
-                                heap.push(Reverse((t, s.group, s.reading.vehicle_id.clone())));
+                                table.schedule(slot, t);
                             }
                         }
                         Err(InsertError::Late) => late.give(s.reading.clone()),
@@ -189,20 +176,16 @@ pub fn pane_windows_with_gauges<'scope>(
             // batches so that its vectors flow on to the sinks while it computes more.
             let frontier = &frontiers[0];
             let mut evaluated = 0;
-            while let Some(Reverse((t, _, _))) = heap.peek() {
-                if frontier.less_equal(t) {
+            while let Some(t) = table.first_due() {
+                if frontier.less_equal(&t) {
                     break;
                 }
                 if evaluated >= EVALUATIONS_PER_ACTIVATION {
                     activator.activate();
                     break;
                 }
-                let t = *t;
-                ready.clear();
-                while heap.peek().is_some_and(|Reverse(e)| e.0 == t) {
-                    ready.push(heap.pop().expect("peeked").0);
-                }
-                evaluated += ready.len();
+                let (t, due) = table.take_due().expect("one is due");
+                evaluated += due.len();
                 let (fcap, rcap) = caps.as_ref().expect("a capability is held while work is scheduled");
                 let fcap = fcap.delayed(&t);
                 let rcap = rcap.delayed(&t);
@@ -212,29 +195,32 @@ pub fn pane_windows_with_gauges<'scope>(
                     spec.pane_end(k),
                     spec.fingerprint(),
                     spec.schema().len(),
-                    ready.len(),
+                    due.len(),
                 );
-                let mut due = ready.drain(..).peekable();
-                while let Some((_, group, vehicle)) = due.next() {
-                    // Start loading the next vehicle's state while this one is evaluated.
-                    if let Some((_, g, v)) = due.peek() {
-                        if let Some(next) = states.get(&(*g, v.clone())) {
-                            next.windows.prefetch(&spec, k);
-                        }
+                for (i, d) in due.iter().enumerate() {
+                    // Load the next vehicles' states while this one is evaluated, in steps
+                    // that each read only what the step before loaded: the slot three
+                    // ahead; two ahead, the deques' headers; next, what `evaluate` reads.
+                    if let Some(next) = due.get(i + 3) {
+                        table.prefetch(next);
                     }
-                    let state_key = (group, vehicle);
-                    let Some(entry) = states.get_mut(&state_key) else { continue };
-                    if entry.scheduled != Some(t) {
+                    if let Some(next) = due.get(i + 2).and_then(|n| table.get(n)) {
+                        next.windows.prefetch_headers();
+                    }
+                    if let Some(next) = due.get(i + 1).and_then(|n| table.get(n)) {
+                        next.windows.prefetch(&spec, k);
+                    }
+                    let Some(entry) = table.live(d, t) else {
                         continue; // superseded by an earlier reschedule
-                    }
+                    };
                     dups.clear();
                     if entry.windows.evaluate(&spec, k, &mut scratch, &mut values, &mut dups) {
-                        batch.push(state_key.1.clone(), &values);
+                        batch.push(d.vehicle.clone(), &values);
                     }
                     if !dups.is_empty() {
                         let mut rsession = rejected_out.session(&rcap);
                         for (ts, vals) in dups.drain(..) {
-                            let reading = Telemetry { vehicle_id: state_key.1.clone(), ts, values: vals };
+                            let reading = Telemetry { vehicle_id: d.vehicle.clone(), ts, values: vals };
                             rsession.give(Rejected {
                                 reading: (&reading).into(),
                                 field: "ts".into(),
@@ -244,27 +230,25 @@ pub fn pane_windows_with_gauges<'scope>(
                     }
                     match entry.windows.next_boundary(&spec) {
                         Some(next) => {
-                            let nt = EventKey::new(group, spec.pane_end(next)).0;
-                            entry.scheduled = Some(nt);
-                            heap.push(Reverse((nt, group, state_key.1)));
+                            let group = key.group();
+                            table.schedule(d.slot, EventKey::new(group, spec.pane_end(next)).0);
                         }
-                        None => {
-                            states.remove(&state_key);
-                        }
+                        None => table.remove(d.slot),
                     }
                 }
+                table.recycle(due);
                 if let Some(batch) = batch.finish() {
                     features_out.session(&fcap).give(batch);
                 }
             }
 
             // Hold capabilities only as low as the earliest scheduled evaluation.
-            match heap.peek() {
-                Some(Reverse((t, _, _))) => {
+            match table.first_due() {
+                Some(t) => {
                     if let Some((f, r)) = caps.as_mut() {
-                        if f.time() < t {
-                            f.downgrade(t);
-                            r.downgrade(t);
+                        if *f.time() < t {
+                            f.downgrade(&t);
+                            r.downgrade(&t);
                         }
                     }
                 }
@@ -275,8 +259,8 @@ pub fn pane_windows_with_gauges<'scope>(
             activations += 1;
             if let Some(g) = gauges.as_ref().filter(|_| activations % 64 == 1) {
                 let mut g = g.lock().expect("gauges lock");
-                g.vehicles = states.len();
-                g.state_bytes = states.values().map(|e| e.windows.state_bytes()).sum();
+                g.vehicles = table.len();
+                g.state_bytes = table.states().map(VehicleWindows::state_bytes).sum();
             }
         }
     });

@@ -40,6 +40,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::prefetch;
+
 use pmi_core::{Channel, ConfigError, EventTime, FeatureSchema, SensorValues, Stat, WindowConfig};
 
 /// Most readings of one vehicle that one pane can hold (`n` is a u16). Readings beyond
@@ -473,34 +475,6 @@ impl Extremes {
 
     fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Extreme>()
-    }
-}
-
-/// Software prefetch: a hint, never a fault, so calling it on any address is sound.
-mod prefetch {
-    /// Hints every cache line of `s`.
-    #[inline]
-    pub(super) fn slice<T>(s: &[T]) {
-        let bytes = std::mem::size_of_val(s);
-        let start = s.as_ptr().cast::<u8>();
-        let mut offset = 0;
-        while offset < bytes {
-            line(start.wrapping_add(offset));
-            offset += 64;
-        }
-    }
-
-    #[inline(always)]
-    #[allow(unsafe_code)]
-    fn line(p: *const u8) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `prefetcht0` only hints the cache; it never faults or reads into a
-        // register, whatever the address; SSE is part of the x86_64 baseline.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
     }
 }
 
@@ -1237,6 +1211,15 @@ impl VehicleWindows {
             (wp as i64 - tail..wp as i64).for_each(pane);
         }
         self.prefetch_extremes();
+    }
+
+    /// The step before [`Self::prefetch`]: the headers of the deques it reads to find
+    /// their entries, and the oldest readings to seal.
+    pub fn prefetch_headers(&self) {
+        prefetch::slice(&self.lows);
+        prefetch::slice(&self.highs);
+        let (open, _) = self.open.as_slices();
+        prefetch::slice(&open[..open.len().min(16)]);
     }
 
     /// The front of every extreme deque (see [`Self::prefetch`]).
