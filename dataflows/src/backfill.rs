@@ -117,7 +117,10 @@ pub fn plan(
     Ok(plan)
 }
 
-type Chunk = Result<(Vec<Sequenced>, Vec<Rejected>), SourceFailure>;
+/// A slice of a worker's readings with the newest key among them (found by the reader,
+/// which has just written them, not by the worker, for which they are not yet in cache),
+/// and rejected rows.
+type Chunk = Result<(Vec<Sequenced>, Option<EventKey>, Vec<Rejected>), SourceFailure>;
 
 /// A worker's share of a sorted, in-memory input: the readings of the vehicles it owns.
 struct SortedShare {
@@ -216,8 +219,11 @@ fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk
                     .enumerate()
                     .skip(reader)
                     .step_by(readers);
+                // Reused from row group to row group: a fresh buffer of this size is fresh
+                // memory from the kernel, every page of it faulted in and zeroed.
+                let mut ok = Vec::new();
                 for (index, unit) in units {
-                    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+                    let mut bad = Vec::new();
                     let result = files
                         .read_unit(
                             unit,
@@ -232,7 +238,7 @@ fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk
                             message: e.to_string(),
                             class: e.class(),
                         });
-                    let readings = ok.into_iter().map(|reading| {
+                    let readings = ok.drain(..).map(|reading| {
                         let group = if grouped {
                             groups
                                 .get(reading.vehicle_id.as_str())
@@ -307,23 +313,25 @@ impl Dealer {
         readings: impl Iterator<Item = Sequenced>,
         mut rejected: Vec<Rejected>,
     ) -> bool {
-        let send = |i: usize, slice: Vec<Sequenced>, rejected: Vec<Rejected>| {
+        let send = |i: usize, (slice, newest): (Vec<Sequenced>, _), rejected: Vec<Rejected>| {
             // An error: the worker is gone, the run is over.
-            self.txs[i].send(Ok((slice, rejected))).is_ok()
+            self.txs[i].send(Ok((slice, newest, rejected))).is_ok()
         };
-        let mut slices: Vec<Vec<Sequenced>> = self.txs.iter().map(|_| Vec::new()).collect();
+        let mut slices: Vec<(Vec<Sequenced>, Option<EventKey>)> =
+            self.txs.iter().map(|_| (Vec::new(), None)).collect();
         for s in readings {
             let Some(i) = owner(&s, self.peers).checked_sub(self.local.start) else {
                 continue;
             };
-            let Some(slice) = slices.get_mut(i) else {
+            let Some((slice, newest)) = slices.get_mut(i) else {
                 continue;
             };
             if slice.capacity() == 0 {
                 slice.reserve_exact(SLICE);
             }
+            *newest = (*newest).max(Some(EventKey::new(s.group, s.reading.ts)));
             slice.push(s);
-            if slice.len() == SLICE && !send(i, std::mem::take(slice), Vec::new()) {
+            if slice.len() == SLICE && !send(i, std::mem::take(&mut slices[i]), Vec::new()) {
                 return false;
             }
         }
@@ -332,7 +340,7 @@ impl Dealer {
         }
         for (i, slice) in slices.into_iter().enumerate() {
             let rejected = std::mem::take(&mut rejected);
-            let empty = slice.is_empty() && rejected.is_empty();
+            let empty = slice.0.is_empty() && rejected.is_empty();
             if !empty && !send(i, slice, rejected) {
                 return false;
             }
@@ -382,11 +390,7 @@ impl TelemetrySource for ParquetSource {
             return Ok(SourceStatus::Finished);
         };
         match rx.try_recv() {
-            Ok(Ok((readings, rejected))) => {
-                let newest = readings
-                    .iter()
-                    .map(|s| EventKey::new(s.group, s.reading.ts))
-                    .max();
+            Ok(Ok((readings, newest, rejected))) => {
                 self.max_key = self.max_key.max(newest);
                 if batch.readings.is_empty() {
                     batch.readings = readings; // handed on as it came, not copied
