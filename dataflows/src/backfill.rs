@@ -85,7 +85,13 @@ pub fn plan(
             .map_err(|e| DataflowError::Input(e.to_string()))?;
     }
     let verdict = detector.finish();
-    tracing::info!(layout = ?verdict.layout, rows = verdict.rows, files = files.units().len(), "backfill plan");
+    tracing::info!(
+        layout = ?verdict.layout,
+        disorder_ms = verdict.disorder_ms,
+        rows = verdict.rows,
+        units = files.units().len(),
+        "backfill plan"
+    );
     let mut plan = BackfillPlan {
         files: Arc::new(files),
         layout: verdict.layout,
