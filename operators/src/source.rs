@@ -138,12 +138,20 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
                     }
                 }
             }
-            if let Some(t) = &throttle {
-                let limit = watermark.0.saturating_sub(t.max_ahead_ms);
-                if t.probe.less_than(&limit) {
-                    activator.activate_after(Duration::from_millis(1));
-                    return;
-                }
+            // Whether the watermark is too far ahead of the end of the graph. Checked
+            // between polls too: the rest of the graph does not run while this operator
+            // does, and a whole activation's readings (thousands per worker, tens of
+            // seconds of a fleet's) would otherwise all go past the limit at once and wait
+            // in window state.
+            let ahead = |watermark: EventKey| {
+                throttle.as_ref().is_some_and(|t| {
+                    let limit = watermark.0.saturating_sub(t.max_ahead_ms);
+                    t.probe.less_than(&limit)
+                })
+            };
+            if ahead(watermark) {
+                activator.activate_after(Duration::from_millis(1));
+                return;
             }
             let started = Instant::now();
             let mut handed = 0;
@@ -151,6 +159,7 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
             while status == SourceStatus::Ready
                 && handed < MAX_PER_ACTIVATION
                 && started.elapsed() < Duration::from_millis(20)
+                && !ahead(watermark)
             {
                 status = match source.poll(&mut batch) {
                     Ok(s) => s,
@@ -228,5 +237,97 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
         readings,
         rejected,
         late,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pmi_core::{RawReading, Sensor, Validator, SENSOR_COUNT};
+    use timely::dataflow::operators::core::Inspect;
+    use timely::dataflow::operators::{Input, Probe};
+
+    /// Has readings until told to stop: one vehicle, one reading a second, five per poll;
+    /// its watermark is its newest reading.
+    struct Endless {
+        next_ms: i64,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl TelemetrySource for Endless {
+        fn name(&self) -> &str {
+            "endless"
+        }
+
+        fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure> {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(SourceStatus::Finished);
+            }
+            for _ in 0..5 {
+                let mut values = [None; SENSOR_COUNT];
+                values[Sensor::Rpm.index()] = Some(1500.0);
+                let raw = RawReading::new("V1", self.next_ms, values);
+                let reading = Validator::default()
+                    .validate(raw, EventTime(self.next_ms))
+                    .expect("a valid reading");
+                batch.readings.push(Sequenced { group: 0, reading });
+                self.next_ms += 1000;
+            }
+            Ok(SourceStatus::Ready)
+        }
+
+        fn watermark(&self) -> Option<EventKey> {
+            Some(EventKey::new(0, EventTime(self.next_ms - 1000)))
+        }
+    }
+
+    /// A throttled source stops once its watermark is `max_ahead` past the end of the
+    /// graph, in the middle of an activation too (the rest of the graph does not run
+    /// meanwhile), and stays stopped while the end of the graph does not move.
+    #[test]
+    fn a_throttled_source_stops_max_ahead_of_the_end_of_the_graph() {
+        let handed = timely::execute_directly(|worker| {
+            let probe = ProbeHandle::new();
+            let handed = Arc::new(AtomicU64::new(0));
+            let counted = handed.clone();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let source = Endless {
+                next_ms: 0,
+                stop: stop.clone(),
+            };
+            // The end of the graph: an input not advanced holds the probe at time 0.
+            let stuck = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<()>>();
+                stream.probe_with(&probe);
+                let options = SourceOptions {
+                    lateness_ms: 0,
+                    throttle: Some(Throttle {
+                        probe: probe.clone(),
+                        max_ahead_ms: 10_000,
+                    }),
+                    counters: Arc::new(SourceCounters::default()),
+                    durable: None,
+                };
+                telemetry_source(scope, source, options)
+                    .readings
+                    .inspect_core(move |event| {
+                        if let Ok((_, readings)) = event {
+                            counted.fetch_add(readings.len() as u64, Ordering::Relaxed);
+                        }
+                    });
+                input
+            });
+            for _ in 0..100 {
+                worker.step();
+            }
+            // Let the dataflow finish.
+            stop.store(true, Ordering::Relaxed);
+            drop(stuck);
+            handed.load(Ordering::Relaxed)
+        });
+        // Polls hand on 0–4 s and 5–9 s (watermark 9 s: not yet 10 s past 0), then 10–14 s,
+        // after which the watermark is 14 s: too far ahead. Without the check between
+        // polls, the first activation alone handed on thousands.
+        assert_eq!(handed, 15);
     }
 }
