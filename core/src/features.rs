@@ -371,12 +371,12 @@ struct BatchRows {
     vehicles: Vec<VehicleId>,
     /// Row-major: feature `f` of row `i` at `i · width + f`.
     values: Vec<f64>,
-    /// Column-major: feature `f` of row `i` at `f · stride + i` (`stride` = rows).
+    /// Column-major: feature `f` of row `i` at `f · rows + i`.
     columns: arrow_buffer::Buffer,
-    stride: usize,
 }
 
-/// Equal rows make equal batches, whatever room their columns had.
+/// Equal rows make equal batches (the columns follow from them); values are compared bit
+/// for bit, so a null (NaN) equals itself.
 impl PartialEq for BatchRows {
     fn eq(&self, other: &Self) -> bool {
         (self.pane_end, self.schema, self.width) == (other.pane_end, other.schema, other.width)
@@ -428,7 +428,7 @@ impl FeatureBatch {
             "feature {f} of a batch {} wide",
             self.0.width
         );
-        let start = f * self.0.stride;
+        let start = f * self.rows();
         &self.0.columns.typed_data::<f64>()[start..start + self.rows()]
     }
 
@@ -439,7 +439,7 @@ impl FeatureBatch {
             "feature {f} of a batch {} wide",
             self.0.width
         );
-        arrow_buffer::ScalarBuffer::new(self.0.columns.clone(), f * self.0.stride, self.rows())
+        arrow_buffer::ScalarBuffer::new(self.0.columns.clone(), f * self.rows(), self.rows())
     }
 
     /// Row `i`.
@@ -509,7 +509,6 @@ impl FeatureBatchBuilder {
             pane_end: self.pane_end,
             schema: self.schema,
             width: self.width,
-            stride: self.vehicles.len(),
             vehicles: self.vehicles,
             values: self.values,
             columns: arrow_buffer::Buffer::from_vec(columns),
