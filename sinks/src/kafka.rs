@@ -358,6 +358,17 @@ impl<T: KafkaRecord> KafkaSink<T> {
                     std::thread::sleep(Duration::from_millis(5));
                     message = m;
                 }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
+                    // The producer is fatally broken (its error callback may not have run
+                    // yet): the record stays unsettled and the next `check` replaces the
+                    // producer and sends it again.
+                    self.deliveries
+                        .error
+                        .lock()
+                        .expect("deliveries lock")
+                        .get_or_insert_with(|| "the producer failed fatally".to_owned());
+                    return Ok(());
+                }
                 Err((e, _)) => return Err(kafka_err(&self.config.topic, e)),
             }
         }
@@ -366,8 +377,11 @@ impl<T: KafkaRecord> KafkaSink<T> {
     /// Enqueues one record, waiting for room while librdkafka's queue is full.
     pub fn send_one(&mut self, record: &T) -> Result<(), SinkError> {
         self.check()?;
-        let value = record.value();
-        let key = record.key();
+        self.submit(record.key(), record.value())
+    }
+
+    /// Keeps one record until it is acknowledged, and enqueues it.
+    fn submit(&mut self, key: &str, value: Vec<u8>) -> Result<(), SinkError> {
         let seq = self.sent as usize;
         self.deliveries
             .unsettled
@@ -776,5 +790,55 @@ mod tests {
         }
         // Every record, at least once.
         assert_eq!(seen, (1_000..1_100).collect());
+    }
+
+    /// Records handed to a producer that is already fatally broken (librdkafka refuses them
+    /// at once, before any delivery report) are kept and sent again by its replacement.
+    #[test]
+    fn records_sent_to_a_broken_producer_are_sent_again() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("out", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let mut sink: KafkaSink<RawReading> =
+            KafkaSink::new(KafkaSinkConfig::new(&brokers, "out")).unwrap();
+        let reading = |i: i64| {
+            let mut values = [None; pmi_core::SENSOR_COUNT];
+            values[0] = Some(i as f64);
+            RawReading::new("VEH_000001", 1_000 + i, values)
+        };
+        sink.send_one(&reading(0)).unwrap();
+        sink.flush().unwrap();
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 2],
+        );
+        sink.send_one(&reading(1)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sink.producer.borrow().client().fatal_error().is_none() {
+            assert!(Instant::now() < deadline, "the producer never failed");
+            sink.producer.borrow().poll(Duration::from_millis(10));
+        }
+        // The broken producer refuses this one outright.
+        let refused = sink
+            .producer
+            .borrow()
+            .send(BaseRecord::<str, [u8], usize>::with_opaque_to("out", usize::MAX).key("k"));
+        assert!(matches!(
+            refused,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _))
+        ));
+        // The sink's next record meets the same refusal (`submit` skips the `check` that
+        // might have replaced the producer first): it is kept, not an error.
+        let replaced = sink.replaced.get();
+        sink.submit("VEH_000001", reading(2).value()).unwrap();
+        for i in 3..20 {
+            sink.send_one(&reading(i)).unwrap();
+        }
+        sink.flush().unwrap();
+        assert!(
+            sink.replaced.get() > replaced,
+            "the producer was not replaced"
+        );
+        assert_eq!(sink.delivered(), 20);
     }
 }
