@@ -74,6 +74,7 @@ pub fn plan(
 ) -> Result<BackfillPlan, DataflowError> {
     let files =
         TelemetryFiles::open_url(input, range).map_err(|e| DataflowError::Input(e.to_string()))?;
+    let started = std::time::Instant::now();
     let mut detector = LayoutDetector::new(lateness_ms);
     for unit in files.units() {
         files
@@ -90,6 +91,7 @@ pub fn plan(
         disorder_ms = verdict.disorder_ms,
         rows = verdict.rows,
         units = files.units().len(),
+        took_ms = started.elapsed().as_millis() as u64,
         "backfill plan"
     );
     let mut plan = BackfillPlan {
