@@ -741,21 +741,32 @@ mod tests {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     use rdkafka::{Message, Offset, TopicPartitionList};
 
+    /// A one-broker mock cluster with a topic `out`, its address, and a sink to the topic.
+    fn mock_sink() -> (
+        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        String,
+        KafkaSink<RawReading>,
+    ) {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("out", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let sink = KafkaSink::new(KafkaSinkConfig::new(&brokers, "out")).unwrap();
+        (cluster, brokers, sink)
+    }
+
+    /// Reading `i` of one vehicle: at time `1000 + i`, its first sensor's value `i`.
+    fn reading(i: i64) -> RawReading {
+        let mut values = [None; pmi_core::SENSOR_COUNT];
+        values[0] = Some(i as f64);
+        RawReading::new("VEH_000001", 1_000 + i, values)
+    }
+
     /// A broker that lost the producer's sequence state (librdkafka's mock cluster answering
     /// produce requests with out-of-order-sequence errors) breaks the idempotent producer
     /// fatally: the sink replaces it and every record still arrives.
     #[test]
     fn a_fatally_broken_producer_is_replaced_and_nothing_is_lost() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("out", 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
-        let mut sink: KafkaSink<RawReading> =
-            KafkaSink::new(KafkaSinkConfig::new(&brokers, "out")).unwrap();
-        let reading = |i: i64| {
-            let mut values = [None; pmi_core::SENSOR_COUNT];
-            values[0] = Some(i as f64);
-            RawReading::new("VEH_000001", 1_000 + i, values)
-        };
+        let (cluster, brokers, mut sink) = mock_sink();
         for i in 0..50 {
             sink.send_one(&reading(i)).unwrap();
         }
@@ -796,16 +807,7 @@ mod tests {
     /// at once, before any delivery report) are kept and sent again by its replacement.
     #[test]
     fn records_sent_to_a_broken_producer_are_sent_again() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("out", 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
-        let mut sink: KafkaSink<RawReading> =
-            KafkaSink::new(KafkaSinkConfig::new(&brokers, "out")).unwrap();
-        let reading = |i: i64| {
-            let mut values = [None; pmi_core::SENSOR_COUNT];
-            values[0] = Some(i as f64);
-            RawReading::new("VEH_000001", 1_000 + i, values)
-        };
+        let (cluster, _, mut sink) = mock_sink();
         sink.send_one(&reading(0)).unwrap();
         sink.flush().unwrap();
         cluster.request_errors(
