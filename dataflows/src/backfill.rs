@@ -337,7 +337,7 @@ impl Dealer {
             if slice.capacity() == 0 {
                 slice.reserve_exact(SLICE);
             }
-            *newest = (*newest).max(Some(EventKey::new(s.group, s.reading.ts)));
+            *newest = (*newest).max(Some(s.key()));
             slice.push(s);
             if slice.len() == SLICE && !send(i, std::mem::take(&mut slices[i]), Vec::new()) {
                 return false;
