@@ -37,7 +37,8 @@ pub use prediction::{Prediction, Severity, SeverityThresholds};
 pub use sensor::{Sensor, SENSOR_COUNT};
 pub use source::{SourceBatch, SourceFailure, SourceStatus, TelemetrySource};
 pub use telemetry::{
-    RawReading, RejectReason, Rejected, SensorValues, Sequenced, Telemetry, Validator, VehicleId,
+    CheckedColumns, RawReading, RejectReason, Rejected, SensorValues, Sequenced, Telemetry,
+    Validator, VehicleId,
 };
 pub use time::{EventKey, EventTime};
 

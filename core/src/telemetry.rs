@@ -150,6 +150,63 @@ impl SensorValues {
     }
 }
 
+/// The sensor columns of a batch of readings, every value of every column checked to lie
+/// in its sensor's valid range: the rows they make need no check of their own. Where a
+/// column has nulls or a value out of range, there is no such thing, and each row is
+/// checked alone ([`SensorValues::new`]).
+#[derive(Debug)]
+pub struct CheckedColumns<'a> {
+    /// Sensor index and values of each column present.
+    columns: Vec<(usize, &'a [f64])>,
+    rows: usize,
+}
+
+impl<'a> CheckedColumns<'a> {
+    /// The columns of `rows` readings (sensors not listed are absent from every row), if
+    /// each holds `rows` values and every value is inside its sensor's valid range (the
+    /// rule of [`SensorValues::new`]; NaN fails it).
+    pub fn new(
+        rows: usize,
+        columns: impl IntoIterator<Item = (Sensor, &'a [f64])>,
+    ) -> Option<CheckedColumns<'a>> {
+        let mut checked = Vec::new();
+        for (sensor, values) in columns {
+            let (lo, hi) = sensor.range();
+            // Branch-free over the column, so that it is vectorised.
+            let outside = values
+                .iter()
+                .fold(false, |outside, &v| outside | !(v >= lo && v <= hi));
+            if values.len() != rows || outside {
+                return None;
+            }
+            checked.push((sensor.index(), values));
+        }
+        Some(CheckedColumns {
+            columns: checked,
+            rows,
+        })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row `i`'s values (absent sensors as absent).
+    ///
+    /// # Panics
+    /// If `i` is not below [`Self::rows`].
+    #[inline]
+    pub fn row(&self, i: usize) -> SensorValues {
+        assert!(i < self.rows, "row {i} of {}", self.rows);
+        let mut out = [f64::NAN; SENSOR_COUNT];
+        for &(k, values) in &self.columns {
+            out[k] = values[i];
+        }
+        SensorValues(out)
+    }
+}
+
 impl fmt::Debug for SensorValues {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
@@ -479,6 +536,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Checked columns make the rows `SensorValues::new` accepts, and there are none when
+    /// a value is out of range or NaN, or a column is short.
+    #[test]
+    fn checked_columns_make_the_rows_a_row_by_row_check_accepts() {
+        let rpm = [800.0, 3000.0, 0.0];
+        let coolant = [90.0, 95.5, -20.0];
+        let columns = [
+            (Sensor::Rpm, &rpm[..]),
+            (Sensor::CoolantTempC, &coolant[..]),
+        ];
+        let checked = CheckedColumns::new(3, columns).unwrap();
+        assert_eq!(checked.rows(), 3);
+        for i in 0..3 {
+            let mut raw = [None; SENSOR_COUNT];
+            raw[Sensor::Rpm.index()] = Some(rpm[i]);
+            raw[Sensor::CoolantTempC.index()] = Some(coolant[i]);
+            assert_eq!(checked.row(i), SensorValues::new(raw).unwrap());
+        }
+        let (lo, hi) = Sensor::Rpm.range();
+        for bad in [lo - 1.0, hi + 1.0, f64::NAN] {
+            let rpm = [800.0, bad, 900.0];
+            assert!(CheckedColumns::new(3, [(Sensor::Rpm, &rpm[..])]).is_none());
+        }
+        assert!(CheckedColumns::new(4, [(Sensor::Rpm, &rpm[..])]).is_none());
     }
 }
 

@@ -227,10 +227,11 @@ impl RowLayout<FeatureBatch> for FeatureLayout {
                     ScalarBuffer::from(column)
                 }
             };
-            // Most feature columns have no null: one vectorisable scan decides.
+            // Most feature columns have no null: one scan decides, branch-free so that it
+            // is vectorised (`any` would stop at the first NaN, and test every value).
             let nulls = column
                 .iter()
-                .any(|v| v.is_nan())
+                .fold(false, |nan, v| nan | v.is_nan())
                 .then(|| NullBuffer::new(BooleanBuffer::collect_bool(n, |j| !column[j].is_nan())));
             cols.push(Arc::new(Float64Array::new(column, nulls)));
         }

@@ -32,8 +32,8 @@ use parquet::file::statistics::Statistics;
 use crate::store::{Store, StoreError};
 
 use pmi_core::{
-    EventTime, RawReading, Rejected, Sensor, SensorValues, Telemetry, Validator, VehicleId,
-    SENSOR_COUNT,
+    CheckedColumns, EventTime, RawReading, Rejected, Sensor, SensorValues, Telemetry, Validator,
+    VehicleId, SENSOR_COUNT,
 };
 
 /// Errors reading telemetry Parquet; each names the file (and column).
@@ -671,9 +671,13 @@ impl TelemetryFiles {
                 .map(|c| c.as_ref().map(|a| a.as_primitive::<Float64Type>()))
                 .collect();
             let max_ts = now.0.saturating_add(validator.max_future_ms);
-            for i in 0..batch.num_rows() {
+            // Each row on its own: its values checked, its faults named if it is rejected.
+            let one_row = |i: usize,
+                           ok: &mut Vec<Telemetry>,
+                           rejected: &mut Vec<Rejected>,
+                           interner: &mut VehicleInterner| {
                 if !all && ts.is_valid(i) && !range.contains(ts.value(i)) {
-                    continue;
+                    return;
                 }
                 let mut values = [None; SENSOR_COUNT];
                 for (k, col) in floats.iter().enumerate() {
@@ -707,6 +711,44 @@ impl TelemetryFiles {
                             Err(r) => rejected.push(r),
                         }
                     }
+                }
+            };
+            // The usual batch: no null sensor value or time, every value in range, checked
+            // a column at a time; then a row needs only its id and time checked.
+            let rows = batch.num_rows();
+            let checked = (ts.null_count() == 0
+                && floats.iter().flatten().all(|c| c.null_count() == 0))
+            .then(|| {
+                CheckedColumns::new(
+                    rows,
+                    Sensor::ALL
+                        .into_iter()
+                        .zip(&floats)
+                        .filter_map(|(s, c)| c.map(|c| (s, c.values().as_ref()))),
+                )
+            })
+            .flatten();
+            let Some(checked) = checked else {
+                for i in 0..rows {
+                    one_row(i, ok, rejected, interner);
+                }
+                return Ok(());
+            };
+            let times = ts.values();
+            for (i, &t) in times.iter().enumerate() {
+                let id = match ids.key(i) {
+                    Some(k) => interned[k].clone(),
+                    None => ids.text(i).and_then(|t| interner.get(t)),
+                };
+                match id {
+                    Some(vehicle_id) if t >= 0 && t <= max_ts && (all || range.contains(t)) => {
+                        ok.push(Telemetry {
+                            vehicle_id,
+                            ts: EventTime(t),
+                            values: checked.row(i),
+                        });
+                    }
+                    _ => one_row(i, ok, rejected, interner),
                 }
             }
             Ok(())

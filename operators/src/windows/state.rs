@@ -57,6 +57,9 @@ pub struct WindowSpec {
     /// Panes per block (the gcd of the window lengths), or 1 when blocks would not pay.
     block: usize,
     channels: Vec<Channel>,
+    /// Each channel's column in [`SensorValues`], when every channel is a sensor (no
+    /// derived channel): the values are then read straight out of the readings.
+    sensor_columns: Option<Vec<usize>>,
     schema: Arc<FeatureSchema>,
     fingerprint: u64,
 }
@@ -98,6 +101,14 @@ impl WindowSpec {
             max_panes,
             block,
             channels: schema.channels.clone(),
+            sensor_columns: schema
+                .channels
+                .iter()
+                .map(|ch| match ch {
+                    Channel::Sensor(s) => Some(s.index()),
+                    Channel::Derived(_) => None,
+                })
+                .collect(),
             fingerprint: schema.fingerprint(),
             schema: Arc::new(schema),
         })
@@ -568,6 +579,8 @@ impl Default for Fold {
 #[derive(Debug, Default)]
 pub struct Scratch {
     readings: Vec<(EventTime, SensorValues)>,
+    /// A pane's channel values, reading after reading (see `fold_complete`).
+    values: Vec<f64>,
     folds: Vec<Fold>,
     /// The summaries of one evaluation, and per window the items added to the running
     /// sums, then the items added to a copy of them for that window alone.
@@ -577,6 +590,148 @@ pub struct Scratch {
     windows: Vec<WindowTimes>,
     /// Per channel, its minimum in each window, then its maximum in each window.
     extremes: Vec<f64>,
+}
+
+/// Folds a pane whose every reading has every channel (the usual case) in two passes over
+/// its values, channel-innermost so that the channels are worked on together: the sums of
+/// each channel shifted by its first value, which give the mean, then the squared deviations
+/// and the co-moments with time about that mean. Returns false, folding nothing, when some
+/// reading lacks some channel.
+///
+/// Shifting by the first value keeps a pane of equal values at a mean of exactly that value
+/// and an M2 of exactly 0, as the reading-by-reading fold does.
+fn fold_complete(
+    spec: &WindowSpec,
+    readings: &[(EventTime, SensorValues)],
+    pane_start: i64,
+    pane_end: i64,
+    scratch: &mut Scratch,
+) -> bool {
+    let c = spec.channels.len();
+    scratch.folds.clear();
+    let values = &mut scratch.values;
+    values.clear();
+    match &spec.sensor_columns {
+        Some(columns) => {
+            for (_, vs) in readings {
+                let raw = vs.as_nan_array();
+                values.extend(columns.iter().map(|&i| raw[i]));
+            }
+        }
+        None => {
+            for (_, vs) in readings {
+                values.extend(
+                    spec.channels
+                        .iter()
+                        .map(|ch| ch.value(vs).unwrap_or(f64::NAN)),
+                );
+            }
+        }
+    }
+    // Branch-free, so that it is vectorised: absent values are rare.
+    let absent = values.iter().fold(false, |absent, v| absent | v.is_nan());
+    if c == 0 || readings.is_empty() || absent {
+        return false;
+    }
+    let n = readings.len();
+    let nf = n as f64;
+    // At most 32 channels (`WindowSpec::new`): the per-channel sums live on the stack.
+    let first = &values[..c];
+    let (mut shift, mut lo, mut hi) = ([0.0; 32], [0.0; 32], [0.0; 32]);
+    lo[..c].copy_from_slice(first);
+    hi[..c].copy_from_slice(first);
+    let (shift, lo, hi) = (&mut shift[..c], &mut lo[..c], &mut hi[..c]);
+    for row in values.chunks_exact(c) {
+        for ci in 0..c {
+            let v = row[ci];
+            shift[ci] += v - first[ci];
+            lo[ci] = if v < lo[ci] { v } else { lo[ci] };
+            hi[ci] = if v > hi[ci] { v } else { hi[ci] };
+        }
+    }
+    let mut mean = [0.0; 32];
+    for ((m, s), v0) in mean.iter_mut().zip(shift.iter()).zip(first) {
+        *m = v0 + s / nf;
+    }
+    let mean = &mean[..c];
+    let mean_t = readings
+        .iter()
+        .map(|(ts, _)| (ts.0 - pane_start) as f64)
+        .sum::<f64>()
+        / nf;
+    let (mut m2, mut co) = ([0.0; 32], [0.0; 32]);
+    let (m2, co) = (&mut m2[..c], &mut co[..c]);
+    for (row, (ts, _)) in values.chunks_exact(c).zip(readings) {
+        let dt = (ts.0 - pane_start) as f64 - mean_t;
+        for ci in 0..c {
+            let d = row[ci] - mean[ci];
+            m2[ci] += d * d;
+            co[ci] += dt * d;
+        }
+    }
+    let (neg_tau1, tau2) = readings.iter().fold((0u64, 0u64), |(t1, t2), (ts, _)| {
+        let back = (pane_end - ts.0) as u64;
+        (t1 + back, t2 + back * back)
+    });
+    let last = &values[(n - 1) * c..];
+    scratch.folds.extend((0..c).map(|ci| Fold {
+        n: n as u32,
+        neg_tau1,
+        tau2,
+        mean_t,
+        mean: mean[ci],
+        m2: m2[ci],
+        co: co[ci],
+        lo: lo[ci],
+        hi: hi[ci],
+        last: last[ci],
+    }));
+    true
+}
+
+/// Folds a pane reading by reading, every channel's running moments (Welford, in time
+/// order; their chains are independent, so the processor overlaps them). The time mean is
+/// shared by the channels present in every reading so far.
+fn fold_reading_by_reading(
+    spec: &WindowSpec,
+    readings: &[(EventTime, SensorValues)],
+    pane_start: i64,
+    pane_end: i64,
+    folds: &mut Vec<Fold>,
+) {
+    folds.clear();
+    folds.resize(spec.channels.len(), Fold::default());
+    let mut mean_t_all = 0.0f64;
+    for (i, (ts, values)) in readings.iter().enumerate() {
+        let tr = (ts.0 - pane_start) as u64 as f64;
+        let back = (pane_end - ts.0) as u64; // in [0, P)
+        let dt_all = tr - mean_t_all;
+        mean_t_all += dt_all / (i + 1) as f64;
+        for (f, channel) in folds.iter_mut().zip(&spec.channels) {
+            let Some(v) = channel.value(values) else {
+                continue;
+            };
+            let dt = if f.n as usize == i {
+                f.mean_t = mean_t_all;
+                dt_all
+            } else {
+                let dt = tr - f.mean_t;
+                f.mean_t += dt / (f.n + 1) as f64;
+                dt
+            };
+            f.n += 1;
+            f.neg_tau1 += back;
+            f.tau2 += back * back;
+            let nf = f.n as f64;
+            let dv = v - f.mean;
+            f.mean += dv / nf;
+            f.m2 += dv * (v - f.mean);
+            f.co += dt * (v - f.mean);
+            f.lo = f.lo.min(v);
+            f.hi = f.hi.max(v);
+            f.last = v;
+        }
+    }
 }
 
 impl VehicleWindows {
@@ -782,7 +937,9 @@ impl VehicleWindows {
             if w > 0 && readings[w - 1].0 == readings[r].0 {
                 duplicates.push(readings[r]);
             } else {
-                readings[w] = readings[r];
+                if w != r {
+                    readings[w] = readings[r];
+                }
                 w += 1;
             }
         }
@@ -811,43 +968,10 @@ impl VehicleWindows {
             all_neg_tau1 += back;
             all_tau2 += (back * back) as i128;
         }
-        // Reading by reading, every channel's running moments (their chains are
-        // independent, so the processor overlaps them). The time mean is shared by the
-        // channels present in every reading so far.
-        let folds = &mut scratch.folds;
-        folds.clear();
-        folds.resize(spec.channels.len(), Fold::default());
-        let mut mean_t_all = 0.0f64;
-        for (i, (ts, values)) in readings.iter().enumerate() {
-            let tr = (ts.0 - pane_start) as u64 as f64;
-            let back = (pane_end - ts.0) as u64; // in [0, P)
-            let dt_all = tr - mean_t_all;
-            mean_t_all += dt_all / (i + 1) as f64;
-            for (f, channel) in folds.iter_mut().zip(&spec.channels) {
-                let Some(v) = channel.value(values) else {
-                    continue;
-                };
-                let dt = if f.n as usize == i {
-                    f.mean_t = mean_t_all;
-                    dt_all
-                } else {
-                    let dt = tr - f.mean_t;
-                    f.mean_t += dt / (f.n + 1) as f64;
-                    dt
-                };
-                f.n += 1;
-                f.neg_tau1 += back;
-                f.tau2 += back * back;
-                let nf = f.n as f64;
-                let dv = v - f.mean;
-                f.mean += dv / nf;
-                f.m2 += dv * (v - f.mean);
-                f.co += dt * (v - f.mean);
-                f.lo = f.lo.min(v);
-                f.hi = f.hi.max(v);
-                f.last = v;
-            }
+        if !fold_complete(spec, &readings, pane_start, pane_end, scratch) {
+            fold_reading_by_reading(spec, &readings, pane_start, pane_end, &mut scratch.folds);
         }
+        let folds = &scratch.folds;
         let (mut present, mut full) = (0u32, 0u32);
         for (ci, f) in folds.iter().enumerate() {
             if f.n == 0 {
@@ -1340,5 +1464,83 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The two-pass fold of complete panes agrees with the reading-by-reading fold (to
+    /// rounding), keeps equal values at an exact mean and an M2 of exactly 0, and declines
+    /// a pane where some reading lacks a channel.
+    #[test]
+    fn complete_panes_fold_in_two_passes_like_reading_by_reading() {
+        let config = WindowConfig {
+            channels: vec!["rpm".into(), "coolant_temp_c".into(), "speed_kmh".into()],
+            ..Default::default()
+        };
+        let spec = WindowSpec::new(&config).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (pane_start, pane_end) = (990_000, 1_000_000);
+        let mut scratch = Scratch::default();
+        let mut slow = Vec::new();
+        for case in 0..200 {
+            let n = 1 + (next() % 12) as usize;
+            let mut times: Vec<i64> = (0..n)
+                .map(|_| pane_start + 1 + (next() % 10_000) as i64)
+                .collect();
+            times.sort_unstable();
+            times.dedup();
+            let readings: Vec<(EventTime, SensorValues)> = times
+                .iter()
+                .map(|&t| {
+                    let mut raw = [None; pmi_core::SENSOR_COUNT];
+                    raw[pmi_core::Sensor::Rpm.index()] = Some(800.0 + (next() % 4000) as f64);
+                    // Equal values in every other case.
+                    raw[pmi_core::Sensor::CoolantTempC.index()] = Some(if case % 2 == 0 {
+                        90.1
+                    } else {
+                        80.0 + (next() % 200) as f64 / 10.0
+                    });
+                    raw[pmi_core::Sensor::SpeedKmh.index()] = Some((next() % 1300) as f64 / 10.0);
+                    (EventTime(t), SensorValues::new(raw).unwrap())
+                })
+                .collect();
+            assert!(fold_complete(
+                &spec,
+                &readings,
+                pane_start,
+                pane_end,
+                &mut scratch
+            ));
+            fold_reading_by_reading(&spec, &readings, pane_start, pane_end, &mut slow);
+            for (fast, slow) in scratch.folds.iter().zip(&slow) {
+                assert_eq!(
+                    (fast.n, fast.neg_tau1, fast.tau2),
+                    (slow.n, slow.neg_tau1, slow.tau2)
+                );
+                assert_eq!((fast.lo, fast.hi, fast.last), (slow.lo, slow.hi, slow.last));
+                let scale = slow.mean.abs() * slow.mean.abs() * n as f64 * 1e4;
+                assert!((fast.mean - slow.mean).abs() <= 1e-12 * slow.mean.abs());
+                assert!((fast.m2 - slow.m2).abs() <= 1e-9 * slow.m2.abs() + 1e-12 * scale);
+                assert!((fast.co - slow.co).abs() <= 1e-9 * slow.co.abs() + 1e-12 * scale);
+            }
+            if case % 2 == 0 {
+                let coolant = scratch.folds[1];
+                assert_eq!((coolant.mean, coolant.m2, coolant.co), (90.1, 0.0, 0.0));
+            }
+        }
+        let mut gap = [None; pmi_core::SENSOR_COUNT];
+        gap[pmi_core::Sensor::Rpm.index()] = Some(900.0);
+        let partial = [(EventTime(pane_start + 5), SensorValues::new(gap).unwrap())];
+        assert!(!fold_complete(
+            &spec,
+            &partial,
+            pane_start,
+            pane_end,
+            &mut scratch
+        ));
     }
 }
