@@ -24,6 +24,11 @@
 //! `last` needs only the latest value per channel.
 //!
 //! # Numerics
+//! A pane whose every reading has every channel (the usual case) is folded in two passes:
+//! the values' sums shifted by the first value give the mean, then the squared deviations
+//! and the co-moments with time are summed about it; a pane with gaps is folded reading by
+//! reading (Welford). Either way a pane of equal values has a mean of exactly that value and
+//! an M2 of exactly 0.
 //! Window statistics combine pane summaries as value sums shifted to a reference, the
 //! channel's latest reading. Nothing is ever subtracted out of a running sum, so a window of
 //! equal values has a standard deviation of exactly 0, and cancellation is bounded by how far
@@ -543,7 +548,8 @@ struct Item {
     full: u32,
 }
 
-/// One channel's running moments while a pane is folded (Welford, in time order).
+/// One channel's moments of a pane as it is folded (`fold_complete`, or reading by reading in
+/// `fold_reading_by_reading`).
 #[derive(Clone, Copy, Debug)]
 struct Fold {
     n: u32,
