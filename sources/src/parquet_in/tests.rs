@@ -210,6 +210,19 @@ fn bad_files_are_clear_errors_naming_file_and_column() {
 
 #[test]
 fn columnar_validation_equals_row_validation() {
+    columnar_validation_equals_row_validation_with(true);
+}
+
+/// Sensor columns without a null or a value out of range, and times without a null, are
+/// checked a column at a time (`CheckedColumns`); rows with a bad id or time among them are
+/// still rejected as a row by row check rejects them.
+#[test]
+fn columnar_validation_equals_row_validation_where_every_value_is_in_range() {
+    columnar_validation_equals_row_validation_with(false);
+}
+
+/// With `sensor_faults`, also null and out-of-range sensor values and null times.
+fn columnar_validation_equals_row_validation_with(sensor_faults: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let n = 3000;
@@ -223,7 +236,7 @@ fn columnar_validation_equals_row_validation() {
         .collect();
     let ts: Vec<Option<i64>> = (0..n)
         .map(|i| match rng.gen_range(0..100) {
-            0 => None,
+            0 if sensor_faults => None,
             1 => Some(-5),
             2 => Some(4_000_000_000_000),
             _ => Some(1_700_000_000_000 + i as i64),
@@ -234,14 +247,16 @@ fn columnar_validation_equals_row_validation() {
     for s in Sensor::ALL {
         let (lo, hi) = s.range();
         let vals: Vec<Option<f64>> = (0..n)
-            .map(|_| match rng.gen_range(0..300) {
-                0 => None,
-                1 => Some(f64::NAN),
-                2 => Some(hi + 1.0),
-                3 => Some(lo - 1.0),
-                4 => Some(hi),
-                _ => Some(rng.gen_range(lo..hi)),
-            })
+            .map(
+                |_| match rng.gen_range(0..300) + if sensor_faults { 0 } else { 5 } {
+                    0 => None,
+                    1 => Some(f64::NAN),
+                    2 => Some(hi + 1.0),
+                    3 => Some(lo - 1.0),
+                    4 => Some(hi),
+                    _ => Some(rng.gen_range(lo..hi)),
+                },
+            )
             .collect();
         sensor_values.push(vals.clone());
         columns.push((s.name(), Arc::new(Float64Array::from(vals))));
