@@ -516,6 +516,14 @@ impl FeatureBatchBuilder {
     }
 }
 
+/// Whether any of `values` is NaN (an absent value, in feature vectors and readings alike).
+///
+/// Branch-free over the whole slice, so that it is vectorised: `iter().any` would stop at the
+/// first NaN, but tests every value one at a time on the way, and NaN is rare.
+pub fn any_nan(values: &[f64]) -> bool {
+    values.iter().fold(false, |nan, v| nan | v.is_nan())
+}
+
 /// The columns of `rows` (row-major, `width` values each), column after column.
 ///
 /// Each column is appended whole, not written over a zero-filled buffer (the zeroing made

@@ -30,8 +30,8 @@ pub use component::{Component, FailureEvent, System};
 pub use config::WindowConfig;
 pub use error::{ConfigError, ErrorClass};
 pub use features::{
-    Channel, Derived, FeatureBatch, FeatureBatchBuilder, FeatureRow, FeatureSchema, FeatureVector,
-    Stat, FEATURE_SCHEMA_VERSION,
+    any_nan, Channel, Derived, FeatureBatch, FeatureBatchBuilder, FeatureRow, FeatureSchema,
+    FeatureVector, Stat, FEATURE_SCHEMA_VERSION,
 };
 pub use prediction::{Prediction, Severity, SeverityThresholds};
 pub use sensor::{Sensor, SENSOR_COUNT};

@@ -227,11 +227,8 @@ impl RowLayout<FeatureBatch> for FeatureLayout {
                     ScalarBuffer::from(column)
                 }
             };
-            // Most feature columns have no null: one scan decides, branch-free so that it
-            // is vectorised (`any` would stop at the first NaN, and test every value).
-            let nulls = column
-                .iter()
-                .fold(false, |nan, v| nan | v.is_nan())
+            // Most feature columns have no null: one scan decides.
+            let nulls = pmi_core::any_nan(&column)
                 .then(|| NullBuffer::new(BooleanBuffer::collect_bool(n, |j| !column[j].is_nan())));
             cols.push(Arc::new(Float64Array::new(column, nulls)));
         }

@@ -671,6 +671,10 @@ impl TelemetryFiles {
                 .map(|c| c.as_ref().map(|a| a.as_primitive::<Float64Type>()))
                 .collect();
             let max_ts = now.0.saturating_add(validator.max_future_ms);
+            let id_of = |i: usize, interner: &mut VehicleInterner| match ids.key(i) {
+                Some(k) => interned[k].clone(),
+                None => ids.text(i).and_then(|t| interner.get(t)),
+            };
             // Each row on its own: its values checked, its faults named if it is rejected.
             let one_row = |i: usize,
                            ok: &mut Vec<Telemetry>,
@@ -685,10 +689,7 @@ impl TelemetryFiles {
                         values[k] = Some(col.value(i));
                     }
                 }
-                let id = match ids.key(i) {
-                    Some(k) => interned[k].clone(),
-                    None => ids.text(i).and_then(|t| interner.get(t)),
-                };
+                let id = id_of(i, interner);
                 let t = ts.is_valid(i).then(|| ts.value(i));
                 let checked = SensorValues::new(values);
                 match (id, t, checked) {
@@ -736,11 +737,7 @@ impl TelemetryFiles {
             };
             let times = ts.values();
             for (i, &t) in times.iter().enumerate() {
-                let id = match ids.key(i) {
-                    Some(k) => interned[k].clone(),
-                    None => ids.text(i).and_then(|t| interner.get(t)),
-                };
-                match id {
+                match id_of(i, interner) {
                     Some(vehicle_id) if t >= 0 && t <= max_ts && (all || range.contains(t)) => {
                         ok.push(Telemetry {
                             vehicle_id,

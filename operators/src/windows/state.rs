@@ -634,9 +634,7 @@ fn fold_complete(
             }
         }
     }
-    // Branch-free, so that it is vectorised: absent values are rare.
-    let absent = values.iter().fold(false, |absent, v| absent | v.is_nan());
-    if c == 0 || readings.is_empty() || absent {
+    if c == 0 || readings.is_empty() || pmi_core::any_nan(values) {
         return false;
     }
     let n = readings.len();
