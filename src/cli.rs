@@ -572,6 +572,8 @@ struct BenchArgs {
     #[arg(long)]
     sensors: Option<usize>,
     /// Keep the generated input and the outputs in this folder [default: a temporary one].
+    /// What an earlier bench left in its `input`, `output`, `output-s3` and
+    /// `ground_truth` subfolders is removed first.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Also time the backfill with its input in this object store (e.g. s3://pmi/bench;

@@ -227,3 +227,38 @@ fn backfill_equals_the_live_run_in_every_layout() {
         assert!(report.contains(" 0 failed"), "{name}: {report}");
     }
 }
+
+/// `pmi bench --dir D` run twice: the second run generates and reads one fleet, not the
+/// first run's files as well (which would all be duplicates, and halve the rate).
+#[test]
+fn bench_rerun_in_the_same_folder_reads_only_its_own_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = jobs::BenchJob {
+        vehicles: 3,
+        duration: Duration::from_secs(120),
+        workers: 1,
+        window: WindowConfig::default(),
+        dir: Some(dir.path().to_path_buf()),
+        s3: None,
+    };
+    let first = jobs::bench(&job).unwrap();
+    let input_files = files(&dir.path().join("input/telemetry")).len();
+    let second = jobs::bench(&job).unwrap();
+    assert_eq!(first.readings, 360);
+    for r in [&first, &second] {
+        assert_eq!(
+            r.report.read, r.readings,
+            "the backfill read its own fleet only"
+        );
+        assert_eq!(r.report.rejected, 0);
+    }
+    assert_eq!(second.report.features, first.report.features);
+    assert_eq!(
+        files(&dir.path().join("input/telemetry")).len(),
+        input_files
+    );
+    assert_eq!(
+        rows(&dir.path().join("output/features")),
+        first.report.features as usize
+    );
+}

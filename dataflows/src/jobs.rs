@@ -695,6 +695,7 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
             tmp.clone()
         }
     };
+    clear_bench_outputs(&dir, &["input", "output", "output-s3"])?;
     let fleet = FleetSpec {
         vehicles: job.vehicles,
         seed: 1,
@@ -780,6 +781,26 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         report,
         s3_backfill_s,
     })
+}
+
+/// Removes what an earlier bench left in `dir` (`subdirs`, which the bench writes):
+/// the simulator adds files beside those already in a folder, so a rerun in the same
+/// `--dir` would otherwise read the earlier fleet too (duplicates, a wrong rate).
+pub(crate) fn clear_bench_outputs(dir: &Path, subdirs: &[&str]) -> Result<(), DataflowError> {
+    for sub in subdirs {
+        let path = dir.join(sub);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(DataflowError::Input(format!(
+                    "clearing {} for the bench: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Uploads the bench input to `url`, times the backfill reading it from there (outputs to a

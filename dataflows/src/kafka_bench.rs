@@ -241,6 +241,7 @@ pub fn bench_kafka(job: &KafkaBenchJob) -> Result<KafkaBenchResult, DataflowErro
             tmp.clone()
         }
     };
+    crate::jobs::clear_bench_outputs(&dir, &["ground_truth", "output"])?;
     let topic = format!("pmi-bench-{id}");
     let workers = job.workers.max(1);
     let fleet = FleetSpec {
