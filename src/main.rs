@@ -5,6 +5,7 @@
 //! flags.
 
 mod agents;
+mod allocator;
 mod cli;
 mod flags;
 mod ingest;
@@ -14,6 +15,8 @@ mod settings;
 mod simulator_api;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts (see the module).
+    let tuned = allocator::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PMI_LOG")
@@ -21,6 +24,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(tuned, "allocator thresholds");
     match cli::main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
