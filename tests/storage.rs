@@ -2,7 +2,7 @@
 //! `scripts/services.sh up`; `scripts/test.sh` does it and exports `PMI_S3_URL` and the
 //! `AWS_*` endpoint and credentials): a live run into S3 and a backfill from S3 give the
 //! same features value for value, `--from/--to` reads only the dates asked for, and a Kafka
-//! replay into S3 writes no file twice.
+//! replay into S3 writes no file twice; a file of many upload chunks arrives whole.
 
 mod common;
 
@@ -150,6 +150,67 @@ fn a_live_run_into_s3_and_a_backfill_from_s3_give_the_same_features() {
     assert!(
         settled_day2 == settled,
         "day-2 features differ from the full run's"
+    );
+}
+
+/// A file much larger than an upload chunk (4 MiB) reaches S3 whole: every value of a
+/// features file of about 20 MB (pseudo-random, so Snappy cannot shrink it) reads back.
+#[test]
+fn a_features_file_of_many_upload_chunks_reads_back_from_s3_exactly() {
+    use pmi_core::{EventTime, FeatureBatchBuilder, VehicleId, WindowConfig};
+    use pmi_sinks::parquet_out::{DatasetOptions, FeatureLayout, ParquetDataset};
+    use pmi_sources::store::Store;
+
+    let url = s3("chunks");
+    let store = Store::open(&url).unwrap();
+    let schema = WindowConfig::default().schema().unwrap();
+    let width = schema.len();
+    let mut dataset = ParquetDataset::new(
+        &store,
+        "features",
+        "w0",
+        FeatureLayout::new(&schema),
+        DatasetOptions::default(),
+    )
+    .unwrap();
+    let (vehicles, panes) = (100, 80);
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut expected = Vec::new();
+    for pane in 0..panes {
+        let end = 1_767_225_600_000 + 10_000 * pane;
+        let mut batch =
+            FeatureBatchBuilder::new(EventTime(end), schema.fingerprint(), width, vehicles);
+        for v in 0..vehicles {
+            let values: Vec<f64> = (0..width)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 11) as f64 / (1u64 << 40) as f64
+                })
+                .collect();
+            let id = format!("V{v:03}");
+            expected.push((
+                id.clone(),
+                end,
+                values.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+            ));
+            batch.push(VehicleId::parse(&id).unwrap(), &values);
+        }
+        dataset.push(vec![batch.finish().unwrap()]).unwrap();
+    }
+    let stats = dataset.close().unwrap();
+    assert!(
+        stats.bytes > 4 * (4 << 20),
+        "several upload chunks: {} bytes",
+        stats.bytes
+    );
+    expected.sort();
+    let rows = common::feature_rows_of(common::s3_batches(&format!("{url}/features")));
+    assert_eq!(rows.len(), expected.len());
+    assert!(
+        rows == expected,
+        "a value differs after the round trip through S3"
     );
 }
 

@@ -32,11 +32,9 @@ use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
-use parquet::arrow::async_writer::AsyncFileWriter;
-use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
@@ -410,7 +408,12 @@ impl<R> Default for DayBuffer<R> {
 }
 
 struct OpenFile {
-    writer: AsyncArrowWriter<Upload>,
+    /// The encoder, writing into chunks that go to `upload` as they fill.
+    writer: ArrowWriter<Chunks>,
+    /// The upload of the file: each chunk is handed to `object_store`'s writer as it is
+    /// (`BufWriter::put`: no copy; as an `AsyncWrite` the chunk would be copied into its
+    /// buffer first).
+    upload: BufWriter,
     /// Where it is written: the final name, or a staging name in transactional mode.
     written: ObjectPath,
     /// Where it is published.
@@ -420,27 +423,70 @@ struct OpenFile {
     used: u64,
 }
 
-/// The upload of one file: hands each encoded chunk to `object_store`'s writer as it is
-/// (`BufWriter::put`: no copy; as an `AsyncWrite` the chunk would be copied into its
-/// buffer first). What parquet's deprecated `ParquetObjectWriter` did.
-struct Upload(BufWriter);
-
-impl AsyncFileWriter for Upload {
-    fn write(&mut self, bytes: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .put(bytes)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+impl OpenFile {
+    /// Uploads the chunks the encoder has filled, and with `all` the partial one too.
+    fn upload(&mut self, all: bool) -> Result<(), SinkError> {
+        let chunks = self.writer.inner_mut().take(all);
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let upload = &mut self.upload;
+        Store::block_on(async move {
+            for chunk in chunks {
+                upload.put(chunk).await?;
+            }
+            Ok::<_, object_store::Error>(())
         })
+        .map_err(|e| SinkError::Store(e.to_string()))
+    }
+}
+
+/// Encoded bytes handed to the upload at a time.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// The encoder's output, cut into chunks of [`CHUNK_BYTES`]. Each chunk's buffer is
+/// allocated at its full size once and never grows, and is below the allocator's mmap
+/// threshold (`src/allocator.rs` of the binary), so a chunk's memory is reused from the heap
+/// once its upload has dropped it. (Parquet's own async writer gathers each row group, up
+/// to [`ROW_GROUP_BYTES`], in one buffer grown by doubling: the copies of every growth, and
+/// fresh pages for every row group.)
+#[derive(Default)]
+struct Chunks {
+    filling: Vec<u8>,
+    full: Vec<Bytes>,
+}
+
+impl Chunks {
+    /// The full chunks, and with `all` the partial one too, in the order written.
+    fn take(&mut self, all: bool) -> Vec<Bytes> {
+        if all && !self.filling.is_empty() {
+            self.full
+                .push(Bytes::from(std::mem::take(&mut self.filling)));
+        }
+        std::mem::take(&mut self.full)
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let written = data.len();
+        while !data.is_empty() {
+            if self.filling.capacity() == 0 {
+                self.filling.reserve_exact(CHUNK_BYTES);
+            }
+            let n = (CHUNK_BYTES - self.filling.len()).min(data.len());
+            self.filling.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.filling.len() == CHUNK_BYTES {
+                self.full
+                    .push(Bytes::from(std::mem::take(&mut self.filling)));
+            }
+        }
+        Ok(written)
     }
 
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        Box::pin(async move {
-            tokio::io::AsyncWriteExt::shutdown(&mut self.0)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        })
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -611,13 +657,17 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         } else {
             path.clone()
         };
-        let sink = Upload(BufWriter::new(self.dir.inner().clone(), written.clone()));
-        let writer =
-            AsyncArrowWriter::try_new(sink, self.schema.clone(), Some(self.props.clone()))?;
+        let upload = BufWriter::new(self.dir.inner().clone(), written.clone());
+        let writer = ArrowWriter::try_new(
+            Chunks::default(),
+            self.schema.clone(),
+            Some(self.props.clone()),
+        )?;
         self.files.insert(
             day,
             OpenFile {
                 writer,
+                upload,
                 written,
                 path,
                 rows: 0,
@@ -639,7 +689,8 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         self.writes += 1;
         let file = self.files.get_mut(&day).expect("opened above");
         file.used = self.writes;
-        Store::block_on(file.writer.write(&batch))?;
+        file.writer.write(&batch)?;
+        file.upload(false)?;
         file.rows += rows;
         self.stats.rows += rows as u64;
         if file.rows >= self.options.max_rows_per_file {
@@ -652,7 +703,11 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         if let Some(mut f) = self.files.remove(&day) {
             // The object appears, whole, when the upload completes (a single put, or the
             // completion of a multipart upload; a rename from a temporary file locally).
-            Store::block_on(f.writer.finish())?;
+            f.writer.finish()?;
+            f.upload(true)?;
+            let upload = &mut f.upload;
+            Store::block_on(tokio::io::AsyncWriteExt::shutdown(upload))
+                .map_err(|e| SinkError::Store(e.to_string()))?;
             self.stats.files += 1;
             self.stats.bytes += f.writer.bytes_written() as u64;
             if self.options.checkpoint_marker.is_some() {
@@ -710,7 +765,7 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         for (_, f) in std::mem::take(&mut self.files) {
             // An unfinished upload is aborted: nothing becomes visible, and no multipart
             // upload or temporary file is left behind.
-            let Upload(mut upload) = f.writer.into_inner();
+            let mut upload = f.upload;
             if let Err(e) = Store::block_on(upload.abort()) {
                 tracing::warn!(file = %self.dir.describe(&f.written), error = %e, "could not abort an unfinished upload");
             }
@@ -907,6 +962,38 @@ mod tests {
     use pmi_core::{Channel, EventTime, RawReading, Validator, SENSOR_COUNT};
     use std::fs::File;
     use std::path::{Path, PathBuf};
+
+    /// Writes of every size, across chunk boundaries, come out as the same bytes in order,
+    /// in chunks of at most `CHUNK_BYTES`, whenever they are taken.
+    #[test]
+    fn chunks_keep_every_byte_in_order() {
+        use std::io::Write;
+        let mut chunks = Chunks::default();
+        let mut expected = Vec::new();
+        let mut taken = Vec::new();
+        let mut next = 0u8;
+        for (i, len) in [1, 7, CHUNK_BYTES - 8, 0, 1, 3 * CHUNK_BYTES + 5, 100]
+            .into_iter()
+            .enumerate()
+        {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    next = next.wrapping_mul(31).wrapping_add(7);
+                    next
+                })
+                .collect();
+            assert_eq!(chunks.write(&data).unwrap(), len);
+            expected.extend_from_slice(&data);
+            taken.extend(chunks.take(i % 2 == 0 && i < 4));
+        }
+        taken.extend(chunks.take(true));
+        assert!(chunks.take(true).is_empty());
+        let joined: Vec<u8> = taken.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(joined, expected);
+        assert!(taken
+            .iter()
+            .all(|c| !c.is_empty() && c.len() <= CHUNK_BYTES));
+    }
 
     /// Every file under `dir` (recursively, hidden and staged ones included), sorted.
     fn walk(dir: &Path) -> Vec<PathBuf> {
