@@ -28,8 +28,8 @@
 //!   `sql_copy_vs_unnest` example) measured the same within noise (2 writers, batches of
 //!   5000: 110k vs 108k rows/s on a loaded 2-core machine) while needing three statements,
 //!   per-session state and a text encoding of every value, so UNNEST stays. SQLite gets
-//!   multi-row `INSERT … VALUES (…), (…) ON CONFLICT DO UPDATE` statements (50 rows each:
-//!   measured fastest; always under SQLite's bound-parameter limit) within one transaction
+//!   multi-row `INSERT … VALUES (?, …), (…) ON CONFLICT DO UPDATE` statements (up to 1000 rows
+//!   each: measured fastest; always under SQLite's bound-parameter limit) within one transaction
 //!   per batch. Updates only happen when a value differs (`IS DISTINCT FROM` /
 //!   `IS NOT`), so a replay rewrites nothing.
 //! - **Retries** ([`is_retryable`]): a batch that fails for a reason that may pass (connection
