@@ -28,7 +28,7 @@ const TRIM_THRESHOLD: usize = 64 << 20;
 /// any thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune() -> bool {
-    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+    if malloc_tunables_set() {
         return false;
     }
     let as_int = |v: usize| libc::c_int::try_from(v).expect("thresholds fit a C int");
@@ -39,6 +39,12 @@ pub fn tune() -> bool {
         libc::mallopt(libc::M_MMAP_THRESHOLD, as_int(MMAP_THRESHOLD)) == 1
             && libc::mallopt(libc::M_TRIM_THRESHOLD, as_int(TRIM_THRESHOLD)) == 1
     }
+}
+
+/// Whether the user set any of glibc's malloc tunables (they then win).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_tunables_set() -> bool {
+    std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."))
 }
 
 /// Other platforms' allocators are left as they are.
@@ -65,7 +71,7 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn tuned_thresholds_serve_megabyte_blocks_from_the_heap() {
-        if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+        if super::malloc_tunables_set() {
             return; // the user's settings win; nothing to check here
         }
         assert!(super::tune(), "glibc refused the thresholds");

@@ -424,10 +424,25 @@ struct OpenFile {
 }
 
 impl OpenFile {
-    /// Uploads the chunks the encoder has filled, and with `all` the partial one too.
-    fn upload(&mut self, all: bool) -> Result<(), SinkError> {
-        let chunks = self.writer.inner_mut().take(all);
-        if chunks.is_empty() {
+    /// Writes `batch`, uploading the chunks it filled.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        self.writer.write(batch)?;
+        self.upload(false)
+    }
+
+    /// Writes the footer and completes the upload: the object appears, whole, only now (a
+    /// single put, or the completion of a multipart upload; a rename from a temporary file
+    /// locally).
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.writer.finish()?;
+        self.upload(true)
+    }
+
+    /// Uploads the chunks the encoder has filled; with `last`, the partial one too, and
+    /// completes the upload.
+    fn upload(&mut self, last: bool) -> Result<(), SinkError> {
+        let chunks = self.writer.inner_mut().take(last);
+        if chunks.is_empty() && !last {
             return Ok(());
         }
         let upload = &mut self.upload;
@@ -435,7 +450,10 @@ impl OpenFile {
             for chunk in chunks {
                 upload.put(chunk).await?;
             }
-            Ok::<_, object_store::Error>(())
+            if last {
+                tokio::io::AsyncWriteExt::shutdown(upload).await?;
+            }
+            Ok::<_, std::io::Error>(())
         })
         .map_err(|e| SinkError::Store(e.to_string()))
     }
@@ -689,8 +707,7 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         self.writes += 1;
         let file = self.files.get_mut(&day).expect("opened above");
         file.used = self.writes;
-        file.writer.write(&batch)?;
-        file.upload(false)?;
+        file.write(&batch)?;
         file.rows += rows;
         self.stats.rows += rows as u64;
         if file.rows >= self.options.max_rows_per_file {
@@ -701,13 +718,7 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
 
     fn finish_file(&mut self, day: i64) -> Result<(), SinkError> {
         if let Some(mut f) = self.files.remove(&day) {
-            // The object appears, whole, when the upload completes (a single put, or the
-            // completion of a multipart upload; a rename from a temporary file locally).
-            f.writer.finish()?;
-            f.upload(true)?;
-            let upload = &mut f.upload;
-            Store::block_on(tokio::io::AsyncWriteExt::shutdown(upload))
-                .map_err(|e| SinkError::Store(e.to_string()))?;
+            f.finish()?;
             self.stats.files += 1;
             self.stats.bytes += f.writer.bytes_written() as u64;
             if self.options.checkpoint_marker.is_some() {
