@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
@@ -34,9 +35,9 @@ use pmi_core::{
     TelemetrySource, Validator,
 };
 use pmi_operators::exchange::{owner, worker_for};
-use pmi_sources::parquet_in::{TelemetryFiles, TimeRange, VehicleInterner};
+use pmi_sources::parquet_in::{ReadError, TelemetryFiles, TimeRange, VehicleInterner};
 
-use crate::layout::{Layout, LayoutDetector};
+use crate::layout::{KeyStretch, Layout, LayoutDetector};
 use crate::DataflowError;
 
 /// What [`plan`] found.
@@ -76,14 +77,8 @@ pub fn plan(
         TelemetryFiles::open_url(input, range).map_err(|e| DataflowError::Input(e.to_string()))?;
     let started = std::time::Instant::now();
     let mut detector = LayoutDetector::new(lateness_ms);
-    for unit in files.units() {
-        files
-            .scan_keys(unit, |v, t| {
-                if let (Some(v), Some(t)) = (v, t) {
-                    detector.push(v, t);
-                }
-            })
-            .map_err(|e| DataflowError::Input(e.to_string()))?;
+    for stretch in scan_keys(&files)? {
+        detector.merge(stretch);
     }
     let verdict = detector.finish();
     tracing::info!(
@@ -123,6 +118,52 @@ pub fn plan(
         plan.sorted = Some(Arc::new((ok, bad)));
     }
     Ok(plan)
+}
+
+/// The keys of every row group of `files`, in input order, read by as many threads as the
+/// machine runs at once (the plan is on the critical path: nothing runs until it is made).
+fn scan_keys(files: &TelemetryFiles) -> Result<Vec<KeyStretch>, DataflowError> {
+    let units = files.units();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, units.len().max(1));
+    let next = AtomicUsize::new(0);
+    let scanned: Vec<Result<Vec<(usize, KeyStretch)>, ReadError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(unit) = units.get(i) else {
+                            return Ok(mine);
+                        };
+                        let mut stretch = KeyStretch::new();
+                        let scanned = files.scan_keys(unit, |v, t| {
+                            if let (Some(v), Some(t)) = (v, t) {
+                                stretch.push(v, t);
+                            }
+                        });
+                        if let Err(e) = scanned {
+                            next.store(units.len(), Ordering::Relaxed); // the others stop too
+                            return Err(e);
+                        }
+                        mine.push((i, stretch));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a key scan thread panicked"))
+            .collect()
+    });
+    let mut stretches = Vec::with_capacity(units.len());
+    for part in scanned {
+        stretches.extend(part.map_err(|e| DataflowError::Input(e.to_string()))?);
+    }
+    stretches.sort_unstable_by_key(|(i, _)| *i);
+    Ok(stretches.into_iter().map(|(_, s)| s).collect())
 }
 
 /// A slice of a worker's readings with the newest key among them (found by the reader,
