@@ -177,6 +177,19 @@ pub enum InsertError {
     PaneFull,
 }
 
+/// The ring slot `back` places before `slot` in a ring of `len` (`back < len`): a
+/// subtraction, where `(k − back) mod len` would divide for every summary an evaluation
+/// reads.
+#[inline(always)]
+fn ring_back(slot: usize, back: usize, len: usize) -> usize {
+    debug_assert!(slot < len && back < len);
+    if back <= slot {
+        slot - back
+    } else {
+        slot + len - back
+    }
+}
+
 /// Bit of channel `ci` in a channel mask (at most 32 channels: see [`WindowSpec::new`]).
 #[inline(always)]
 fn bit(ci: usize) -> u32 {
@@ -808,11 +821,9 @@ impl VehicleWindows {
             .sealed_through
             .map(|s| s + 1)
             .filter(|k| k - self.last_reading_pane < spec.max_panes as i64);
-        let first_open = (!self.open.is_empty()).then(|| spec.pane_of(EventTime(self.open_min)));
-        match (next_in_range, first_open) {
-            (Some(k), _) => Some(k),
-            (None, open) => open,
-        }
+        // The first open pane only when needed: the division is per reading otherwise.
+        next_in_range
+            .or_else(|| (!self.open.is_empty()).then(|| spec.pane_of(EventTime(self.open_min))))
     }
 
     /// Seals every pane up to and including `k` and, when the vehicle has a reading within
@@ -1018,7 +1029,8 @@ impl VehicleWindows {
         if end - (b as i64) + 1 < self.valid_from {
             return;
         }
-        let slots = |j: usize| (end - j as i64).rem_euclid(cap as i64) as usize;
+        let newest = end.rem_euclid(cap as i64) as usize;
+        let slots = |j: usize| ring_back(newest, j, cap);
         let mut all = TimeSums::default();
         let (mut present, mut full) = (0u32, u32::MAX);
         for j in 0..b {
@@ -1065,10 +1077,10 @@ impl VehicleWindows {
             .set(bslot, (all.n, -all.t1, all.t2), present, full);
     }
 
-    /// Appends pane `k − depth` to the evaluation's items, when it holds readings.
-    fn plan_pane(&self, spec: &WindowSpec, k: i64, depth: usize, items: &mut Vec<Item>) {
-        let cap = spec.max_panes;
-        let slot = (k - depth as i64).rem_euclid(cap as i64) as usize;
+    /// Appends pane `k − depth` to the evaluation's items, when it holds readings (`newest`:
+    /// pane `k`'s slot).
+    fn plan_pane(&self, spec: &WindowSpec, newest: usize, depth: usize, items: &mut Vec<Item>) {
+        let slot = ring_back(newest, depth, spec.max_panes);
         let times = self.panes.shared(slot);
         if times.0 == 0 {
             return;
@@ -1094,13 +1106,14 @@ impl VehicleWindows {
         items.clear();
         steps.clear();
         let windows = &spec.window_panes;
+        let newest = k.rem_euclid(spec.max_panes as i64) as usize;
         if spec.block == 1 {
             // Pane by pane, newest first; each window is a suffix of the next.
             let mut depth = 0;
             for &wp in windows {
                 let from = items.len();
                 while depth < wp {
-                    self.plan_pane(spec, k, depth, items);
+                    self.plan_pane(spec, newest, depth, items);
                     depth += 1;
                 }
                 steps.push((from..items.len(), items.len()..items.len()));
@@ -1114,15 +1127,15 @@ impl VehicleWindows {
         let c = spec.channels.len();
         let (bk, h) = spec.newest_block(k).expect("blocks of more than one pane");
         for depth in 0..h {
-            self.plan_pane(spec, k, depth, items);
+            self.plan_pane(spec, newest, depth, items);
         }
         let mut from = 0;
         let mut whole = 0; // whole blocks in the running sums
+        let newest_whole = (bk - 1).rem_euclid(nb as i64) as usize;
         for &wp in windows {
             let want = (wp - h) / b;
             while whole < want {
-                let block = bk - 1 - whole as i64;
-                let bslot = block.rem_euclid(nb as i64) as usize;
+                let bslot = ring_back(newest_whole, whole, nb);
                 let times = self.blocks.shared(bslot);
                 if times.0 != 0 {
                     let delta = -((h + whole * b) as i64) * p;
@@ -1142,7 +1155,7 @@ impl VehicleWindows {
             }
             let acc_end = items.len();
             for depth in h + whole * b..wp {
-                self.plan_pane(spec, k, depth, items);
+                self.plan_pane(spec, newest, depth, items);
             }
             steps.push((from..acc_end, acc_end..items.len()));
             from = items.len();
@@ -1320,9 +1333,10 @@ impl VehicleWindows {
     pub fn prefetch(&self, spec: &WindowSpec, k: i64) {
         let (open, _) = self.open.as_slices();
         prefetch::slice(&open[..open.len().min(16)]);
-        let (cap, c) = (spec.max_panes as i64, spec.channels.len());
-        let pane = |depth: i64| {
-            let slot = (k - depth).rem_euclid(cap) as usize;
+        let (cap, c) = (spec.max_panes, spec.channels.len());
+        let newest = k.rem_euclid(cap as i64) as usize;
+        let pane = |depth: usize| {
+            let slot = ring_back(newest, depth, cap);
             prefetch::slice(&self.moments[slot * c..(slot + 1) * c]);
         };
         // The summaries `plan` lists (see there), without reading them: the newest
@@ -1332,11 +1346,12 @@ impl VehicleWindows {
             pane(0);
             return self.prefetch_extremes();
         };
-        (0..h as i64).for_each(pane);
+        (0..h).for_each(pane);
         prefetch::slice(&self.moments[spec.max_panes * c..]);
+        // Windows are whole blocks long: each reaches `B − h` panes into its oldest block.
+        let tail = spec.block - h;
         for &wp in &spec.window_panes {
-            let tail = ((wp - h) % spec.block) as i64;
-            (wp as i64 - tail..wp as i64).for_each(pane);
+            (wp - tail..wp).for_each(pane);
         }
         self.prefetch_extremes();
     }
