@@ -35,7 +35,7 @@ pub use features::{
 };
 pub use prediction::{Prediction, Severity, SeverityThresholds};
 pub use sensor::{Sensor, SENSOR_COUNT};
-pub use source::{SourceBatch, SourceFailure, SourceStatus, TelemetrySource};
+pub use source::{SourceBatch, SourceFailure, SourceStatus, TelemetrySource, Waker};
 pub use telemetry::{
     CheckedColumns, RawReading, RejectReason, Rejected, SensorValues, Sequenced, Telemetry,
     Validator, VehicleId,

@@ -4,8 +4,10 @@
 //! A source hands over batches of validated readings (with their ordering group) and the
 //! readings it rejected. The driver assigns graph time, decides lateness against the
 //! watermark, and sends each kind to its own stream. A source never blocks: when nothing is
-//! ready it says so and the driver asks again later.
+//! ready it says so and the driver asks again later, or as soon as the source wakes it (a
+//! source fed by other threads calls its [`Waker`] when it has something).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ErrorClass;
@@ -34,6 +36,10 @@ impl SourceBatch {
         self.len() == 0
     }
 }
+
+/// Schedules a source's next poll at once, from any thread (see
+/// [`TelemetrySource::set_waker`]). Cheap enough to call for every batch handed over.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// The state of a source after a poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +71,12 @@ pub trait TelemetrySource: 'static {
 
     /// Appends what is ready to `batch`. Must not block on I/O.
     fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure>;
+
+    /// Hands the source, before its first poll, a waker that schedules its next poll at
+    /// once. A source fed by other threads (file readers, a network task) calls it when
+    /// it hands over something, so that a worker idle for want of input resumes then, not
+    /// at its next timed poll. Sources that only poll ignore it.
+    fn set_waker(&mut self, _waker: Waker) {}
 
     /// A lower bound on the keys of all readings this source will still return, when the
     /// source knows one (a simulator knows its clock; a time-ordered file knows its order).

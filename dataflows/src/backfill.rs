@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use pmi_core::{
     EventKey, EventTime, Rejected, Sequenced, SourceBatch, SourceFailure, SourceStatus, Telemetry,
-    TelemetrySource, Validator,
+    TelemetrySource, Validator, Waker,
 };
 use pmi_operators::exchange::{owner, worker_for};
 use pmi_sources::parquet_in::{ReadError, TelemetryFiles, TimeRange, VehicleInterner};
@@ -51,8 +51,9 @@ pub struct BackfillPlan {
     pub disorder_ms: i64,
     /// Global indices of this process's workers.
     local: Range<usize>,
-    /// Each local worker's channel from the dealing readers, started by the first worker.
-    channels: OnceLock<Mutex<Vec<Option<Receiver<Chunk>>>>>,
+    /// Each local worker's channel from the dealing readers and the slot for its source's
+    /// waker, started by the first worker.
+    channels: OnceLock<Mutex<Vec<Option<Inbox>>>>,
 }
 
 /// Rows per slice dealt to a worker.
@@ -180,9 +181,22 @@ struct SortedShare {
     next: usize,
 }
 
+/// Where a worker's source leaves its waker for the readers (set once, at its first poll's
+/// setup; a reader that finds it empty hands on without waking, and the source's timed poll
+/// picks the chunk up).
+type WakerSlot = Arc<OnceLock<Waker>>;
+
+/// How long a source with nothing in its channel waits before it polls again: it is woken
+/// as soon as a reader hands it a chunk, so this is only a safety net.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// A local worker's end of the readers' dealing: its channel and its waker's slot.
+type Inbox = (Receiver<Chunk>, WakerSlot);
+
 /// One worker's share of a backfill.
 pub struct ParquetSource {
     rx: Option<Receiver<Chunk>>,
+    waker: Option<WakerSlot>,
     sorted: Option<SortedShare>,
     disorder_ms: i64,
     /// Largest key handed on so far.
@@ -205,6 +219,7 @@ impl ParquetSource {
             };
             return ParquetSource {
                 rx: None,
+                waker: None,
                 sorted: Some(share),
                 disorder_ms: plan.disorder_ms,
                 max_key: None,
@@ -213,15 +228,19 @@ impl ParquetSource {
         let channels = plan
             .channels
             .get_or_init(|| Mutex::new(start_readers(plan, peers)));
-        let rx = worker.checked_sub(plan.local.start).and_then(|i| {
-            channels
-                .lock()
-                .expect("backfill channels lock")
-                .get_mut(i)?
-                .take()
-        });
+        let (rx, waker) = worker
+            .checked_sub(plan.local.start)
+            .and_then(|i| {
+                channels
+                    .lock()
+                    .expect("backfill channels lock")
+                    .get_mut(i)?
+                    .take()
+            })
+            .unzip();
         ParquetSource {
             rx,
+            waker,
             sorted: None,
             disorder_ms: plan.disorder_ms,
             max_key: None,
@@ -237,17 +256,20 @@ struct Dealing {
     changed: Condvar,
 }
 
-/// Starts one reader thread per local worker and returns each local worker's channel.
-fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk>>> {
+/// Starts one reader thread per local worker and returns each local worker's channel and
+/// waker slot.
+fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<(Receiver<Chunk>, WakerSlot)>> {
     let local = plan.local.clone();
     let (txs, rxs): (Vec<SyncSender<Chunk>>, Vec<_>) =
         local.clone().map(|_| sync_channel::<Chunk>(4)).unzip();
+    let wakers: Vec<WakerSlot> = local.clone().map(|_| WakerSlot::default()).collect();
     let dealing = Arc::new(Dealing {
         turn: Mutex::new(Some(0)),
         changed: Condvar::new(),
     });
     let dealer = Dealer {
         txs,
+        wakers: wakers.clone(),
         local: local.clone(),
         peers,
     };
@@ -299,13 +321,25 @@ fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk
                         Sequenced { group, reading }
                     });
                     if !dealer.deal(&dealing, index, result.map(|()| (readings, bad))) {
-                        return;
+                        break;
                     }
                 }
+                // The channels close with the last reader's senders: wake every worker to
+                // find out (or to read what is left) without waiting for its timed poll.
+                let wakers = dealer.wakers.clone();
+                drop(dealer);
+                wakers.iter().for_each(wake);
             })
             .expect("spawn backfill reader thread");
     }
-    rxs.into_iter().map(Some).collect()
+    rxs.into_iter().zip(wakers).map(Some).collect()
+}
+
+/// Wakes the worker whose waker is in `slot`, if its source has left one.
+fn wake(slot: &WakerSlot) {
+    if let Some(waker) = slot.get() {
+        waker();
+    }
 }
 
 /// Where the readers send what they read: the local workers' channels.
@@ -313,6 +347,8 @@ fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Receiver<Chunk
 struct Dealer {
     /// Channel of local worker `local.start + i` at `i`.
     txs: Vec<SyncSender<Chunk>>,
+    /// Waker slot of local worker `local.start + i` at `i`.
+    wakers: Vec<WakerSlot>,
     local: Range<usize>,
     peers: usize,
 }
@@ -341,8 +377,9 @@ impl Dealer {
         }
         let ok = match unit {
             Err(failure) => {
-                for tx in &self.txs {
+                for (tx, waker) in self.txs.iter().zip(&self.wakers) {
                     let _ = tx.send(Err(failure.clone()));
+                    wake(waker);
                 }
                 false
             }
@@ -364,7 +401,9 @@ impl Dealer {
     ) -> bool {
         let send = |i: usize, (slice, newest): (Vec<Sequenced>, _), rejected: Vec<Rejected>| {
             // An error: the worker is gone, the run is over.
-            self.txs[i].send(Ok((slice, newest, rejected))).is_ok()
+            let sent = self.txs[i].send(Ok((slice, newest, rejected))).is_ok();
+            wake(&self.wakers[i]);
+            sent
         };
         let mut slices: Vec<(Vec<Sequenced>, Option<EventKey>)> =
             self.txs.iter().map(|_| (Vec::new(), None)).collect();
@@ -410,6 +449,13 @@ impl TelemetrySource for ParquetSource {
             .map(|m| EventKey::new(m.group(), EventTime(m.time().0 - self.disorder_ms)))
     }
 
+    /// The readers wake the worker when they hand it a chunk.
+    fn set_waker(&mut self, waker: Waker) {
+        if let Some(slot) = &self.waker {
+            let _ = slot.set(waker);
+        }
+    }
+
     fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure> {
         if let Some(share) = &mut self.sorted {
             let (ok, bad) = &*share.data;
@@ -450,7 +496,7 @@ impl TelemetrySource for ParquetSource {
                 Ok(SourceStatus::Ready)
             }
             Ok(Err(failure)) => Err(failure),
-            Err(TryRecvError::Empty) => Ok(SourceStatus::Idle(Some(Duration::from_micros(200)))),
+            Err(TryRecvError::Empty) => Ok(SourceStatus::Idle(Some(IDLE_POLL))),
             Err(TryRecvError::Disconnected) => Ok(SourceStatus::Finished),
         }
     }

@@ -104,6 +104,12 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
 ) -> SourceStreams<'scope> {
     let mut builder = OperatorBuilder::new(format!("Source({})", source.name()), scope);
     let address = builder.operator_info().address;
+    // Other threads feeding the source wake this operator (and its parked worker) directly.
+    let waker = scope.worker().sync_activator_for(address.to_vec());
+    source.set_waker(std::sync::Arc::new(move || {
+        // An error: the worker has shut down, and nothing is left to wake.
+        let _ = waker.activate();
+    }));
     let activator = scope.activator_for(address);
     let (readings_out, readings) = builder.new_output();
     let (rejected_out, rejected) = builder.new_output();
