@@ -12,7 +12,6 @@
 //! which the watcher takes for writing only for the moment of a swap.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -34,7 +33,8 @@ enum Current {
 /// The graph's scorer with hot reload. Dropping it stops the watcher.
 pub struct ModelScorer {
     current: Arc<RwLock<Current>>,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the watcher: its wait for the next poll ends at once.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     watcher: Option<JoinHandle<()>>,
 }
 
@@ -72,17 +72,17 @@ impl ModelScorer {
             }
         };
         let current = Arc::new(RwLock::new(initial));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel();
         let watcher = {
-            let (current, stop, schema) = (current.clone(), stop.clone(), schema.clone());
+            let (current, schema) = (current.clone(), schema.clone());
             std::thread::Builder::new()
                 .name("pmi-model-watch".into())
-                .spawn(move || watch(reg, schema, version, current, stop, poll))
+                .spawn(move || watch(reg, schema, version, current, stopped, poll))
                 .map_err(|e| DataflowError::Input(format!("starting the model watcher: {e}")))?
         };
         Ok(ModelScorer {
             current,
-            stop,
+            stop: Some(stop),
             watcher: Some(watcher),
         })
     }
@@ -130,7 +130,7 @@ impl ModelScorer {
 
 impl Drop for ModelScorer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
@@ -153,19 +153,13 @@ fn watch(
     schema: FeatureSchema,
     mut version: Option<String>,
     current: Arc<RwLock<Current>>,
-    stop: Arc<AtomicBool>,
+    stopped: std::sync::mpsc::Receiver<()>,
     poll: Duration,
 ) {
-    let step = Duration::from_millis(50).min(poll);
-    let mut waited = Duration::ZERO;
     let mut refused: Option<String> = None;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(step);
-        waited += step;
-        if waited < poll {
-            continue;
-        }
-        waited = Duration::ZERO;
+    // Nothing is ever sent: the wait ends with the poll interval, or at once when the
+    // scorer is dropped (the sender with it).
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(poll) {
         let next = match reg.current() {
             Ok(Some(v)) => v,
             Ok(None) => continue,
