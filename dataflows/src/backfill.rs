@@ -181,9 +181,9 @@ struct SortedShare {
     next: usize,
 }
 
-/// Where a worker's source leaves its waker for the readers (set once, at its first poll's
-/// setup; a reader that finds it empty hands on without waking, and the source's timed poll
-/// picks the chunk up).
+/// Where a worker's source leaves its waker for the readers (set once, when the source's
+/// operator is built; a reader that finds it still empty hands on without waking, and the
+/// operator's first poll picks the chunk up).
 type WakerSlot = Arc<OnceLock<Waker>>;
 
 /// How long a source with nothing in its channel waits before it polls again: it is woken
@@ -258,7 +258,7 @@ struct Dealing {
 
 /// Starts one reader thread per local worker and returns each local worker's channel and
 /// waker slot.
-fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<(Receiver<Chunk>, WakerSlot)>> {
+fn start_readers(plan: &BackfillPlan, peers: usize) -> Vec<Option<Inbox>> {
     let local = plan.local.clone();
     let (txs, rxs): (Vec<SyncSender<Chunk>>, Vec<_>) =
         local.clone().map(|_| sync_channel::<Chunk>(4)).unzip();

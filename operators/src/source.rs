@@ -336,4 +336,104 @@ mod tests {
         // polls, the first activation alone handed on thousands.
         assert_eq!(handed, 15);
     }
+
+    /// Fed by another thread; when empty, asks to be polled again only after an hour.
+    struct Fed {
+        rx: std::sync::mpsc::Receiver<i64>,
+        waker: Arc<Mutex<Option<pmi_core::Waker>>>,
+    }
+
+    impl TelemetrySource for Fed {
+        fn name(&self) -> &str {
+            "fed"
+        }
+
+        fn set_waker(&mut self, waker: pmi_core::Waker) {
+            *self.waker.lock().unwrap() = Some(waker);
+        }
+
+        fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure> {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(ms) => {
+                        let mut values = [None; SENSOR_COUNT];
+                        values[Sensor::Rpm.index()] = Some(1500.0);
+                        let reading = Validator::default()
+                            .validate(RawReading::new("V1", ms, values), EventTime(ms))
+                            .expect("a valid reading");
+                        batch.readings.push(Sequenced { group: 0, reading });
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) if batch.readings.is_empty() => {
+                        return Ok(SourceStatus::Idle(Some(Duration::from_secs(3600))))
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(SourceStatus::Ready),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        return Ok(SourceStatus::Finished)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A source fed by another thread wakes its worker with the waker it is handed: a
+    /// worker parked until the source's next timed poll (an hour away) resumes as soon as
+    /// the feeder hands something over, and the run ends when the feeder does.
+    #[test]
+    fn a_source_fed_by_another_thread_wakes_its_parked_worker() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let handed = timely::execute_directly(|worker| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let slot: Arc<Mutex<Option<pmi_core::Waker>>> = Arc::default();
+                let source = Fed {
+                    rx,
+                    waker: slot.clone(),
+                };
+                let counted = Arc::new(AtomicU64::new(0));
+                let count = counted.clone();
+                let probe = worker.dataflow::<u64, _, _>(|scope| {
+                    let options = SourceOptions {
+                        lateness_ms: 0,
+                        throttle: None,
+                        counters: Arc::new(SourceCounters::default()),
+                        durable: None,
+                    };
+                    telemetry_source(scope, source, options)
+                        .readings
+                        .inspect_core(move |event| {
+                            if let Ok((_, readings)) = event {
+                                count.fetch_add(readings.len() as u64, Ordering::Relaxed);
+                            }
+                        })
+                        .probe()
+                        .0
+                });
+                let waker = slot
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .expect("handed a waker when built");
+                let feeder = std::thread::spawn(move || {
+                    for i in 0..20 {
+                        // After the worker has found the source empty and parked.
+                        std::thread::sleep(Duration::from_millis(20));
+                        tx.send(i * 1000).unwrap();
+                        waker();
+                    }
+                    drop(tx);
+                    waker();
+                });
+                while !probe.done() {
+                    worker.step_or_park(None);
+                }
+                feeder.join().unwrap();
+                counted.load(Ordering::Relaxed)
+            });
+            let _ = done_tx.send(handed);
+        });
+        let handed = done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the worker woke for every reading, not at the source's hourly poll");
+        assert_eq!(handed, 20);
+    }
 }
