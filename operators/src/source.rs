@@ -253,6 +253,28 @@ mod tests {
     use timely::dataflow::operators::core::Inspect;
     use timely::dataflow::operators::{Input, Probe};
 
+    /// The readings `source` hands on (no lateness), counted into `counted` as they pass.
+    fn counted_readings<'scope, S: TelemetrySource>(
+        scope: Scope<'scope, u64>,
+        source: S,
+        throttle: Option<Throttle>,
+        counted: Arc<AtomicU64>,
+    ) -> Stream<'scope, u64, Vec<Sequenced>> {
+        let options = SourceOptions {
+            lateness_ms: 0,
+            throttle,
+            counters: Arc::new(SourceCounters::default()),
+            durable: None,
+        };
+        telemetry_source(scope, source, options)
+            .readings
+            .inspect_core(move |event| {
+                if let Ok((_, readings)) = event {
+                    counted.fetch_add(readings.len() as u64, Ordering::Relaxed);
+                }
+            })
+    }
+
     /// Has readings until told to stop: one vehicle, one reading a second, five per poll;
     /// its watermark is its newest reading.
     struct Endless {
@@ -305,22 +327,11 @@ mod tests {
             let stuck = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<Vec<()>>();
                 stream.probe_with(&probe);
-                let options = SourceOptions {
-                    lateness_ms: 0,
-                    throttle: Some(Throttle {
-                        probe: probe.clone(),
-                        max_ahead_ms: 10_000,
-                    }),
-                    counters: Arc::new(SourceCounters::default()),
-                    durable: None,
+                let throttle = Throttle {
+                    probe: probe.clone(),
+                    max_ahead_ms: 10_000,
                 };
-                telemetry_source(scope, source, options)
-                    .readings
-                    .inspect_core(move |event| {
-                        if let Ok((_, readings)) = event {
-                            counted.fetch_add(readings.len() as u64, Ordering::Relaxed);
-                        }
-                    });
+                counted_readings(scope, source, Some(throttle), counted);
                 input
             });
             for _ in 0..100 {
@@ -392,21 +403,7 @@ mod tests {
                 let counted = Arc::new(AtomicU64::new(0));
                 let count = counted.clone();
                 let probe = worker.dataflow::<u64, _, _>(|scope| {
-                    let options = SourceOptions {
-                        lateness_ms: 0,
-                        throttle: None,
-                        counters: Arc::new(SourceCounters::default()),
-                        durable: None,
-                    };
-                    telemetry_source(scope, source, options)
-                        .readings
-                        .inspect_core(move |event| {
-                            if let Ok((_, readings)) = event {
-                                count.fetch_add(readings.len() as u64, Ordering::Relaxed);
-                            }
-                        })
-                        .probe()
-                        .0
+                    counted_readings(scope, source, None, count).probe().0
                 });
                 let waker = slot
                     .lock()
