@@ -15,6 +15,7 @@
 
 pub mod console;
 pub mod kafka;
+mod local_file;
 pub mod parquet_out;
 pub mod sql;
 pub mod table;

@@ -5,9 +5,10 @@
 //! `pane_end` (timestamp ms, UTC), one float64 column per sensor or feature (null where
 //! absent). Rows are partitioned Hive-style by the UTC date of their time, buffered per
 //! date and written as a record batch every `batch_rows`; a file is rolled after
-//! `max_rows_per_file`. Files are uploaded through `object_store` and appear whole when the
-//! upload completes (a put or a completed multipart upload on S3; a rename from a temporary
-//! file locally), so readers never see half a file.
+//! `max_rows_per_file`. Files appear whole when their upload completes, so readers never
+//! see half a file: in an object store, a put or a completed multipart upload through
+//! `object_store`; in a local folder, a rename of a hidden temporary file written with
+//! direct I/O by the writer's own thread (`local_file`).
 //!
 //! Transactional mode (for at-least-once sources that replay, see `dataflows::sink`):
 //! completed files wait in `<dataset>/_staging/` and a checkpoint publishes them; a
@@ -45,6 +46,7 @@ use pmi_core::{
 
 use pmi_sources::store::{Store, StoreError};
 
+use crate::local_file::{AlignedBuf, LocalUpload};
 use crate::{ChunkSink, SinkError, SinkStats};
 
 /// How a record type becomes Arrow columns.
@@ -345,6 +347,10 @@ pub struct DatasetOptions {
     /// what was sent before a checkpoint (see `dataflows::sink`). `None`: files appear as
     /// they are completed.
     pub checkpoint_marker: Option<String>,
+    /// In a local store, write files with direct I/O, around the page cache (see
+    /// `local_file`); where the file system refuses it, files are written as usual. Default
+    /// on. No effect on an object store.
+    pub direct_io: bool,
 }
 
 impl Default for DatasetOptions {
@@ -354,6 +360,7 @@ impl Default for DatasetOptions {
             max_rows_per_file: 1_000_000,
             partition_by_date: true,
             checkpoint_marker: None,
+            direct_io: true,
         }
     }
 }
@@ -407,13 +414,35 @@ impl<R> Default for DayBuffer<R> {
     }
 }
 
+/// Where an open file's bytes go.
+enum Upload {
+    /// To an object store: each chunk is handed to `object_store`'s writer as it is
+    /// (`BufWriter::put`: no copy; as an `AsyncWrite` the chunk would be copied into its
+    /// buffer first).
+    Object(BufWriter),
+    /// To a local file, written by this thread (with direct I/O where it can be), each
+    /// chunk's buffer reused once written.
+    Local(LocalUpload),
+}
+
+impl Upload {
+    /// Removes what an unfinished upload wrote: nothing becomes visible, and no multipart
+    /// upload or temporary file is left behind.
+    fn abort(self) -> Result<(), String> {
+        match self {
+            Upload::Object(mut upload) => {
+                Store::block_on(upload.abort()).map_err(|e| e.to_string())
+            }
+            Upload::Local(upload) => upload.abort().map_err(|e| e.to_string()),
+        }
+    }
+}
+
 struct OpenFile {
     /// The encoder, writing into chunks that go to `upload` as they fill.
     writer: ArrowWriter<Chunks>,
-    /// The upload of the file: each chunk is handed to `object_store`'s writer as it is
-    /// (`BufWriter::put`: no copy; as an `AsyncWrite` the chunk would be copied into its
-    /// buffer first).
-    upload: BufWriter,
+    /// The file's upload; `None` once completed.
+    upload: Option<Upload>,
     /// Where it is written: the final name, or a staging name in transactional mode.
     written: ObjectPath,
     /// Where it is published.
@@ -441,47 +470,72 @@ impl OpenFile {
     /// Uploads the chunks the encoder has filled; with `last`, the partial one too, and
     /// completes the upload.
     fn upload(&mut self, last: bool) -> Result<(), SinkError> {
-        let chunks = self.writer.inner_mut().take(last);
-        if chunks.is_empty() && !last {
+        let chunks = self.writer.inner_mut();
+        let full = chunks.take(last);
+        if full.is_empty() && !last {
             return Ok(());
         }
-        let upload = &mut self.upload;
-        Store::block_on(async move {
-            for chunk in chunks {
-                upload.put(chunk).await?;
+        let failed = |e: std::io::Error| SinkError::Store(e.to_string());
+        match self.upload.as_mut().expect("an open file's upload") {
+            Upload::Object(upload) => Store::block_on(async move {
+                for chunk in full {
+                    upload.put(Bytes::from_owner(chunk)).await?;
+                }
+                if last {
+                    tokio::io::AsyncWriteExt::shutdown(upload).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .map_err(failed)?,
+            Upload::Local(upload) => {
+                for mut chunk in full {
+                    upload.append(&mut chunk).map_err(failed)?;
+                    chunks.recycle(chunk);
+                }
             }
-            if last {
-                tokio::io::AsyncWriteExt::shutdown(upload).await?;
+        }
+        if last {
+            if let Some(Upload::Local(upload)) = self.upload.take() {
+                upload.complete().map_err(failed)?;
             }
-            Ok::<_, std::io::Error>(())
-        })
-        .map_err(|e| SinkError::Store(e.to_string()))
+        }
+        Ok(())
     }
 }
 
 /// Encoded bytes handed to the upload at a time.
 const CHUNK_BYTES: usize = 4 << 20;
 
-/// The encoder's output, cut into chunks of [`CHUNK_BYTES`]. Each chunk's buffer is
-/// allocated at its full size once and never grows, and is below the allocator's mmap
-/// threshold (`src/allocator.rs` of the binary), so a chunk's memory is reused from the heap
-/// once its upload has dropped it. (Parquet's own async writer gathers each row group, up
-/// to [`ROW_GROUP_BYTES`], in one buffer grown by doubling: the copies of every growth, and
+/// The encoder's output, cut into chunks of [`CHUNK_BYTES`], block-aligned for direct I/O
+/// (`local_file`). Each chunk's buffer is allocated at its full size once and never grows;
+/// a local file's chunks are reused once written, an object store's dropped once uploaded
+/// (below the allocator's mmap threshold, `src/allocator.rs` of the binary, so their memory
+/// is reused from the heap). (Parquet's own async writer gathers each row group, up to
+/// [`ROW_GROUP_BYTES`], in one buffer grown by doubling: the copies of every growth, and
 /// fresh pages for every row group.)
 #[derive(Default)]
 struct Chunks {
-    filling: Vec<u8>,
-    full: Vec<Bytes>,
+    filling: Option<AlignedBuf>,
+    full: Vec<AlignedBuf>,
+    /// Written chunks' buffers, for reuse.
+    spare: Vec<AlignedBuf>,
 }
 
 impl Chunks {
     /// The full chunks, and with `all` the partial one too, in the order written.
-    fn take(&mut self, all: bool) -> Vec<Bytes> {
-        if all && !self.filling.is_empty() {
-            self.full
-                .push(Bytes::from(std::mem::take(&mut self.filling)));
+    fn take(&mut self, all: bool) -> Vec<AlignedBuf> {
+        if all {
+            if let Some(partial) = self.filling.take().filter(|c| !c.is_empty()) {
+                self.full.push(partial);
+            }
         }
         std::mem::take(&mut self.full)
+    }
+
+    /// Keeps a written chunk's buffer for the next chunks.
+    fn recycle(&mut self, mut chunk: AlignedBuf) {
+        chunk.clear();
+        self.spare.push(chunk);
     }
 }
 
@@ -489,15 +543,17 @@ impl std::io::Write for Chunks {
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
         let written = data.len();
         while !data.is_empty() {
-            if self.filling.capacity() == 0 {
-                self.filling.reserve_exact(CHUNK_BYTES);
-            }
-            let n = (CHUNK_BYTES - self.filling.len()).min(data.len());
-            self.filling.extend_from_slice(&data[..n]);
+            let spare = &mut self.spare;
+            let filling = self.filling.get_or_insert_with(|| {
+                spare
+                    .pop()
+                    .unwrap_or_else(|| AlignedBuf::with_capacity(CHUNK_BYTES))
+            });
+            let n = filling.remaining().min(data.len());
+            filling.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if self.filling.len() == CHUNK_BYTES {
-                self.full
-                    .push(Bytes::from(std::mem::take(&mut self.filling)));
+            if filling.remaining() == 0 {
+                self.full.extend(self.filling.take());
             }
         }
         Ok(written)
@@ -675,7 +731,17 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         } else {
             path.clone()
         };
-        let upload = BufWriter::new(self.dir.inner().clone(), written.clone());
+        let upload = match self.dir.local_file(&written) {
+            Some(file) => {
+                let upload = LocalUpload::create(&file, self.options.direct_io)
+                    .map_err(|e| SinkError::Store(format!("{}: {e}", file.display())))?;
+                if self.options.direct_io && !upload.is_direct() {
+                    tracing::debug!(file = %file.display(), "no direct I/O on this file system; writing through the page cache");
+                }
+                Upload::Local(upload)
+            }
+            None => Upload::Object(BufWriter::new(self.dir.inner().clone(), written.clone())),
+        };
         let writer = ArrowWriter::try_new(
             Chunks::default(),
             self.schema.clone(),
@@ -685,7 +751,7 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
             day,
             OpenFile {
                 writer,
-                upload,
+                upload: Some(upload),
                 written,
                 path,
                 rows: 0,
@@ -776,8 +842,8 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
         for (_, f) in std::mem::take(&mut self.files) {
             // An unfinished upload is aborted: nothing becomes visible, and no multipart
             // upload or temporary file is left behind.
-            let mut upload = f.upload;
-            if let Err(e) = Store::block_on(upload.abort()) {
+            let Some(upload) = f.upload else { continue };
+            if let Err(e) = upload.abort() {
                 tracing::warn!(file = %self.dir.describe(&f.written), error = %e, "could not abort an unfinished upload");
             }
         }
@@ -975,14 +1041,22 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     /// Writes of every size, across chunk boundaries, come out as the same bytes in order,
-    /// in chunks of at most `CHUNK_BYTES`, whenever they are taken.
+    /// in chunks of at most `CHUNK_BYTES`, whenever they are taken, also when the buffers
+    /// of taken chunks are reused.
     #[test]
     fn chunks_keep_every_byte_in_order() {
         use std::io::Write;
         let mut chunks = Chunks::default();
         let mut expected = Vec::new();
-        let mut taken = Vec::new();
+        let mut joined = Vec::new();
         let mut next = 0u8;
+        let take = |chunks: &mut Chunks, all: bool, joined: &mut Vec<u8>| {
+            for c in chunks.take(all) {
+                assert!(!c.is_empty() && c.len() <= CHUNK_BYTES);
+                joined.extend_from_slice(c.as_ref());
+                chunks.recycle(c);
+            }
+        };
         for (i, len) in [1, 7, CHUNK_BYTES - 8, 0, 1, 3 * CHUNK_BYTES + 5, 100]
             .into_iter()
             .enumerate()
@@ -995,15 +1069,15 @@ mod tests {
                 .collect();
             assert_eq!(chunks.write(&data).unwrap(), len);
             expected.extend_from_slice(&data);
-            taken.extend(chunks.take(i % 2 == 0 && i < 4));
+            take(&mut chunks, i % 2 == 0 && i < 4, &mut joined);
         }
-        taken.extend(chunks.take(true));
+        take(&mut chunks, true, &mut joined);
         assert!(chunks.take(true).is_empty());
-        let joined: Vec<u8> = taken.iter().flat_map(|c| c.iter().copied()).collect();
+        assert!(
+            !chunks.spare.is_empty(),
+            "written chunks are kept for reuse"
+        );
         assert_eq!(joined, expected);
-        assert!(taken
-            .iter()
-            .all(|c| !c.is_empty() && c.len() <= CHUNK_BYTES));
     }
 
     /// Every file under `dir` (recursively, hidden and staged ones included), sorted.
@@ -1172,6 +1246,59 @@ mod tests {
         assert!(
             matches!(b.schema().field_with_name("ts").unwrap().data_type(), DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if &**tz == "UTC")
         );
+    }
+
+    /// A file of many chunks, written around the page cache and through it: the same
+    /// bytes, and no temporary file left.
+    #[test]
+    fn direct_and_buffered_files_are_the_same_bytes() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let readings: Vec<Telemetry> = (0..400_000)
+            .map(|i| {
+                let mut values = [None; SENSOR_COUNT];
+                for v in values.iter_mut().take(6) {
+                    // Incompressible values, so that the file spans several chunks.
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *v = Some((x >> 11) as f64 / (1u64 << 53) as f64 * 100.0);
+                }
+                let raw = RawReading::new("VEH_000001", i * 1000, values);
+                Validator::default()
+                    .validate(raw, EventTime(i64::MAX / 4))
+                    .unwrap()
+            })
+            .collect();
+        let mut files = Vec::new();
+        for direct_io in [true, false] {
+            let root = tempfile::tempdir().unwrap();
+            let store = Store::local(root.path()).unwrap();
+            let options = DatasetOptions {
+                partition_by_date: false,
+                direct_io,
+                ..DatasetOptions::default()
+            };
+            let mut ds =
+                ParquetDataset::new(&store, "telemetry", "0", TelemetryLayout, options).unwrap();
+            ds.push(readings.clone()).unwrap();
+            let stats = ds.close().unwrap();
+            assert_eq!(stats.files, 1);
+            let all = walk(root.path());
+            assert_eq!(all.len(), 1, "{all:?}");
+            files.push(std::fs::read(&all[0]).unwrap());
+        }
+        assert!(files[0].len() > 3 * CHUNK_BYTES, "{} bytes", files[0].len());
+        assert!(files[0] == files[1], "direct and buffered files differ");
+        assert_eq!(read_all_bytes(&files[0]), 400_000);
+    }
+
+    fn read_all_bytes(file: &[u8]) -> usize {
+        ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(file))
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum()
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP=true` for a
 //!   plain-HTTP endpoint on loopback), as every other S3 tool reads them.
 //!
-//! Both go through `object_store`, so the Parquet writers and readers have one code path.
+//! Both go through `object_store`, so the Parquet readers have one code path, and so do the
+//! writers but for one step: the Parquet sink writes the files of a local store itself, to
+//! write them around the page cache ([`Store::local_file`] names them).
 //! Its calls are async; the readers and writers that use a [`Store`] run on their own
 //! threads (never on a timely worker's) and wait on [`Store::block_on`], which drives them
 //! on one small shared tokio runtime.
@@ -194,6 +196,11 @@ impl Store {
             .map(|root| root.join(self.prefix.as_ref()))
     }
 
+    /// The file of object `object` (a path from [`Store::object`]), for a local store.
+    pub fn local_file(&self, object: &ObjectPath) -> Option<PathBuf> {
+        self.local.as_ref().map(|root| root.join(object.as_ref()))
+    }
+
     /// The folder as a URL or path, for messages.
     pub fn url(&self) -> String {
         if let Some(l) = self.local_path() {
@@ -208,8 +215,8 @@ impl Store {
 
     /// The URL of an object, for messages.
     pub fn describe(&self, object: &ObjectPath) -> String {
-        match &self.local {
-            Some(root) => root.join(object.as_ref()).display().to_string(),
+        match self.local_file(object) {
+            Some(file) => file.display().to_string(),
             None => format!("{}/{}", self.base, object),
         }
     }
