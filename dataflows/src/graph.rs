@@ -38,7 +38,9 @@ use pmi_core::{
 use pmi_operators::alerts::{
     AlertChanges, AlertCollection, AlertTables, RegistryTables, ScoredPane,
 };
-use pmi_operators::source::{telemetry_source, SourceCounters, SourceOptions, Throttle};
+use pmi_operators::source::{
+    telemetry_source, SourceCounters, SourceOptions, Throttle, ThrottleWaker, WakeOnProgress,
+};
 use pmi_operators::windows::{pane_windows_with_gauges, WindowGauges, WindowSpec};
 
 use crate::sink::{
@@ -432,6 +434,7 @@ where
     let errors = Arc::new(Mutex::new(Vec::new()));
     let gauges = measure_state.then(|| Arc::new(Mutex::new(WindowGauges::default())));
     let probe = ProbeHandle::new();
+    let throttle_waker = ThrottleWaker::default();
 
     let telemetry = sinks.telemetry.map(shared);
     let features_sink = shared(sinks.features);
@@ -453,6 +456,8 @@ where
             throttle: Some(Throttle {
                 probe: probe.clone(),
                 max_ahead_ms: config.max_ahead_ms,
+                waker: throttle_waker.clone(),
+                poll: Duration::from_millis(10),
             }),
             counters: counters.clone(),
             durable: Some(durable.clone()),
@@ -568,7 +573,10 @@ where
             ));
         }
         acks.push(write_to(
-            windows.features.probe_with(&probe),
+            windows
+                .features
+                .probe_with(&probe)
+                .wake_on_progress(&throttle_waker),
             "features",
             features_sink.clone(),
             errors.clone(),
@@ -577,7 +585,9 @@ where
             suppressed.clone(),
         ));
         acks.push(write_to(
-            predictions.probe_with(&probe),
+            predictions
+                .probe_with(&probe)
+                .wake_on_progress(&throttle_waker),
             "predictions",
             predictions_sink.clone(),
             errors.clone(),
