@@ -220,11 +220,10 @@ pub fn telemetry_source<'scope, S: TelemetrySource>(
                     t.probe.less_than(&limit)
                 })
             };
-            if ahead(watermark) {
+            if let Some(held_back) = throttle.as_ref().filter(|_| ahead(watermark)) {
                 // Woken when the end of the graph moves on (`ThrottleWaker`); the timed
                 // poll is only a safety net.
-                let poll = throttle.as_ref().map_or(Duration::ZERO, |t| t.poll);
-                activator.activate_after(poll);
+                activator.activate_after(held_back.poll);
                 return;
             }
             let started = Instant::now();

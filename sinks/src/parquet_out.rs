@@ -8,7 +8,7 @@
 //! `max_rows_per_file`. Files appear whole when their upload completes, so readers never
 //! see half a file: in an object store, a put or a completed multipart upload through
 //! `object_store`; in a local folder, a rename of a hidden temporary file written with
-//! direct I/O by the writer's own thread (`local_file`).
+//! direct I/O (`local_file`).
 //!
 //! Transactional mode (for at-least-once sources that replay, see `dataflows::sink`):
 //! completed files wait in `<dataset>/_staging/` and a checkpoint publishes them; a
@@ -420,12 +420,42 @@ enum Upload {
     /// (`BufWriter::put`: no copy; as an `AsyncWrite` the chunk would be copied into its
     /// buffer first).
     Object(BufWriter),
-    /// To a local file, written by this thread (with direct I/O where it can be), each
-    /// chunk's buffer reused once written.
+    /// To a local file, written by the dataset writer's thread (with direct I/O where it
+    /// can be), each chunk's buffer reused once written.
     Local(LocalUpload),
 }
 
 impl Upload {
+    /// Hands `full` chunks on, in order; a local file's written chunks go back to `chunks`
+    /// for reuse.
+    fn append(&mut self, full: Vec<AlignedBuf>, chunks: &mut Chunks) -> std::io::Result<()> {
+        match self {
+            Upload::Object(upload) => Store::block_on(async move {
+                for chunk in full {
+                    upload.put(Bytes::from_owner(chunk)).await?;
+                }
+                Ok(())
+            }),
+            Upload::Local(upload) => {
+                for mut chunk in full {
+                    upload.append(&mut chunk)?;
+                    chunks.recycle(chunk);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Completes the upload: the file appears, whole.
+    fn complete(self) -> std::io::Result<()> {
+        match self {
+            Upload::Object(mut upload) => {
+                Store::block_on(tokio::io::AsyncWriteExt::shutdown(&mut upload))
+            }
+            Upload::Local(upload) => upload.complete().map(drop),
+        }
+    }
+
     /// Removes what an unfinished upload wrote: nothing becomes visible, and no multipart
     /// upload or temporary file is left behind.
     fn abort(self) -> Result<(), String> {
@@ -476,30 +506,13 @@ impl OpenFile {
             return Ok(());
         }
         let failed = |e: std::io::Error| SinkError::Store(e.to_string());
-        match self.upload.as_mut().expect("an open file's upload") {
-            Upload::Object(upload) => Store::block_on(async move {
-                for chunk in full {
-                    upload.put(Bytes::from_owner(chunk)).await?;
-                }
-                if last {
-                    tokio::io::AsyncWriteExt::shutdown(upload).await?;
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .map_err(failed)?,
-            Upload::Local(upload) => {
-                for mut chunk in full {
-                    upload.append(&mut chunk).map_err(failed)?;
-                    chunks.recycle(chunk);
-                }
-            }
+        let upload = self.upload.as_mut().expect("an open file's upload");
+        upload.append(full, chunks).map_err(failed)?;
+        if !last {
+            return Ok(());
         }
-        if last {
-            if let Some(Upload::Local(upload)) = self.upload.take() {
-                upload.complete().map_err(failed)?;
-            }
-        }
-        Ok(())
+        let upload = self.upload.take().expect("an open file's upload");
+        upload.complete().map_err(failed)
     }
 }
 
