@@ -20,9 +20,16 @@ use crate::time::EventTime;
 /// copy, where a shared string's count would be written by the thread that decodes a
 /// reading and again by the worker that consumes it (a cache line passed between cores
 /// per reading). Longer identifiers are allocated.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct VehicleId(CompactString);
+///
+/// It carries its [`route_hash`](Self::route_hash), computed once when it is made: a
+/// reading's vehicle is routed to a worker and looked up in that worker's window state, and
+/// each would otherwise hash the text again. `Hash` writes that hash alone (equal ids have
+/// equal hashes), equality checks it before the text, and the order is the text's.
+#[derive(Clone)]
+pub struct VehicleId {
+    text: CompactString,
+    route: u64,
+}
 
 impl VehicleId {
     /// Longest accepted identifier, in bytes.
@@ -44,40 +51,95 @@ impl VehicleId {
                 "character {c:?} not allowed (letters, digits, _ - . : only)"
             ));
         }
-        Ok(VehicleId(CompactString::new(s)))
+        Ok(Self::new_unchecked(CompactString::new(s)))
+    }
+
+    fn new_unchecked(text: CompactString) -> VehicleId {
+        let route = fnv_route_hash(text.as_bytes());
+        VehicleId { text, route }
     }
 
     /// The identifier text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// A stable 64-bit hash (FNV-1a), used to route a vehicle to a worker. Stable across
-    /// processes and builds, unlike `std`'s randomly seeded hasher.
+    /// A stable 64-bit hash (FNV-1a, finalised), used to route a vehicle to a worker.
+    /// Stable across processes and builds, unlike `std`'s randomly seeded hasher.
+    #[inline]
     pub fn route_hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.0.as_bytes() {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // Finalise (splitmix64) so that consecutive ids spread over workers.
-        h ^= h >> 30;
-        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h ^= h >> 27;
-        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
+        self.route
+    }
+}
+
+/// FNV-1a over the bytes, finalised with splitmix64 so that consecutive ids spread over
+/// workers.
+fn fnv_route_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl PartialEq for VehicleId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.route == other.route && self.text == other.text
+    }
+}
+
+impl Eq for VehicleId {}
+
+impl std::hash::Hash for VehicleId {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.route);
+    }
+}
+
+impl PartialOrd for VehicleId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for VehicleId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+/// As its text.
+impl Serialize for VehicleId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.text.serialize(serializer)
+    }
+}
+
+/// From its text, checked as [`VehicleId::parse`] checks it.
+impl<'de> Deserialize<'de> for VehicleId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = CompactString::deserialize(deserializer)?;
+        VehicleId::parse(&text)
+            .map_err(|e| serde::de::Error::custom(format!("vehicle_id {text:?}: {e}")))
     }
 }
 
 impl fmt::Debug for VehicleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl fmt::Display for VehicleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -507,6 +569,29 @@ mod tests {
         );
         // Pinned: processes of a cluster must agree on it, whatever they were built with.
         assert_eq!(a.route_hash(), PINNED_VEH_000042);
+    }
+
+    /// Deserialised ids are checked as parsed ones are, and carry the same route hash.
+    #[test]
+    fn vehicle_id_serde_round_trip_is_checked() {
+        let a = VehicleId::parse("VEH_000042").unwrap();
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, "\"VEH_000042\"");
+        let b: VehicleId = serde_json::from_str(&json).unwrap();
+        assert_eq!(b, a);
+        assert_eq!(b.route_hash(), PINNED_VEH_000042);
+        let bad = serde_json::from_str::<VehicleId>("\"VEH 42\"").unwrap_err();
+        assert!(bad.to_string().contains("vehicle_id"), "{bad}");
+        assert!(serde_json::from_str::<VehicleId>("\"\"").is_err());
+        // Ordered by text, not by hash.
+        let ids: Vec<VehicleId> = ["b", "a", "c"]
+            .iter()
+            .map(|s| VehicleId::parse(s).unwrap())
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let texts: Vec<&str> = sorted.iter().map(VehicleId::as_str).collect();
+        assert_eq!(texts, ["a", "b", "c"]);
     }
 
     const PINNED_VEH_000042: u64 = 2_316_959_438_879_146_859;

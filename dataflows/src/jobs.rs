@@ -595,7 +595,8 @@ fn backfill_with(
         console,
         job.database.clone(),
     )?;
-    let (graph, _tables) = graph_for(&job.graph, job.severity, job.database.as_ref())?;
+    let (mut graph, _tables) = graph_for(&job.graph, job.severity, job.database.as_ref())?;
+    graph.max_ahead_ms = crate::backfill::MAX_AHEAD_MS;
     run(
         &graph,
         move |w, peers| Ok(ParquetSource::new(&p, w, peers)),

@@ -632,15 +632,16 @@ impl TelemetryFiles {
         })
     }
 
-    /// Decodes and validates `unit`: valid rows to `ok`, the others to `rejected` (with
-    /// `origin = file#row=N`).
+    /// Decodes and validates `unit`: valid rows to `ok` (a `Vec`, or anything that takes
+    /// them as they are decoded, such as a backfill's split by worker), the others to
+    /// `rejected` (with `origin = file#row=N`).
     pub fn read_unit(
         &self,
         unit: &Unit,
         validator: &Validator,
         now: EventTime,
         interner: &mut VehicleInterner,
-        ok: &mut Vec<Telemetry>,
+        ok: &mut impl Extend<Telemetry>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), ReadError> {
         let path = self.files[unit.file].name.clone();
@@ -671,13 +672,14 @@ impl TelemetryFiles {
                 .map(|c| c.as_ref().map(|a| a.as_primitive::<Float64Type>()))
                 .collect();
             let max_ts = now.0.saturating_add(validator.max_future_ms);
+            let mut accept = |t: Telemetry| ok.extend(Some(t));
             let id_of = |i: usize, interner: &mut VehicleInterner| match ids.key(i) {
                 Some(k) => interned[k].clone(),
                 None => ids.text(i).and_then(|t| interner.get(t)),
             };
             // Each row on its own: its values checked, its faults named if it is rejected.
             let one_row = |i: usize,
-                           ok: &mut Vec<Telemetry>,
+                           ok: &mut dyn FnMut(Telemetry),
                            rejected: &mut Vec<Rejected>,
                            interner: &mut VehicleInterner| {
                 if !all && ts.is_valid(i) && !range.contains(ts.value(i)) {
@@ -694,7 +696,7 @@ impl TelemetryFiles {
                 let checked = SensorValues::new(values);
                 match (id, t, checked) {
                     (Some(vehicle_id), Some(t), Some(values)) if t >= 0 && t <= max_ts => {
-                        ok.push(Telemetry {
+                        ok(Telemetry {
                             vehicle_id,
                             ts: EventTime(t),
                             values,
@@ -708,7 +710,7 @@ impl TelemetryFiles {
                             origin: Some(format!("{path}#row={}", first_row + i)),
                         };
                         match validator.validate(raw, now) {
-                            Ok(t) => ok.push(t), // cannot happen: the checks above are the same
+                            Ok(t) => ok(t), // cannot happen: the checks above are the same
                             Err(r) => rejected.push(r),
                         }
                     }
@@ -731,7 +733,7 @@ impl TelemetryFiles {
             .flatten();
             let Some(checked) = checked else {
                 for i in 0..rows {
-                    one_row(i, ok, rejected, interner);
+                    one_row(i, &mut accept, rejected, interner);
                 }
                 return Ok(());
             };
@@ -739,13 +741,13 @@ impl TelemetryFiles {
             for (i, &t) in times.iter().enumerate() {
                 match id_of(i, interner) {
                     Some(vehicle_id) if t >= 0 && t <= max_ts && (all || range.contains(t)) => {
-                        ok.push(Telemetry {
+                        accept(Telemetry {
                             vehicle_id,
                             ts: EventTime(t),
                             values: checked.row(i),
                         });
                     }
-                    _ => one_row(i, ok, rejected, interner),
+                    _ => one_row(i, &mut accept, rejected, interner),
                 }
             }
             Ok(())
