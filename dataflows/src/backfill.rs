@@ -368,12 +368,7 @@ impl Dealer {
     }
 
     /// Waits for row group `index`'s turn and deals it; false when reading must stop.
-    fn deal(
-        &self,
-        dealing: &Dealing,
-        index: usize,
-        unit: Result<(Vec<(usize, Slice)>, Vec<Rejected>), SourceFailure>,
-    ) -> bool {
+    fn deal(&self, dealing: &Dealing, index: usize, unit: Result<Decoded, SourceFailure>) -> bool {
         let mut turn = dealing.turn.lock().expect("dealing lock");
         while turn.is_some_and(|next| next != index) {
             turn = dealing.changed.wait(turn).expect("dealing lock");
@@ -426,6 +421,10 @@ impl Dealer {
 
 /// Readings for a worker with the newest key among them (see [`Chunk`]).
 type Slice = (Vec<Sequenced>, Option<EventKey>);
+
+/// A decoded row group: its slices with their local worker, in the order they filled, and
+/// its rejected rows.
+type Decoded = (Vec<(usize, Slice)>, Vec<Rejected>);
 
 /// A row group's readings as a reader decodes them, each written straight into a slice of
 /// up to [`SLICE`] for the local worker owning its vehicle; readings of another process's
