@@ -17,8 +17,8 @@
 //! [`SLICE`] for the worker owning its vehicle ([`pmi_operators::exchange::owner`]). The
 //! readers then take turns, in input order, to deal each row group's slices, in the order
 //! they filled, to the bounded channels of their workers, so the window operator's
-//! exchange passes the slices through untouched. All workers move through the input together and the
-//! watermark (largest key seen less the disorder [`plan`] measured: exact, 0 for input in
+//! exchange passes the slices through untouched. All workers move through the input
+//! together and the watermark (largest key seen less the disorder [`plan`] measured: exact, 0 for input in
 //! strict order) trails the input by a few slices, not by whole row groups: window state
 //! stays small. The timely worker never waits on a file. In a cluster every process reads
 //! the whole input and keeps its own workers' vehicles (and, for every `processes`-th row
@@ -434,19 +434,18 @@ struct Split<'a> {
     filling: Vec<Slice>,
     /// Full slices with their local worker, in the order they filled up.
     full: Vec<(usize, Slice)>,
-    local: Range<usize>,
-    peers: usize,
+    /// Which workers are local, of how many.
+    dealer: &'a Dealer,
     /// Each vehicle's ordering group, for input grouped by vehicle.
     groups: Option<&'a HashMap<String, u32>>,
 }
 
 impl<'a> Split<'a> {
-    fn new(dealer: &Dealer, groups: Option<&'a HashMap<String, u32>>) -> Self {
+    fn new(dealer: &'a Dealer, groups: Option<&'a HashMap<String, u32>>) -> Self {
         Split {
             filling: dealer.txs.iter().map(|_| (Vec::new(), None)).collect(),
             full: Vec::new(),
-            local: dealer.local.clone(),
-            peers: dealer.peers,
+            dealer,
             groups,
         }
     }
@@ -459,7 +458,7 @@ impl<'a> Split<'a> {
                 .unwrap_or(0)
         });
         let s = Sequenced { group, reading };
-        let Some(i) = owner(&s, self.peers).checked_sub(self.local.start) else {
+        let Some(i) = owner(&s, self.dealer.peers).checked_sub(self.dealer.local.start) else {
             return;
         };
         let Some((slice, newest)) = self.filling.get_mut(i) else {
@@ -553,5 +552,69 @@ impl TelemetrySource for ParquetSource {
             Err(TryRecvError::Empty) => Ok(SourceStatus::Idle(Some(IDLE_POLL))),
             Err(TryRecvError::Disconnected) => Ok(SourceStatus::Finished),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pmi_core::{SensorValues, SENSOR_COUNT};
+
+    fn dealer(local: Range<usize>, peers: usize) -> Dealer {
+        Dealer {
+            txs: local.clone().map(|_| sync_channel(1).0).collect(),
+            wakers: local.clone().map(|_| WakerSlot::default()).collect(),
+            local,
+            peers,
+        }
+    }
+
+    fn reading(vehicle: usize, ts: i64) -> Telemetry {
+        Telemetry {
+            vehicle_id: pmi_core::VehicleId::parse(&format!("V{vehicle}")).unwrap(),
+            ts: EventTime(ts),
+            values: SensorValues::new([Some(1.0); SENSOR_COUNT]).unwrap(),
+        }
+    }
+
+    /// Every reading lands in a slice of its owner, full slices come in the order they
+    /// filled and before the partial ones, and each slice knows its newest key; readings of
+    /// another process's workers are left out.
+    #[test]
+    fn split_routes_each_reading_to_its_owner_in_fill_order() {
+        let rows: Vec<Telemetry> = (0..3 * SLICE).map(|i| reading(i % 7, i as i64)).collect();
+        let both = dealer(0..2, 2);
+        let mut split = Split::new(&both, None);
+        split.extend(rows.iter().cloned());
+        let slices = split.into_slices();
+        let total: usize = slices.iter().map(|(_, (s, _))| s.len()).sum();
+        assert_eq!(total, rows.len());
+        let mut seen_partial = [false; 2];
+        let mut last_full_newest = [None; 2];
+        for (i, (slice, newest)) in &slices {
+            assert!(slice.iter().all(|s| owner(s, 2) == *i));
+            assert_eq!(*newest, slice.iter().map(Sequenced::key).max());
+            if slice.len() < SLICE {
+                assert!(!seen_partial[*i], "one partial slice per worker, last");
+                seen_partial[*i] = true;
+            } else {
+                assert!(!seen_partial[*i], "full slices before the partial one");
+                assert!(last_full_newest[*i] < *newest, "full slices in fill order");
+                last_full_newest[*i] = *newest;
+            }
+        }
+        // The process with worker 1 of 2 keeps worker 1's readings alone, as its slot 0.
+        let second = dealer(1..2, 2);
+        let mut split = Split::new(&second, None);
+        split.extend(rows.iter().cloned());
+        let slices = split.into_slices();
+        let kept: usize = slices.iter().map(|(_, (s, _))| s.len()).sum();
+        let owned = rows
+            .iter()
+            .filter(|r| worker_for(r.vehicle_id.route_hash(), 2) == 1)
+            .count();
+        assert!(owned > 0 && owned < rows.len());
+        assert_eq!(kept, owned);
+        assert!(slices.iter().all(|(i, _)| *i == 0));
     }
 }
