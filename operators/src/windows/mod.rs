@@ -36,6 +36,7 @@
 //! assert_eq!(vectors[6], (70_000, 0, 1)); // out of the 60 s window, still in 900 s
 //! ```
 
+mod extremes;
 pub mod oracle;
 mod prefetch;
 mod state;

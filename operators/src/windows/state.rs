@@ -20,7 +20,8 @@
 //! of a pane (a sensor dropout: rare) keeps its own time sums aside. Per channel and pane:
 //! the mean, M2 and the time–value co-moment (f64), 24 bytes. Minimum and maximum come from
 //! one pair of monotone deques per channel over the longest window (each pane whose extreme
-//! no later pane beats), which serve every window since the shorter ones are suffixes.
+//! no later pane beats), which serve every window since the shorter ones are suffixes; all
+//! of a vehicle's deques are rings in one buffer (`super::extremes`).
 //! `last` needs only the latest value per channel.
 //!
 //! # Numerics
@@ -45,6 +46,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::extremes::Extremes;
 use super::prefetch;
 
 use pmi_core::{Channel, ConfigError, EventTime, FeatureSchema, SensorValues, Stat, WindowConfig};
@@ -377,136 +379,6 @@ impl ValueSums {
     }
 }
 
-/// One entry of an [`Extremes`] deque: a pane's extreme and the pane (mod 2¹⁶), packed
-/// into 10 bytes (aligned, the pair would take 16).
-#[derive(Clone, Copy)]
-#[repr(C, packed(2))]
-struct Extreme {
-    value: f64,
-    pane: u16,
-}
-
-impl std::fmt::Debug for Extreme {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (pane, value) = (self.pane, self.value);
-        write!(f, "({pane}, {value})")
-    }
-}
-
-/// A monotone deque of `(pane, extreme)`: each pane of the longest window whose minimum
-/// (or maximum) no later pane beats, oldest first. One deque of packed entries (one
-/// allocation and one header per deque, no padding), the pane as u16 (mod 2¹⁶): entries
-/// are less than two longest windows (≤ 2 · 4096 panes) old, see
-/// [`VehicleWindows::evaluate`], so ages are exact in wrapping arithmetic.
-#[derive(Clone, Debug, Default)]
-struct Extremes {
-    entries: VecDeque<Extreme>,
-}
-
-impl Extremes {
-    /// Appends pane `pane`'s extreme `v`, dropping the entries it dominates
-    /// (`dominated(old, v)`).
-    #[inline]
-    fn push(&mut self, pane: i64, v: f64, dominated: impl Fn(f64, f64) -> bool) {
-        while self
-            .entries
-            .back()
-            .is_some_and(|old| dominated(old.value, v))
-        {
-            self.entries.pop_back();
-        }
-        let len = self.entries.len();
-        if len == self.entries.capacity() {
-            // Grow by an eighth, not double: one of these per channel and side per vehicle,
-            // so slack capacity is a large share of window state (see `expire`).
-            self.entries.reserve_exact(len / 8 + 2);
-        }
-        self.entries.push_back(Extreme {
-            value: v,
-            pane: pane as u16,
-        });
-    }
-
-    /// Drops the entries at least `max_age` panes older than pane `k`, and the spare
-    /// capacity a longer run left.
-    fn expire(&mut self, k: i64, max_age: usize) {
-        let k = k as u16;
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| k.wrapping_sub(e.pane) as usize >= max_age)
-        {
-            self.entries.pop_front();
-        }
-        let len = self.entries.len();
-        if self.entries.capacity() > len + len / 2 + 6 {
-            self.entries.shrink_to(len + len / 4 + 2);
-        }
-    }
-
-    /// The extreme over the `panes` panes ending at pane `k` (NaN when it has none).
-    #[inline]
-    fn within(&self, k: i64, panes: usize) -> f64 {
-        let k = k as u16;
-        let old = |e: &Extreme| k.wrapping_sub(e.pane) as usize >= panes;
-        // The oldest entry is the answer when it is in the window: always so for the
-        // longest window, which `expire` keeps the deque within.
-        match self.entries.front() {
-            None => return f64::NAN,
-            Some(e) if !old(e) => return e.value,
-            Some(_) => {}
-        }
-        // Entries are of distinct panes, the newest at most `k`: all but the last `panes`
-        // are old, so only those are searched (a few cache lines, not the whole deque).
-        let from = self.entries.len().saturating_sub(panes);
-        let (front, back) = self.entries.as_slices();
-        let i = if from < front.len() {
-            let i = from + front[from..].partition_point(old);
-            if i < front.len() {
-                i
-            } else {
-                front.len() + back.partition_point(old)
-            }
-        } else {
-            let from = from - front.len();
-            front.len() + from + back[from..].partition_point(old)
-        };
-        self.entries.get(i).map_or(f64::NAN, |e| e.value)
-    }
-
-    /// [`Self::within`] for each of `windows` (in panes, ascending) into `out`. The
-    /// answers are the first entries younger than each window, in the deque's order
-    /// for the longest window first: a short deque (the usual one: a monotone deque over
-    /// noisy values keeps few entries) is walked once for all of them; a long one (a
-    /// steady trend keeps every pane) is searched.
-    #[inline]
-    fn within_each(&self, k: i64, windows: &[usize], out: &mut [f64]) {
-        if self.entries.len() > 24 {
-            for (o, &panes) in out.iter_mut().zip(windows) {
-                *o = self.within(k, panes);
-            }
-            return;
-        }
-        let k = k as u16;
-        let mut entries = self.entries.iter().peekable();
-        for (o, &panes) in out.iter_mut().zip(windows).rev() {
-            while entries
-                .next_if(|e| k.wrapping_sub(e.pane) as usize >= panes)
-                .is_some()
-            {}
-            *o = entries.peek().map_or(f64::NAN, |e| e.value);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Extreme>()
-    }
-}
-
 /// The window state of one vehicle.
 #[derive(Clone, Debug)]
 pub struct VehicleWindows {
@@ -533,10 +405,10 @@ pub struct VehicleWindows {
     /// `s` at `(max_panes + s) · channels + channel`. An evaluation reads every channel of
     /// the summaries it visits, so each summary's channels share cache lines.
     moments: Box<[Moments]>,
-    /// Per channel, the panes' minima and maxima over the longest window (monotone deques).
-    /// One pair serves every window (they are suffixes of the longest).
-    lows: Box<[Extremes]>,
-    highs: Box<[Extremes]>,
+    /// The panes' minima over the longest window, a monotone deque per channel (deque
+    /// `channel`), then their maxima (deque `channels + channel`). One pair serves every
+    /// window (they are suffixes of the longest).
+    extremes: Extremes,
     /// First pane whose ring slot holds its own data (after a jump over more than the
     /// longest window, older slots are stale); blocks reaching before it are not summarised.
     valid_from: i64,
@@ -767,8 +639,7 @@ impl VehicleWindows {
             panes: Times::new(cap),
             blocks: Times::new(nb),
             moments: vec![Moments::default(); c * (cap + nb)].into_boxed_slice(),
-            lows: vec![Extremes::default(); c].into_boxed_slice(),
-            highs: vec![Extremes::default(); c].into_boxed_slice(),
+            extremes: Extremes::new(2 * c),
             valid_from: i64::MIN,
             last: vec![f64::NAN; c].into_boxed_slice(),
         }
@@ -841,9 +712,7 @@ impl VehicleWindows {
     ) -> bool {
         self.seal_through(spec, k, scratch, duplicates);
         // Extremes of panes out of the longest window are of no use any more.
-        for deque in self.lows.iter_mut().chain(self.highs.iter_mut()) {
-            deque.expire(k, spec.max_panes);
-        }
+        self.extremes.expire(k, spec.max_panes);
         out.clear();
         if k - self.last_reading_pane >= spec.max_panes as i64 {
             return false;
@@ -892,9 +761,7 @@ impl VehicleWindows {
             self.valid_from = start;
             // Every extreme is older than the longest window ending at `k` (and may be
             // older than the u16 pane numbers can tell).
-            for deque in self.lows.iter_mut().chain(self.highs.iter_mut()) {
-                deque.clear();
-            }
+            self.extremes.clear();
             // Panes older than every window ending at `k` or later: their readings only
             // update `last` and activity, so fold them all at once.
             self.fold_pane(spec, start - 1, scratch, duplicates, false);
@@ -1010,8 +877,8 @@ impl VehicleWindows {
                 m2: f.m2,
                 co: f.co,
             };
-            self.lows[ci].push(pane, f.lo, |old, v| old >= v);
-            self.highs[ci].push(pane, f.hi, |old, v| old <= v);
+            self.extremes.push(ci, pane, f.lo, |old, v| old >= v);
+            self.extremes.push(c + ci, pane, f.hi, |old, v| old <= v);
         }
         self.panes
             .set(slot, (all_n, all_neg_tau1, all_tau2), present, full);
@@ -1190,8 +1057,8 @@ impl VehicleWindows {
         scratch.extremes.resize(2 * wn * c, f64::NAN);
         for (ci, e) in scratch.extremes.chunks_exact_mut(2 * wn).enumerate() {
             let (lows, highs) = e.split_at_mut(wn);
-            self.lows[ci].within_each(k, windows, lows);
-            self.highs[ci].within_each(k, windows, highs);
+            self.extremes.within_each(ci, k, windows, lows);
+            self.extremes.within_each(c + ci, k, windows, highs);
         }
         let extremes = |ci: usize, w: usize| {
             let e = &scratch.extremes[2 * wn * ci..];
@@ -1359,35 +1226,24 @@ impl VehicleWindows {
     /// The step before [`Self::prefetch`]: the headers of the deques it reads to find
     /// their entries, and the oldest readings to seal.
     pub fn prefetch_headers(&self) {
-        prefetch::slice(&self.lows);
-        prefetch::slice(&self.highs);
+        self.extremes.prefetch_headers();
         let (open, _) = self.open.as_slices();
         prefetch::slice(&open[..open.len().min(16)]);
     }
 
     /// The front of every extreme deque (see [`Self::prefetch`]).
     fn prefetch_extremes(&self) {
-        for deque in self.lows.iter().chain(self.highs.iter()) {
-            prefetch::slice(&deque.entries.as_slices().0[..1.min(deque.entries.len())]);
-        }
+        self.extremes.prefetch_fronts();
     }
 
     /// Bytes of heap and inline state this vehicle holds (for `pmi bench`).
     pub fn state_bytes(&self) -> usize {
-        let deques: usize = self
-            .lows
-            .iter()
-            .chain(&self.highs)
-            .map(Extremes::heap_bytes)
-            .sum();
         std::mem::size_of::<Self>()
             + self.open.capacity() * std::mem::size_of::<(EventTime, SensorValues)>()
             + self.panes.heap_bytes()
             + self.blocks.heap_bytes()
             + std::mem::size_of_val(&*self.moments)
-            + std::mem::size_of_val(&*self.lows)
-            + std::mem::size_of_val(&*self.highs)
-            + deques
+            + self.extremes.heap_bytes()
             + std::mem::size_of_val(&*self.last)
     }
 
@@ -1400,51 +1256,6 @@ impl VehicleWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `within_each` against the plain minimum of the last `p` panes, for short deques
-    /// (noisy values, walked) and long ones (a rising trend keeps every pane, searched),
-    /// across the u16 wrap of pane numbers.
-    #[test]
-    fn extremes_of_every_window_match_a_naive_minimum() {
-        let windows = [6, 30, 90];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % 1000) as f64
-        };
-        for (start, trend) in [
-            (0i64, 0.0),
-            (65_400, 0.0),
-            (0, 10_000.0),
-            (65_450, 10_000.0),
-        ] {
-            let mut lows = Extremes::default();
-            let mut history: Vec<(i64, f64)> = Vec::new();
-            for k in start..start + 400 {
-                let v = trend * (k - start) as f64 + noise();
-                lows.push(k, v, |old, v| old >= v);
-                lows.expire(k, 90);
-                history.push((k, v));
-                let mut got = [0.0; 3];
-                lows.within_each(k, &windows, &mut got);
-                for (w, &p) in windows.iter().enumerate() {
-                    let want = history
-                        .iter()
-                        .filter(|(j, _)| k - j < p as i64)
-                        .map(|(_, v)| *v)
-                        .fold(f64::INFINITY, f64::min);
-                    assert_eq!(got[w], want, "pane {k}, window {p}, trend {trend}");
-                    assert_eq!(lows.within(k, p), want);
-                }
-            }
-            assert!(
-                trend == 0.0 || lows.entries.len() == 90,
-                "a rising trend keeps every pane"
-            );
-        }
-    }
 
     /// `prefetch` computes the slots an evaluation reads without reading them: at every
     /// pane (across the ring's wrap, before the first reading and long after the last),
