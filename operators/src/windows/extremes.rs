@@ -254,11 +254,12 @@ impl Extremes {
         prefetch::slice(&self.rings);
     }
 
-    /// Starts loading every deque's oldest entries, where an evaluation starts reading.
-    pub(super) fn prefetch_fronts(&self) {
-        for d in 0..self.rings.len() {
-            let (front, _) = self.slices(d);
-            prefetch::slice(&front[..front.len().min(1)]);
+    /// Starts loading both ends of every deque: sealing a pane pushes at the back, an
+    /// evaluation reads from the front.
+    pub(super) fn prefetch_ends(&self) {
+        for r in self.rings.iter().filter(|r| r.len > 0) {
+            prefetch::value(&self.entries[r.at(0)]);
+            prefetch::value(&self.entries[r.at(r.len as usize - 1)]);
         }
     }
 }

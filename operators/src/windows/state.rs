@@ -1231,9 +1231,9 @@ impl VehicleWindows {
         prefetch::slice(&open[..open.len().min(16)]);
     }
 
-    /// The front of every extreme deque (see [`Self::prefetch`]).
+    /// Both ends of every extreme deque (see [`Self::prefetch`]).
     fn prefetch_extremes(&self) {
-        self.extremes.prefetch_fronts();
+        self.extremes.prefetch_ends();
     }
 
     /// Bytes of heap and inline state this vehicle holds (for `pmi bench`).
