@@ -32,11 +32,24 @@ pub(super) struct Due {
     generation: u32,
 }
 
+/// A lookup key for [`Table`]'s index that borrows the vehicle: a reading's vehicle is
+/// found without cloning its id, which only a vehicle new to the table needs.
+#[derive(Hash)]
+struct Key<'a>(u32, &'a VehicleId);
+
+/// Hashes as the owned key does: a tuple hashes its fields in order, as this struct does,
+/// and a reference as what it refers to.
+impl hashbrown::Equivalent<(u32, VehicleId)> for Key<'_> {
+    fn equivalent(&self, key: &(u32, VehicleId)) -> bool {
+        self.0 == key.0 && *self.1 == key.1
+    }
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub(super) struct Table {
     /// Slot of each `(ordering group, vehicle)` with state.
-    index: ahash::AHashMap<(u32, VehicleId), u32>,
+    index: hashbrown::HashMap<(u32, VehicleId), u32, ahash::RandomState>,
     slab: Vec<Option<Entry>>,
     free: Vec<u32>,
     generations: u32,
@@ -48,29 +61,29 @@ pub(super) struct Table {
 impl Table {
     /// The slot of `vehicle`'s state in `group`, created empty when it has none.
     pub(super) fn slot(&mut self, group: u32, vehicle: &VehicleId, spec: &WindowSpec) -> u32 {
-        let (slab, free, generations) = (&mut self.slab, &mut self.free, &mut self.generations);
-        *self
-            .index
-            .entry((group, vehicle.clone()))
-            .or_insert_with_key(|key| {
-                *generations = generations.wrapping_add(1);
-                let entry = Entry {
-                    windows: VehicleWindows::new(spec),
-                    scheduled: None,
-                    key: key.clone(),
-                    generation: *generations,
-                };
-                match free.pop() {
-                    Some(slot) => {
-                        slab[slot as usize] = Some(entry);
-                        slot
-                    }
-                    None => {
-                        slab.push(Some(entry));
-                        u32::try_from(slab.len() - 1).expect("fewer than 2³² vehicles per worker")
-                    }
-                }
-            })
+        if let Some(&slot) = self.index.get(&Key(group, vehicle)) {
+            return slot;
+        }
+        self.generations = self.generations.wrapping_add(1);
+        let key = (group, vehicle.clone());
+        let entry = Entry {
+            windows: VehicleWindows::new(spec),
+            scheduled: None,
+            key: key.clone(),
+            generation: self.generations,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.slab.push(Some(entry));
+                u32::try_from(self.slab.len() - 1).expect("fewer than 2³² vehicles per worker")
+            }
+        };
+        self.index.insert(key, slot);
+        slot
     }
 
     /// The state at `slot` (one that [`Self::slot`] returned and that is not removed).
@@ -148,5 +161,38 @@ impl Table {
     /// Vehicles with state.
     pub(super) fn len(&self) -> usize {
         self.index.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reading's vehicle is found by a borrowed key, so that key must hash and compare as
+    /// the owned one: the table then finds a vehicle's state again, keeps ordering groups
+    /// apart, and reuses a removed vehicle's slot.
+    #[test]
+    fn a_borrowed_key_finds_the_owned_one() {
+        let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        let v = VehicleId::parse("VIN-000001").expect("an id");
+        let w = VehicleId::parse("VIN-000002").expect("an id");
+        assert_eq!(
+            hasher.hash_one((7u32, v.clone())),
+            hasher.hash_one(Key(7, &v))
+        );
+        let spec = WindowSpec::new(&pmi_core::WindowConfig::default()).expect("the default");
+        let mut table = Table::default();
+        let a = table.slot(0, &v, &spec);
+        let b = table.slot(1, &v, &spec);
+        let c = table.slot(0, &w, &spec);
+        assert_eq!(table.slot(0, &v, &spec), a);
+        assert_eq!(table.slot(1, &v, &spec), b);
+        assert_eq!(table.slot(0, &w, &spec), c);
+        assert!(a != b && b != c && a != c);
+        assert_eq!(table.len(), 3);
+        table.remove(b);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.slot(1, &w, &spec), b, "a freed slot is reused");
+        assert_eq!(table.slot(0, &v, &spec), a);
     }
 }
