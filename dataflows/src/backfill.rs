@@ -73,6 +73,14 @@ const CHANNEL_SLICES: usize = 16;
 /// state stays within 32 KiB per vehicle at 1 Hz, and it ran about 10 % faster than at 10 s.
 pub const MAX_AHEAD_MS: u64 = 40_000;
 
+/// `graph` as a backfill runs it: its sources may run [`MAX_AHEAD_MS`] ahead.
+pub fn graph_config(graph: crate::GraphConfig) -> crate::GraphConfig {
+    crate::GraphConfig {
+        max_ahead_ms: MAX_AHEAD_MS,
+        ..graph
+    }
+}
+
 /// Validation clock of a backfill: history is in the past, so "too far in the future" is
 /// judged against the wall clock at planning time.
 fn now() -> EventTime {

@@ -595,8 +595,8 @@ fn backfill_with(
         console,
         job.database.clone(),
     )?;
-    let (mut graph, _tables) = graph_for(&job.graph, job.severity, job.database.as_ref())?;
-    graph.max_ahead_ms = crate::backfill::MAX_AHEAD_MS;
+    let (graph, _tables) = graph_for(&job.graph, job.severity, job.database.as_ref())?;
+    let graph = crate::backfill::graph_config(graph);
     run(
         &graph,
         move |w, peers| Ok(ParquetSource::new(&p, w, peers)),

@@ -324,10 +324,7 @@ pub fn parquet_training_set(job: &ParquetTrainingSet) -> Result<TrainingSet, Dat
         }
     };
     let p = plan.clone();
-    let graph = crate::GraphConfig {
-        max_ahead_ms: crate::backfill::MAX_AHEAD_MS,
-        ..job.graph.clone()
-    };
+    let graph = crate::backfill::graph_config(job.graph.clone());
     let report = run(
         &graph,
         move |w, peers| Ok(crate::backfill::ParquetSource::new(&p, w, peers)),

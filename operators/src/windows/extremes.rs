@@ -176,35 +176,34 @@ impl Extremes {
     pub(super) fn within(&self, d: usize, k: i64, panes: usize) -> f64 {
         let k = k as u16;
         let old = |e: &Extreme| k.wrapping_sub(e.pane) as usize >= panes;
-        let (front, back) = self.slices(d);
+        let r = self.rings[d];
+        let len = r.len as usize;
+        let entry = |j: usize| &self.entries[r.at(j)];
         // The oldest entry is the answer when it is in the window: always so for the
         // longest window, which `expire` keeps the deque within.
-        match front.first() {
-            None => return f64::NAN,
-            Some(e) if !old(e) => return e.value,
-            Some(_) => {}
+        if len == 0 {
+            return f64::NAN;
+        }
+        if !old(entry(0)) {
+            return entry(0).value;
         }
         // Entries are of distinct panes, the newest at most `k`: all but the last `panes`
-        // are old, so only those are searched (a few cache lines, not the whole deque).
-        let len = front.len() + back.len();
-        let from = len.saturating_sub(panes);
-        let i = if from < front.len() {
-            let i = from + front[from..].partition_point(old);
-            if i < front.len() {
-                i
+        // are old, so only those are searched (a few cache lines, not the whole deque)
+        // for the first young one.
+        let (mut lo, mut hi) = (len.saturating_sub(panes), len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if old(entry(mid)) {
+                lo = mid + 1;
             } else {
-                front.len() + back.partition_point(old)
+                hi = mid;
             }
+        }
+        if lo < len {
+            entry(lo).value
         } else {
-            let from = from - front.len();
-            front.len() + from + back[from..].partition_point(old)
-        };
-        let e = if i < front.len() {
-            front.get(i)
-        } else {
-            back.get(i - front.len())
-        };
-        e.map_or(f64::NAN, |e| e.value)
+            f64::NAN
+        }
     }
 
     /// [`Self::within`] for each of `windows` (in panes, ascending) into `out`. The answers

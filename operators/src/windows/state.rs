@@ -1211,7 +1211,7 @@ impl VehicleWindows {
         let Some((_, h)) = spec.newest_block(k) else {
             // Pane by pane: the newest pane, which sealing writes.
             pane(0);
-            return self.prefetch_extremes();
+            return self.extremes.prefetch_ends();
         };
         (0..h).for_each(pane);
         prefetch::slice(&self.moments[spec.max_panes * c..]);
@@ -1220,7 +1220,7 @@ impl VehicleWindows {
         for &wp in &spec.window_panes {
             (wp - tail..wp).for_each(pane);
         }
-        self.prefetch_extremes();
+        self.extremes.prefetch_ends();
     }
 
     /// The step before [`Self::prefetch`]: the headers of the deques it reads to find
@@ -1229,11 +1229,6 @@ impl VehicleWindows {
         self.extremes.prefetch_headers();
         let (open, _) = self.open.as_slices();
         prefetch::slice(&open[..open.len().min(16)]);
-    }
-
-    /// Both ends of every extreme deque (see [`Self::prefetch`]).
-    fn prefetch_extremes(&self) {
-        self.extremes.prefetch_ends();
     }
 
     /// Bytes of heap and inline state this vehicle holds (for `pmi bench`).
