@@ -18,6 +18,11 @@
 //! [`AlertTableFeed::initial`] at time 0, then each batch of [`AlertTableFeed::updates`] at
 //! the source's current time (so a booking retracts its alert as soon as the stream passes
 //! it). The tables' inputs follow the source's frontier and close with it.
+//!
+//! The workers of a process share one timely computation ([`WorkerProgress::Shared`]), or,
+//! when the source already hands each worker only its own vehicles (a backfill), each runs
+//! the graph as a computation of its own ([`WorkerProgress::Independent`]), feeding its own
+//! copy of the tables, so that no worker waits on another's progress.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -78,6 +83,24 @@ pub struct GraphConfig {
     pub checkpoint_every: Option<Duration>,
     /// Live counters the workers update while the graph runs (for `/stats`); `None`: none.
     pub stats: Option<Arc<GraphStats>>,
+    /// Whether this process's workers share one timely computation or each run their own.
+    pub progress: WorkerProgress,
+}
+
+/// How the workers of a process run the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkerProgress {
+    /// One timely computation: readings cross to the worker owning their vehicle, and a
+    /// pane closes once every worker's source has passed its end (one frontier).
+    #[default]
+    Shared,
+    /// Each worker runs the graph as a timely computation of its own, so its panes close
+    /// as its own source passes them, never waiting on a slower worker. Only for a source
+    /// that hands every worker exactly the readings of the vehicles it owns
+    /// ([`pmi_operators::exchange::owner`]; the backfill's readers deal them so), since no
+    /// reading can cross to another worker. Each worker reads the alert tables itself.
+    /// Ignored in a cluster, whose processes share one computation.
+    Independent,
 }
 
 impl GraphConfig {
@@ -107,6 +130,39 @@ struct TableInputs {
     service_centers: InputSession<u64, (String, ServiceCenterRecord), isize>,
     appointments: InputSession<u64, (VehicleId, Option<Component>), isize>,
     maintenance: InputSession<u64, (VehicleId, Component), isize>,
+}
+
+impl AlertTableFeed {
+    /// The feed for each of `n` readers: the same initial rows, and every batch of updates
+    /// for each (forwarded by a thread that ends with the updates' sender or the readers).
+    fn broadcast(self, n: usize) -> Result<Vec<AlertTableFeed>, DataflowError> {
+        let Some(updates) = self.updates else {
+            return Ok(vec![self; n]);
+        };
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+        let forward = move || {
+            for batch in updates.iter() {
+                let sent = txs
+                    .iter()
+                    .filter(|tx| tx.send(batch.clone()).is_ok())
+                    .count();
+                if sent == 0 {
+                    return;
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name("pmi-table-feed".into())
+            .spawn(forward)
+            .map_err(|e| DataflowError::Timely(format!("cannot start a thread: {e}")))?;
+        Ok(rxs
+            .into_iter()
+            .map(|rx| AlertTableFeed {
+                initial: self.initial.clone(),
+                updates: Some(rx),
+            })
+            .collect())
+    }
 }
 
 impl TableInputs {
@@ -197,6 +253,7 @@ impl Default for GraphConfig {
             cluster: None,
             checkpoint_every: None,
             stats: None,
+            progress: WorkerProgress::Shared,
         }
     }
 }
@@ -323,36 +380,45 @@ where
 {
     let spec = Arc::new(WindowSpec::new(&config.window)?);
     let started = Instant::now();
-    let config = config.clone();
     let clustered = config.cluster.is_some();
-    let timely_config = match &config.cluster {
-        None => timely::Config::process(config.workers.max(1)),
-        Some(c) => timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: config.workers.max(1),
-                process: c.process,
-                addresses: c.addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        },
+    let mut job = Job {
+        config: config.clone(),
+        spec,
+        make_source,
+        make_sinks,
+        scorer,
+        measure_state,
     };
-    let guards = timely::execute(timely_config, move |worker| {
-        run_worker(
-            worker,
-            &config,
-            &spec,
-            &make_source,
-            &make_sinks,
-            &scorer,
-            measure_state,
-        )
-    })
-    .map_err(DataflowError::Timely)?;
+    let results = if config.progress == WorkerProgress::Independent && !clustered {
+        run_independent(job)?
+    } else {
+        let timely_config = match &config.cluster {
+            None => timely::Config::process(config.workers.max(1)),
+            Some(c) => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: config.workers.max(1),
+                    process: c.process,
+                    addresses: c.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+        };
+        // Worker 0 of the cluster feeds the alert tables; the others receive their share
+        // through the collection's exchange.
+        let tables = std::mem::take(&mut job.config.tables);
+        timely::execute(timely_config, move |worker| {
+            let at = (worker.index(), worker.peers());
+            let feed = (at.0 == 0).then(|| tables.clone());
+            run_worker(worker, at, feed, &job)
+        })
+        .map_err(DataflowError::Timely)?
+        .join()
+    };
     let mut report = RunReport::default();
     let (mut src_rejected, mut src_late) = (0, 0);
-    for result in guards.join() {
+    for result in results {
         let (r, rejected, late) = result.map_err(DataflowError::Timely)??;
         report.add(&r);
         src_rejected += rejected;
@@ -374,6 +440,51 @@ where
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::debug!(elapsed_ms = report.elapsed_ms, "graph done");
     Ok(report)
+}
+
+/// What a worker hands back: its report and its source's own rejected and late counts, or
+/// the panic that ended it.
+type WorkerResult = Result<Result<(RunReport, u64, u64), DataflowError>, String>;
+
+/// [`WorkerProgress::Independent`]: each of this process's workers runs the graph as a
+/// timely computation of its own (one worker, on a thread named as timely names its
+/// workers), with its own copy of the alert tables.
+fn run_independent<S, FS, FK>(mut job: Job<FS, FK>) -> Result<Vec<WorkerResult>, DataflowError>
+where
+    S: TelemetrySource,
+    FS: Fn(usize, usize) -> Result<S, DataflowError> + Send + Sync + 'static,
+    FK: Fn(usize) -> Result<WorkerSinks, DataflowError> + Send + Sync + 'static,
+{
+    let peers = job.config.workers.max(1);
+    let feeds = std::mem::take(&mut job.config.tables).broadcast(peers)?;
+    let job = Arc::new(job);
+    let threads: Vec<_> = feeds
+        .into_iter()
+        .enumerate()
+        .map(|(index, feed)| {
+            let job = job.clone();
+            std::thread::Builder::new()
+                .name(format!("timely:work-{index}"))
+                .spawn(move || {
+                    timely::execute_directly(move |worker| {
+                        run_worker(worker, (index, peers), Some(feed), &job)
+                    })
+                })
+        })
+        .collect();
+    Ok(threads
+        .into_iter()
+        .map(|spawned| {
+            let thread = spawned.map_err(|e| format!("cannot start a worker thread: {e}"))?;
+            thread.join().map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "worker panicked".into())
+            })
+        })
+        .collect())
 }
 
 /// A source shared between the driver and the worker, which finishes it after the sinks
@@ -398,22 +509,40 @@ impl<S: TelemetrySource> TelemetrySource for SharedSource<S> {
     }
 }
 
+/// What every worker of a run is given (see [`run`]); the alert tables are handed to
+/// workers apart, as not every worker feeds them.
+struct Job<FS, FK> {
+    config: GraphConfig,
+    spec: Arc<WindowSpec>,
+    make_source: FS,
+    make_sinks: FK,
+    scorer: ScoreFn,
+    measure_state: bool,
+}
+
+/// Worker `index` of `peers` (global, whatever timely numbers the worker) runs the graph
+/// to its end; with `feed`, it feeds the alert tables.
 fn run_worker<S, FS, FK>(
     worker: &mut timely::worker::Worker,
-    config: &GraphConfig,
-    spec: &Arc<WindowSpec>,
-    make_source: &FS,
-    make_sinks: &FK,
-    scorer: &ScoreFn,
-    measure_state: bool,
+    (index, peers): (usize, usize),
+    feed: Option<AlertTableFeed>,
+    job: &Job<FS, FK>,
 ) -> Result<(RunReport, u64, u64), DataflowError>
 where
     S: TelemetrySource,
     FS: Fn(usize, usize) -> Result<S, DataflowError>,
     FK: Fn(usize) -> Result<WorkerSinks, DataflowError>,
 {
+    let Job {
+        config,
+        spec,
+        make_source,
+        make_sinks,
+        scorer,
+        measure_state,
+    } = job;
+    let measure_state = *measure_state;
     let begun = Instant::now();
-    let (index, peers) = (worker.index(), worker.peers());
     let source = make_source(index, peers)?;
     let source_name = source.name().to_owned();
     let source = Rc::new(RefCell::new(source));
@@ -635,9 +764,9 @@ where
         )
     });
 
-    // The alert tables: worker 0 feeds them; every worker's inputs follow its source.
+    // The alert tables: the worker given the feed feeds them; every worker's inputs follow
+    // its source.
     let mut tables = Some(tables);
-    let feed = (index == 0).then(|| config.tables.clone());
     if let (Some(feed), Some(t)) = (&feed, tables.as_mut()) {
         t.apply(&feed.initial);
         t.advance_to(0);
@@ -730,4 +859,214 @@ where
         replayed: *suppressed.borrow(),
     };
     Ok((report, src_rejected, src_late))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pmi_core::{
+        Component, EventTime, SensorValues, Sequenced, Severity, SourceBatch, SourceFailure,
+        SourceStatus, SENSOR_COUNT,
+    };
+    use pmi_operators::exchange::owner;
+    use pmi_sinks::MemorySink;
+
+    /// A worker's share of a fleet: the readings of the vehicles it owns, in one batch, as
+    /// a backfill's readers deal them.
+    struct Share(Option<Vec<Sequenced>>);
+
+    impl TelemetrySource for Share {
+        fn name(&self) -> &str {
+            "share"
+        }
+        fn poll(&mut self, batch: &mut SourceBatch) -> Result<SourceStatus, SourceFailure> {
+            match self.0.take() {
+                Some(readings) => {
+                    batch.readings = readings;
+                    Ok(SourceStatus::Ready)
+                }
+                None => Ok(SourceStatus::Finished),
+            }
+        }
+    }
+
+    /// Twenty minutes of 8 vehicles at 1 Hz; the engines of the odd ones heat up.
+    fn fleet() -> Arc<Vec<Sequenced>> {
+        let readings = (1..=1_200i64)
+            .flat_map(|s| {
+                (0..8).map(move |v| {
+                    let mut values = [Some(1.0); SENSOR_COUNT];
+                    values[0] = Some(80.0 + if v % 2 == 1 { s as f64 / 20.0 } else { 0.0 });
+                    Sequenced {
+                        group: 0,
+                        reading: Telemetry {
+                            vehicle_id: VehicleId::parse(&format!("V{v}")).unwrap(),
+                            ts: EventTime(1_000 * s - v),
+                            values: SensorValues::new(values).unwrap(),
+                        },
+                    }
+                })
+            })
+            .collect();
+        Arc::new(readings)
+    }
+
+    /// Features, predictions and alert changes of `fleet` on two workers run as `progress`
+    /// says, with vehicles V0 to V4 registered and alerts for registered vehicles only.
+    fn run_fleet(
+        progress: WorkerProgress,
+    ) -> (RunReport, Vec<String>, Vec<String>, Vec<AlertChange>) {
+        let config = GraphConfig {
+            workers: 2,
+            progress,
+            alerts: AlertConfig {
+                require_registry: true,
+                fall_after_ms: 0,
+                ..AlertConfig::default()
+            },
+            tables: AlertTableFeed {
+                initial: Arc::new(
+                    (0..5)
+                        .map(|v| {
+                            let id = VehicleId::parse(&format!("V{v}")).unwrap();
+                            (TableRow::Vehicle(id, VehicleRecord::default()), 1)
+                        })
+                        .collect(),
+                ),
+                updates: None,
+            },
+            ..GraphConfig::default()
+        };
+        let spec = WindowSpec::new(&config.window).unwrap();
+        let mean_60s = spec
+            .schema()
+            .index_of_name("engine_temp_c_mean_60s")
+            .unwrap();
+        let (features, predictions, alerts) = (
+            Arc::new(Mutex::new(Vec::<FeatureBatch>::new())),
+            Arc::new(Mutex::new(Vec::<Prediction>::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let fleet = fleet();
+        let (f, p, a) = (features.clone(), predictions.clone(), alerts.clone());
+        let scorer: ScoreFn = Arc::new(move |row: FeatureRow<'_>| {
+            let hot = row.get(mean_60s).is_some_and(|t| t > 100.0);
+            Prediction {
+                vehicle_id: row.vehicle_id.clone(),
+                pane_end: row.pane_end,
+                risk: if hot { 0.9 } else { 0.1 },
+                severity: if hot { Severity::High } else { Severity::Low },
+                component: hot.then_some(Component::Thermostat),
+                model: Arc::from("test"),
+                explanation: Vec::new(),
+            }
+        });
+        let report = run(
+            &config,
+            move |worker, peers| {
+                let mine = fleet.iter().filter(|s| owner(s, peers) == worker);
+                Ok(Share(Some(mine.cloned().collect())))
+            },
+            move |_| {
+                Ok(WorkerSinks {
+                    telemetry: None,
+                    features: Box::new(MemorySink { rows: f.clone() }),
+                    predictions: Box::new(MemorySink { rows: p.clone() }),
+                    alerts: Box::new(MemorySink { rows: a.clone() }),
+                    dead_letter: Box::new(MemorySink {
+                        rows: Arc::new(Mutex::new(Vec::new())),
+                    }),
+                    late: Box::new(MemorySink {
+                        rows: Arc::new(Mutex::new(Vec::new())),
+                    }),
+                    database: None,
+                    resume: Resume::default(),
+                })
+            },
+            scorer,
+            false,
+        )
+        .unwrap();
+        let mut features: Vec<String> = features
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                (0..b.rows())
+                    .map(|r| format!("{:?}", b.row(r)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        features.sort();
+        let mut predictions: Vec<String> = predictions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect();
+        predictions.sort();
+        let mut alerts = alerts.lock().unwrap().clone();
+        alerts.sort_by_key(|a| format!("{a:?}"));
+        (report, features, predictions, alerts)
+    }
+
+    /// Workers that each run their own computation give what workers sharing one give: the
+    /// same features, predictions and alert changes (each worker with the whole registry),
+    /// and the same accounting.
+    #[test]
+    fn independent_workers_give_the_outputs_of_shared_ones() {
+        let (shared, sf, sp, sa) = run_fleet(WorkerProgress::Shared);
+        let (independent, inf, ip, ia) = run_fleet(WorkerProgress::Independent);
+        assert_eq!(shared.read, 9_600);
+        assert_eq!(
+            (independent.read, independent.windowed),
+            (shared.read, shared.windowed)
+        );
+        // Every vehicle at every pane end from its first reading to 900 s after its last.
+        assert_eq!(sf.len(), 8 * (120 + 89));
+        assert!(sf == inf, "features differ");
+        assert!(sp == ip, "predictions differ");
+        // Hot vehicles are the odd ones; only V1 and V3 are registered.
+        let raised: Vec<&str> = ia
+            .iter()
+            .filter_map(|a| match a {
+                AlertChange::Raised(alert) => Some(alert.vehicle_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(raised, ["V1", "V3"], "{ia:?}");
+        assert_eq!(sa, ia, "alert changes differ");
+    }
+
+    /// Every feed of a broadcast gets the initial rows and every batch of updates, and the
+    /// forwarder ends with the updates' sender.
+    #[test]
+    fn a_broadcast_feed_hands_every_worker_every_update() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let vehicle = |v: &str| {
+            let id = VehicleId::parse(v).unwrap();
+            (TableRow::Vehicle(id, VehicleRecord::default()), 1)
+        };
+        let feed = AlertTableFeed {
+            initial: Arc::new(vec![vehicle("V0")]),
+            updates: Some(rx),
+        };
+        let feeds = feed.broadcast(3).unwrap();
+        tx.send(vec![vehicle("V1")]).unwrap();
+        tx.send(vec![vehicle("V2"), vehicle("V3")]).unwrap();
+        drop(tx);
+        for feed in &feeds {
+            assert_eq!(feed.initial.len(), 1);
+            let got: Vec<usize> = feed
+                .updates
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|b| b.len())
+                .collect();
+            assert_eq!(got, [1, 2], "every batch, in order, then the end");
+        }
+        let still = AlertTableFeed::default().broadcast(2).unwrap();
+        assert!(still.iter().all(|f| f.updates.is_none()));
+    }
 }

@@ -23,7 +23,9 @@ pub mod sink;
 pub mod stats;
 pub mod training;
 
-pub use graph::{Cluster, DatabaseSinks, GraphConfig, RunReport, ScoreFn, WorkerSinks};
+pub use graph::{
+    Cluster, DatabaseSinks, GraphConfig, RunReport, ScoreFn, WorkerProgress, WorkerSinks,
+};
 pub use stats::{GraphStats, StatsSnapshot};
 
 /// Errors of building or running a graph.
