@@ -79,7 +79,8 @@ pub const MAX_AHEAD_MS: u64 = 40_000;
 /// workers of a process run independently ([`WorkerProgress::Independent`]: the readers
 /// deal each reading to the worker owning its vehicle, so none would cross workers). On
 /// `pmi bench` this kept both cores busy 93 % of the time instead of 85 % (a worker no
-/// longer waits for the other to close a pane) and the backfill took about 13 % less time.
+/// longer waits for the other to close a pane) and the backfill took about a tenth less
+/// time.
 pub fn graph_config(graph: crate::GraphConfig) -> crate::GraphConfig {
     crate::GraphConfig {
         max_ahead_ms: MAX_AHEAD_MS,
