@@ -462,14 +462,21 @@ where
         .into_iter()
         .enumerate()
         .map(|(index, feed)| {
-            let job = job.clone();
-            std::thread::Builder::new()
+            let worker_job = job.clone();
+            let spawned = std::thread::Builder::new()
                 .name(format!("timely:work-{index}"))
                 .spawn(move || {
                     timely::execute_directly(move |worker| {
-                        run_worker(worker, (index, peers), Some(feed), &job)
+                        run_worker(worker, (index, peers), Some(feed), &worker_job)
                     })
-                })
+                });
+            if spawned.is_err() {
+                // Nobody will read this worker's share: made and dropped at once, it lets a
+                // source fed by other threads (the backfill's readers) know, rather than
+                // wait for it and hold the other workers up.
+                drop((job.make_source)(index, peers));
+            }
+            spawned
         })
         .collect();
     Ok(threads
