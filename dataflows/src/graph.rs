@@ -134,10 +134,12 @@ struct TableInputs {
 
 impl AlertTableFeed {
     /// The feed for each of `n` readers: the same initial rows, and every batch of updates
-    /// for each (forwarded by a thread that ends with the updates' sender or the readers).
+    /// for each (forwarded by a thread that ends with the updates' sender or the readers;
+    /// none is needed for a single reader).
     fn broadcast(self, n: usize) -> Result<Vec<AlertTableFeed>, DataflowError> {
-        let Some(updates) = self.updates else {
-            return Ok(vec![self; n]);
+        let updates = match self.updates {
+            Some(updates) if n > 1 => updates,
+            _ => return Ok(vec![self; n]),
         };
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
         let forward = move || {
