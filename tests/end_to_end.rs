@@ -245,6 +245,16 @@ fn bench_rerun_in_the_same_folder_reads_only_its_own_fleet() {
     let input_files = files(&dir.path().join("input/telemetry")).len();
     let second = jobs::bench(&job).unwrap();
     assert_eq!(first.readings, 360);
+    // On Linux the backfill's CPU time comes split by role, the roles adding up to it.
+    #[cfg(target_os = "linux")]
+    {
+        let cpu = first.cpu.as_ref().expect("a CPU split on Linux");
+        let roles: Vec<_> = cpu.roles.iter().map(|(r, _)| *r).collect();
+        assert_eq!(roles, pmi_dataflows::cpu::ROLES);
+        let sum: Duration = cpu.roles.iter().map(|(_, d)| *d).sum();
+        assert!(sum >= cpu.total, "{cpu:?}");
+        assert!(first.render().contains("CPU: "));
+    }
     for r in [&first, &second] {
         assert_eq!(
             r.report.read, r.readings,

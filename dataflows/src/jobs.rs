@@ -26,6 +26,7 @@ use pmi_sources::parquet_in::{TelemetryFiles, TimeRange, VehicleInterner};
 use pmi_sources::store::Store;
 
 use crate::backfill::{plan, ParquetSource};
+use crate::cpu::{CpuSampler, CpuSplit};
 use crate::graph::{
     run, AlertTableFeed, DatabaseSinks, GraphConfig, RunReport, ScoreFn, WorkerSinks,
 };
@@ -643,6 +644,8 @@ pub struct BenchResult {
     pub report: RunReport,
     /// The same backfill reading its input from the object store, s (`BenchJob::s3`).
     pub s3_backfill_s: Option<f64>,
+    /// The backfill's CPU time by thread role (Linux; see [`crate::cpu`]).
+    pub cpu: Option<CpuSplit>,
 }
 
 impl BenchResult {
@@ -673,7 +676,10 @@ impl BenchResult {
             self.report.predictions,
             self.report.rejected,
             self.report.late,
-        ) + &match self.s3_backfill_s {
+        ) + &match &self.cpu {
+            Some(cpu) => format!("\n{}", cpu.render(cores())),
+            None => String::new(),
+        } + &match self.s3_backfill_s {
             Some(s3) => format!(
                 "\nbackfill from the object store: {:.2} s = {:.0} readings/s; {:.2}× the time from local files",
                 s3,
@@ -762,9 +768,11 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         model_registry: None,
         database: None,
     };
+    let sampler = CpuSampler::start();
     let started = Instant::now();
     let report = backfill_with(&backfill_job, true, false)?;
     let backfill_s = started.elapsed().as_secs_f64();
+    let cpu = sampler.and_then(CpuSampler::finish);
     let s3_backfill_s = match &job.s3 {
         Some(url) => Some(bench_from_store(url, &input, &dir, &backfill_job)?),
         None => None,
@@ -781,7 +789,13 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         state_bytes_per_vehicle: report.state_bytes_per_vehicle(),
         report,
         s3_backfill_s,
+        cpu,
     })
+}
+
+/// Cores this process may run on (for the CPU line's utilisation).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Removes what an earlier bench left in `dir` (`subdirs`, which the bench writes):

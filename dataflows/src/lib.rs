@@ -5,12 +5,14 @@
 //! - [`stats`]: optional live counters of a running graph (for `pmi serve`'s `/stats`).
 //! - [`simulated`], [`backfill`]: the simulator and Parquet as graph sources; [`layout`]:
 //!   how a backfill's input is ordered.
+//! - [`cpu`]: CPU time by thread role over a span (`pmi bench`'s CPU line).
 //! - [`jobs`]: `live`, `simulate`, `backfill`, `bench`, as the CLI runs them; [`kafka`]:
 //!   the graph over a Kafka topic, at least once; [`kafka_bench`]: `pmi bench --source
 //!   kafka`, the graph beside plain consumers on the same topic.
 #![forbid(unsafe_code)]
 
 pub mod backfill;
+pub mod cpu;
 pub mod graph;
 pub mod jobs;
 pub mod kafka;
