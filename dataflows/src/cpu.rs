@@ -4,12 +4,13 @@
 //!
 //! Linux only (`/proc`). A [`CpuSampler`] polls the CPU time of every thread of the process
 //! (`/proc/self/task/*/schedstat`, ns) on a thread of its own and files it under a role
-//! by the thread's name ([`role_of`]). A thread's last poll before it ends is the last of
-//! its time the sampler sees: what it spends after that (at most one poll interval) goes
-//! to "other", which is the process's whole CPU time (`/proc/self/stat`, exact for ended
-//! threads too) less the roles' sums. Reading a few files every 20 ms costs well under
-//! 1 % of a core.
+//! by the thread's name ([`role_of`]), read once per thread. A thread's last poll before
+//! it ends is the last of its time the sampler sees: what it spends after that (at most
+//! one poll interval) goes to "other", which is the process's whole CPU time
+//! (`/proc/self/stat`, exact for ended threads too) less the roles' sums. Reading one file
+//! per thread every 20 ms costs well under 1 % of a core.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -102,9 +103,9 @@ impl CpuSampler {
     /// Starts polling; `None` where `/proc` does not tell (not Linux).
     pub fn start() -> Option<CpuSampler> {
         let total_before = process_cpu()?;
-        let before: HashMap<u32, Duration> = threads()?
+        let before: HashMap<u32, Duration> = task_ids()?
             .into_iter()
-            .map(|(tid, _, cpu)| (tid, cpu))
+            .filter_map(|tid| Some((tid, thread_cpu(tid)?)))
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -117,8 +118,17 @@ impl CpuSampler {
                         // The last poll comes after `stop`: threads that are still alive
                         // are read once more.
                         let last = stop.load(Ordering::Acquire);
-                        for (tid, name, cpu) in threads().unwrap_or_default() {
-                            seen.insert(tid, (role_of(&name), cpu));
+                        for tid in task_ids().unwrap_or_default() {
+                            let Some(cpu) = thread_cpu(tid) else { continue };
+                            // A thread's name is read once, when it is first seen.
+                            match seen.entry(tid) {
+                                Entry::Occupied(mut e) => e.get_mut().1 = cpu,
+                                Entry::Vacant(e) => {
+                                    if let Some(name) = thread_name(tid) {
+                                        e.insert((role_of(&name), cpu));
+                                    }
+                                }
+                            }
                         }
                         if last {
                             return seen;
@@ -185,32 +195,28 @@ fn stat_times(stat: &str) -> Option<(u64, u64)> {
     Some((utime, stime))
 }
 
-/// Every live thread of the process: id, name and CPU time so far (`schedstat`'s first
-/// field, ns). A thread that ends while the folder is read is left out.
-fn threads() -> Option<Vec<(u32, String, Duration)>> {
+/// Ids of the process's live threads.
+fn task_ids() -> Option<Vec<u32>> {
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    let mut out = Vec::new();
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let path = task.path();
-        let (Ok(name), Ok(schedstat)) = (
-            std::fs::read_to_string(path.join("comm")),
-            std::fs::read_to_string(path.join("schedstat")),
-        ) else {
-            continue;
-        };
-        let Some(ns) = schedstat
-            .split_whitespace()
-            .next()
-            .and_then(|f| f.parse().ok())
-        else {
-            continue;
-        };
-        out.push((tid, name.trim_end().to_owned(), Duration::from_nanos(ns)));
-    }
-    Some(out)
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|t| t.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
+}
+
+/// CPU time of thread `tid` so far (`schedstat`'s first field, ns); `None` once it ended.
+fn thread_cpu(tid: u32) -> Option<Duration> {
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let ns = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Name of thread `tid` (as Linux keeps it: at most 15 bytes); `None` once it ended.
+fn thread_name(tid: u32) -> Option<String> {
+    let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+    Some(name.trim_end().to_owned())
 }
 
 #[cfg(test)]
@@ -244,14 +250,12 @@ mod tests {
         let spin = std::thread::Builder::new()
             .name("timely:work-7".into())
             .spawn(|| {
-                let own = || {
-                    threads()
-                        .unwrap()
-                        .into_iter()
-                        .find(|(_, name, _)| name == "timely:work-7")
-                        .map(|(_, _, cpu)| cpu)
-                        .unwrap()
-                };
+                let tid = task_ids()
+                    .unwrap()
+                    .into_iter()
+                    .find(|&t| thread_name(t).as_deref() == Some("timely:work-7"))
+                    .unwrap();
+                let own = || thread_cpu(tid).unwrap();
                 let mut x = 0u64;
                 while own() < Duration::from_millis(300) {
                     for i in 0..100_000u64 {
