@@ -571,6 +571,10 @@ struct BenchArgs {
     /// Aggregate only the first N sensors (N ≤ 14) instead of every channel.
     #[arg(long)]
     sensors: Option<usize>,
+    /// Backfill the generated input this many times and report the median run (with the
+    /// fastest and slowest): on a shared machine one run's time varies by a fifth or more.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
     /// Keep the generated input and the outputs in this folder [default: a temporary one].
     /// What an earlier bench left in its `input`, `output`, `output-s3` and
     /// `ground_truth` subfolders is removed first.
@@ -900,6 +904,7 @@ pub fn main() -> anyhow::Result<()> {
                 window,
                 dir: args.dir,
                 s3: args.s3,
+                runs: args.runs as usize,
             };
             let result = jobs::bench(&job)?;
             println!("{}", result.render());

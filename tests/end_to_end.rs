@@ -240,6 +240,7 @@ fn bench_rerun_in_the_same_folder_reads_only_its_own_fleet() {
         window: WindowConfig::default(),
         dir: Some(dir.path().to_path_buf()),
         s3: None,
+        runs: 1,
     };
     let first = jobs::bench(&job).unwrap();
     let input_files = files(&dir.path().join("input/telemetry")).len();
@@ -270,5 +271,41 @@ fn bench_rerun_in_the_same_folder_reads_only_its_own_fleet() {
     assert_eq!(
         rows(&dir.path().join("output/features")),
         first.report.features as usize
+    );
+}
+
+/// `pmi bench --runs 3`: three backfills of one input, the figures the median run's, and
+/// the outputs of one run only left behind.
+#[test]
+fn bench_runs_report_the_median_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = jobs::BenchJob {
+        vehicles: 3,
+        duration: Duration::from_secs(120),
+        workers: 1,
+        window: WindowConfig::default(),
+        dir: Some(dir.path().to_path_buf()),
+        s3: None,
+        runs: 3,
+    };
+    let result = jobs::bench(&job).unwrap();
+    assert_eq!(result.runs_s.len(), 3);
+    let mut sorted = result.runs_s.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        result.backfill_s, sorted[1],
+        "the median of {:?}",
+        result.runs_s
+    );
+    assert_eq!(result.report.read, 360);
+    assert!(
+        result.render().contains("median of 3 runs"),
+        "{}",
+        result.render()
+    );
+    assert_eq!(
+        rows(&dir.path().join("output/features")),
+        result.report.features as usize,
+        "each run's outputs are cleared before the next"
     );
 }
