@@ -228,20 +228,25 @@ fn backfill_equals_the_live_run_in_every_layout() {
     }
 }
 
+/// A bench of 3 vehicles × 2 min (360 readings) on one worker, kept in `dir`.
+fn small_bench(dir: &std::path::Path, runs: usize) -> jobs::BenchJob {
+    jobs::BenchJob {
+        vehicles: 3,
+        duration: Duration::from_secs(120),
+        workers: 1,
+        window: WindowConfig::default(),
+        dir: Some(dir.to_path_buf()),
+        s3: None,
+        runs,
+    }
+}
+
 /// `pmi bench --dir D` run twice: the second run generates and reads one fleet, not the
 /// first run's files as well (which would all be duplicates, and halve the rate).
 #[test]
 fn bench_rerun_in_the_same_folder_reads_only_its_own_fleet() {
     let dir = tempfile::tempdir().unwrap();
-    let job = jobs::BenchJob {
-        vehicles: 3,
-        duration: Duration::from_secs(120),
-        workers: 1,
-        window: WindowConfig::default(),
-        dir: Some(dir.path().to_path_buf()),
-        s3: None,
-        runs: 1,
-    };
+    let job = small_bench(dir.path(), 1);
     let first = jobs::bench(&job).unwrap();
     let input_files = files(&dir.path().join("input/telemetry")).len();
     let second = jobs::bench(&job).unwrap();
@@ -279,16 +284,7 @@ fn bench_rerun_in_the_same_folder_reads_only_its_own_fleet() {
 #[test]
 fn bench_runs_report_the_median_run() {
     let dir = tempfile::tempdir().unwrap();
-    let job = jobs::BenchJob {
-        vehicles: 3,
-        duration: Duration::from_secs(120),
-        workers: 1,
-        window: WindowConfig::default(),
-        dir: Some(dir.path().to_path_buf()),
-        s3: None,
-        runs: 3,
-    };
-    let result = jobs::bench(&job).unwrap();
+    let result = jobs::bench(&small_bench(dir.path(), 3)).unwrap();
     assert_eq!(result.runs_s.len(), 3);
     let mut sorted = result.runs_s.clone();
     sorted.sort_by(f64::total_cmp);
