@@ -659,17 +659,13 @@ impl BenchResult {
     pub fn rate(&self) -> f64 {
         self.readings as f64 / self.backfill_s
     }
-    /// With more than one run: the median's place among them, and the fastest and slowest.
+    /// With more than one run: how many, and the fastest and the slowest.
     fn spread(&self) -> String {
-        let (Some(fast), Some(slow)) = (
-            self.runs_s.iter().copied().reduce(f64::min),
-            self.runs_s.iter().copied().reduce(f64::max),
-        ) else {
-            return String::new();
-        };
         if self.runs_s.len() < 2 {
             return String::new();
         }
+        let fast = self.runs_s.iter().copied().fold(f64::INFINITY, f64::min);
+        let slow = self.runs_s.iter().copied().fold(0.0, f64::max);
         let rate = |s: f64| self.readings as f64 / s;
         format!(
             "; median of {} runs, fastest {:.2} s = {:.0} readings/s, slowest {:.2} s = {:.0} readings/s",
@@ -809,10 +805,10 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         let backfill_s = started.elapsed().as_secs_f64();
         let cpu = sampler.and_then(CpuSampler::finish);
         tracing::info!(run, backfill_s, "bench run");
-        runs.push((backfill_s, report, cpu));
+        runs.push((backfill_s, (report, cpu)));
     }
-    let runs_s: Vec<f64> = runs.iter().map(|(s, _, _)| *s).collect();
-    let (backfill_s, report, cpu) = median_run(runs);
+    let runs_s: Vec<f64> = runs.iter().map(|(s, _)| *s).collect();
+    let (backfill_s, (report, cpu)) = median_run(runs);
     let s3_backfill_s = match &job.s3 {
         Some(url) => Some(bench_from_store(url, &input, &dir, &backfill_job)?),
         None => None,
@@ -836,7 +832,7 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
 
 /// The run of median time (of an even number, the faster of the middle two): the one whose
 /// figures a bench reports. `runs` is not empty.
-fn median_run<T>(mut runs: Vec<(f64, T, Option<CpuSplit>)>) -> (f64, T, Option<CpuSplit>) {
+fn median_run<T>(mut runs: Vec<(f64, T)>) -> (f64, T) {
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let middle = (runs.len() - 1) / 2;
     runs.swap_remove(middle)
@@ -916,12 +912,8 @@ mod tests {
     /// the middle two; one run is its own median.
     #[test]
     fn median_run_is_the_middle_time() {
-        let runs = |times: &[f64]| -> Vec<(f64, usize, Option<CpuSplit>)> {
-            times
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| (t, i, None))
-                .collect()
+        let runs = |times: &[f64]| -> Vec<(f64, usize)> {
+            times.iter().enumerate().map(|(i, &t)| (t, i)).collect()
         };
         assert_eq!(median_run(runs(&[3.0, 1.0, 2.0])).1, 2);
         assert_eq!(median_run(runs(&[2.5, 4.0, 1.0, 3.0])).1, 0);
