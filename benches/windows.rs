@@ -3,6 +3,11 @@
 //! - `vehicle_windows/*`: the per-vehicle state machine alone (insert one pane of 1 Hz
 //!   readings, seal it, evaluate every window at its end), for the 8-sensor and the default
 //!   21-channel configurations. Throughput is readings per second.
+//!   - `one_pane_1hz`: one vehicle, its state hot in the cache.
+//!   - `fleet_1000_pane_1hz`: a pane of 1000 vehicles, their readings interleaved in time
+//!     as in `pmi bench`'s input, then every vehicle evaluated with the window operator's
+//!     prefetch: the state (about 32 MB) far outgrows the caches, as in a backfill.
+//!     Against `one_pane_1hz`, what the cache misses cost.
 //! - `pane_windows_operator/*`: the timely operator on one worker over an in-memory fleet,
 //!   exchange and capabilities included.
 //!
@@ -71,6 +76,46 @@ fn bench_state(c: &mut Criterion) {
             });
         });
     }
+    // A fleet: readings of one pane for every vehicle, time-interleaved, then an evaluation
+    // of every vehicle at that pane's end. Values cycle through 5 minutes of readings.
+    let spec = WindowSpec::new(&config(true)).unwrap();
+    let vehicles = 1000;
+    let cycle = 300;
+    let values: Vec<_> = (0..cycle)
+        .flat_map(|s| (0..vehicles).map(move |v| reading(v, s as i64 * 1000).values))
+        .collect();
+    group.throughput(Throughput::Elements(10 * vehicles as u64));
+    group.bench_function(BenchmarkId::new("fleet_1000_pane_1hz", "8_sensors"), |b| {
+        let mut states: Vec<VehicleWindows> =
+            (0..vehicles).map(|_| VehicleWindows::new(&spec)).collect();
+        let mut scratch = Scratch::default();
+        let (mut out, mut dups) = (Vec::new(), Vec::new());
+        let start = 1_700_000_000_000i64; // a pane boundary
+        let mut second = 0usize;
+        b.iter(|| {
+            for _ in 0..10 {
+                let vs = &values[(second % cycle) * vehicles..][..vehicles];
+                for (v, (state, values)) in states.iter_mut().zip(vs).enumerate() {
+                    let ts = EventTime(start + second as i64 * 1000 + v as i64 + 1);
+                    state.insert(&spec, ts, *values).unwrap();
+                }
+                second += 1;
+            }
+            let k = spec.pane_of(EventTime(start + second as i64 * 1000));
+            let mut features = 0;
+            for i in 0..vehicles {
+                if let Some(next) = states.get(i + 2) {
+                    next.prefetch_headers();
+                }
+                if let Some(next) = states.get(i + 1) {
+                    next.prefetch(&spec, k);
+                }
+                states[i].evaluate(&spec, k, &mut scratch, &mut out, &mut dups);
+                features += out.len();
+            }
+            features
+        });
+    });
     group.finish();
 }
 
