@@ -5,8 +5,9 @@
 #
 #   scripts/bench-ab.sh [-n ROUNDS] [-w WORKERS] [-d DIR] BIN_A BIN_B
 #
-# The input is `pmi bench`'s (1000 vehicles × 1 h, 1 Hz, the first 8 sensors as channels),
-# generated once by BIN_A under DIR (default: a temporary folder). Each round runs
+# The input is a fleet as `pmi bench` generates (1000 vehicles × 1 h at 1 Hz, seed 1; the
+# first 8 sensors as channels, as `--sensors 8`), simulated once by BIN_A under DIR
+# (default: a temporary folder). Each round runs
 # `pmi backfill` with BIN_A, then with BIN_B (the order alternates between rounds), and
 # prints both runs' wall and CPU seconds; at the end, each build's medians and the median of
 # the rounds' ratios B / A (below 1: B is faster).
@@ -31,9 +32,10 @@ if [ -z "$dir" ]; then
 fi
 mkdir -p "$dir"
 
-echo "generating the bench input under $dir" >&2
-"$a" bench --vehicles 1000 --duration 1h --workers "$workers" --sensors 8 --dir "$dir" \
-  >/dev/null 2>"$dir/generate.log" || { cat "$dir/generate.log" >&2; exit 1; }
+echo "simulating the bench fleet under $dir" >&2
+rm -rf "$dir/telemetry" "$dir/ground_truth"
+"$a" simulate --vehicles 1000 --seed 1 --start-ms 1767225600000 --duration 1h --out "$dir" \
+  >/dev/null 2>"$dir/simulate.log" || { cat "$dir/simulate.log" >&2; exit 1; }
 cat >"$dir/channels.toml" <<'EOF'
 [window]
 channels = ["engine_temp_c", "coolant_temp_c", "oil_pressure_kpa", "oil_temp_c", "rpm", "speed_kmh", "engine_load_pct", "battery_voltage_v"]
@@ -44,7 +46,7 @@ run() {
   rm -rf "$dir/ab-out"
   local TIMEFORMAT='%R %U %S' t
   t=$({ time "$1" backfill --config "$dir/channels.toml" --no-database \
-        --input "$dir/input/telemetry" --out "$dir/ab-out" --workers "$workers" \
+        --input "$dir/telemetry" --out "$dir/ab-out" --workers "$workers" \
         >/dev/null 2>&1; } 2>&1)
   awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' <<<"$t"
 }

@@ -792,8 +792,9 @@ pub fn bench(job: &BenchJob) -> Result<BenchResult, DataflowError> {
         model_registry: None,
         database: None,
     };
-    let mut runs = Vec::with_capacity(job.runs.max(1));
-    for run in 0..job.runs.max(1) {
+    let run_count = job.runs.max(1);
+    let mut runs = Vec::with_capacity(run_count);
+    for run in 0..run_count {
         if run > 0 {
             // A run's outputs would be read by nobody, but would pile up: each run writes
             // files of its own.
