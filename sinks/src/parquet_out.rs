@@ -668,6 +668,12 @@ impl<R: Rows, L: RowLayout<R>> ParquetDataset<R, L> {
             .map_or(NO_DATE, |t| t.div_euclid(DAY_MS))
     }
 
+    /// The Parquet writer settings of the dataset's files (codec, statistics, encodings,
+    /// row group bounds).
+    pub fn writer_properties(&self) -> &WriterProperties {
+        &self.props
+    }
+
     /// Buffers records, writing a batch whenever a day's records reach `batch_rows` rows.
     pub fn push(&mut self, records: Vec<R>) -> Result<(), SinkError> {
         let Some(first) = records.first() else {
