@@ -10,9 +10,10 @@
 //! vehicle, and separate allocations put each deque's header and entries on lines of their
 //! own, scattered over the heap (two dozen cache misses per evaluation at 8 channels, and a
 //! malloc header and slack per deque). Here the rings' headers share two cache lines and
-//! the usual entries a few more, next to each other. A ring that fills up, or keeps much
-//! more room than it uses, has the buffer laid out again (rare: the sizes follow the data's
-//! trends, which change slowly).
+//! the usual entries a few more, next to each other. A ring that fills up, or kept much
+//! more room than it used at its fullest over the last [`REVIEW_EVERY`] evaluations, has
+//! the buffer laid out again (rare: the room follows the peaks of the data's trends and
+//! oscillations, which change slowly).
 
 use super::prefetch;
 
@@ -33,14 +34,19 @@ impl std::fmt::Debug for Extreme {
 }
 
 /// Where one deque lives in the buffer: `cap` slots from `start`, its oldest entry at
-/// `start + head`, `len` entries wrapping around within the `cap` slots.
+/// `start + head`, `len` entries wrapping around within the `cap` slots; `peak`, the most
+/// entries it held since the last review of the rooms (see [`Extremes::expire`]).
 #[derive(Clone, Copy, Debug, Default)]
 struct Ring {
     start: u32,
     cap: u16,
     head: u16,
     len: u16,
+    peak: u16,
 }
+
+/// Evaluations between two reviews of the deques' spare room (see [`Extremes::expire`]).
+const REVIEW_EVERY: u8 = 64;
 
 impl Ring {
     /// Buffer index of the ring's `j`-th oldest entry (`j < cap`).
@@ -59,6 +65,11 @@ impl Ring {
 pub(super) struct Extremes {
     entries: Vec<Extreme>,
     rings: Box<[Ring]>,
+    /// Calls of [`Self::expire`] since the last review of the rooms.
+    since_review: u8,
+    /// Times the buffer was laid out again.
+    #[cfg(test)]
+    relayouts: usize,
 }
 
 impl Extremes {
@@ -67,6 +78,9 @@ impl Extremes {
         Extremes {
             entries: Vec::new(),
             rings: vec![Ring::default(); deques].into_boxed_slice(),
+            since_review: 0,
+            #[cfg(test)]
+            relayouts: 0,
         }
     }
 
@@ -93,11 +107,25 @@ impl Extremes {
         )
     }
 
-    /// Lays the buffer out again with deque `d` given `cap` slots (at least its length),
-    /// every deque's entries first in its ring.
+    /// The rings' sizes, in slots.
+    fn caps(&self) -> Vec<usize> {
+        self.rings.iter().map(|r| r.cap as usize).collect()
+    }
+
+    /// Lays the buffer out again with deque `d` given `cap` slots (at least its length).
     fn relayout(&mut self, d: usize, cap: usize) {
-        let mut caps: Vec<usize> = self.rings.iter().map(|r| r.cap as usize).collect();
+        let mut caps = self.caps();
         caps[d] = cap;
+        self.relayout_to(&caps);
+    }
+
+    /// Lays the buffer out again with each deque given its `caps` slots (at least its
+    /// length), every deque's entries first in its ring.
+    fn relayout_to(&mut self, caps: &[usize]) {
+        #[cfg(test)]
+        {
+            self.relayouts += 1;
+        }
         let mut entries = Vec::with_capacity(caps.iter().sum());
         let mut rings = self.rings.clone();
         for (i, ring) in rings.iter_mut().enumerate() {
@@ -111,6 +139,7 @@ impl Extremes {
                 cap: u16::try_from(caps[i]).expect("a deque's ring fits 2¹⁶ entries"),
                 head: 0,
                 len: ring.len,
+                peak: ring.peak,
             };
         }
         self.entries = entries;
@@ -143,14 +172,22 @@ impl Extremes {
             value: v,
             pane: pane as u16,
         };
-        self.rings[d].len += 1;
+        let r = &mut self.rings[d];
+        r.len += 1;
+        r.peak = r.peak.max(r.len);
     }
 
-    /// Drops from every deque the entries at least `max_age` panes older than pane `k`, and
-    /// the spare room of a deque a longer run left much larger than it now needs.
+    /// Drops from every deque the entries at least `max_age` panes older than pane `k`; every
+    /// [`REVIEW_EVERY`] calls, also the spare room of deques that held far fewer entries
+    /// than their room since the last review.
+    ///
+    /// The room follows each deque's peak over the review period, not its length now: a
+    /// deque whose length rises and falls with the data (pane extremes of a slowly
+    /// oscillating signal, such as a thermostat's cycle) keeps the room of its peaks, where
+    /// shrinking it at every fall had the buffer laid out again (an allocation and a copy of
+    /// every deque) several times per cycle, to grow it again on the next rise.
     pub(super) fn expire(&mut self, k: i64, max_age: usize) {
         let k = k as u16;
-        let mut oversized = None;
         for d in 0..self.rings.len() {
             let mut r = self.rings[d];
             while r.len > 0 && k.wrapping_sub(self.entries[r.at(0)].pane) as usize >= max_age {
@@ -158,15 +195,24 @@ impl Extremes {
                 r.len -= 1;
             }
             self.rings[d] = r;
-            let (len, cap) = (r.len as usize, r.cap as usize);
-            if cap > len + len / 2 + 6 {
-                oversized = Some(d);
-            }
         }
-        // One deque at a time: a run ends in one channel at a time, seldom.
-        if let Some(d) = oversized {
-            let len = self.rings[d].len as usize;
-            self.relayout(d, len + len / 4 + 2);
+        self.since_review += 1;
+        if self.since_review < REVIEW_EVERY {
+            return;
+        }
+        self.since_review = 0;
+        let mut caps = None;
+        for d in 0..self.rings.len() {
+            let Ring { peak, cap, len, .. } = self.rings[d];
+            let (peak, cap) = (peak as usize, cap as usize);
+            if cap > peak + peak / 2 + 6 {
+                // At least the length: the peak is never below it.
+                caps.get_or_insert_with(|| self.caps())[d] = peak + peak / 4 + 2;
+            }
+            self.rings[d].peak = len;
+        }
+        if let Some(caps) = caps {
+            self.relayout_to(&caps);
         }
     }
 
@@ -350,6 +396,55 @@ mod tests {
                 "the buffer is the rings, no more"
             );
         }
+    }
+
+    /// Deques whose pane extremes rise and fall with a slowly oscillating signal keep the
+    /// room of their peaks: once the first cycles have sized them, the buffer is not laid
+    /// out again (shrinking each deque at every fall did so several times a cycle), and
+    /// the extremes stay right. When the oscillation stops, the room is given back.
+    #[test]
+    fn oscillating_extremes_keep_their_room() {
+        let windows = [6, 30, 90];
+        let period = 40.0; // panes
+        let mut deques = Extremes::new(2);
+        let mut history = Vec::new();
+        let mut settled = None;
+        for k in 0..3000i64 {
+            let v = if k < 2000 {
+                (k as f64 * std::f64::consts::TAU / period).sin()
+            } else {
+                0.0 // flat: every deque holds one entry
+            };
+            deques.push(0, k, v, |old, v| old >= v);
+            deques.push(1, k, v, |old, v| old <= v);
+            deques.expire(k, 90);
+            history.push(v);
+            if k == 1000 {
+                settled = Some(deques.relayouts);
+                assert!(deques.len(0) + deques.len(1) > 0);
+            }
+            let mut got = [0.0; 3];
+            deques.within_each(0, k, &windows, &mut got);
+            let want = history
+                .iter()
+                .rev()
+                .take(90)
+                .copied()
+                .fold(f64::INFINITY, f64::min);
+            assert_eq!(got[2], want, "pane {k}");
+            if k == 1999 {
+                assert_eq!(
+                    Some(deques.relayouts),
+                    settled,
+                    "the oscillation's deques were laid out again after they were sized"
+                );
+            }
+        }
+        let room: usize = deques.rings.iter().map(|r| r.cap as usize).sum();
+        assert!(
+            room <= 2 * 8,
+            "the peaks' room is given back once flat: {room} slots"
+        );
     }
 
     /// Cleared deques are empty (NaN everywhere) and fill again.
