@@ -294,7 +294,7 @@ impl Extremes {
             + std::mem::size_of_val(&*self.rings)
     }
 
-    /// Starts loading the rings' headers (the step before [`Self::prefetch_fronts`]).
+    /// Starts loading the rings' headers (the step before [`Self::prefetch_ends`]).
     pub(super) fn prefetch_headers(&self) {
         prefetch::slice(&self.rings);
     }
