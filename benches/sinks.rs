@@ -23,9 +23,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use pmi_core::{EventTime, FeatureBatch, FeatureBatchBuilder, Sensor, Validator, WindowConfig};
 use pmi_operators::windows::{Scratch, VehicleWindows, WindowSpec};
-use pmi_sinks::parquet_out::{
-    DatasetOptions, FeatureLayout, ParquetDataset, RowLayout, FEATURE_BATCH_ROWS,
-};
+use pmi_sinks::parquet_out::{DatasetOptions, FeatureLayout, ParquetDataset, RowLayout};
 use pmi_sources::fleet::{Fleet, SimulatorConfig};
 use pmi_sources::store::Store;
 
@@ -94,15 +92,6 @@ fn feature_batches() -> (WindowSpec, Vec<FeatureBatch>) {
     (spec, batches)
 }
 
-/// The feature dataset's options as the graph sets them (`dataflows::jobs`): each pane end's
-/// batch of this many rows or more is written on its own, its columns handed over uncopied.
-fn feature_options() -> DatasetOptions {
-    DatasetOptions {
-        batch_rows: FEATURE_BATCH_ROWS,
-        ..DatasetOptions::default()
-    }
-}
-
 fn bench(c: &mut Criterion) {
     // The C allocator as `pmi` sets it: without, every pane end's batch and page buffers
     // are faulted in afresh (the encoding measured about 13 % slower).
@@ -123,7 +112,7 @@ fn bench(c: &mut Criterion) {
                 "features",
                 "bench",
                 FeatureLayout::new(spec.schema()),
-                feature_options(),
+                DatasetOptions::features(),
             )
             .expect("dataset");
             for batch in &batches {
@@ -149,7 +138,7 @@ fn bench(c: &mut Criterion) {
             "features",
             "bench",
             FeatureLayout::new(spec.schema()),
-            feature_options(),
+            DatasetOptions::features(),
         )
         .expect("dataset")
         .writer_properties()

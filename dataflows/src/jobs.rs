@@ -272,12 +272,11 @@ pub(crate) fn parquet_sinks_checkpointed(
 ) -> Result<WorkerSinks, DataflowError> {
     let opts = |dataset: &str| DatasetOptions {
         checkpoint_marker: checkpoints.map(|c| format!("{c}/{dataset}")),
-        batch_rows: if dataset == "features" {
-            pmi_sinks::parquet_out::FEATURE_BATCH_ROWS
+        ..if dataset == "features" {
+            DatasetOptions::features()
         } else {
-            DatasetOptions::default().batch_rows
-        },
-        ..DatasetOptions::default()
+            DatasetOptions::default()
+        }
     };
     let marker = |dataset: &str| -> Result<Option<u64>, DataflowError> {
         match checkpoints {

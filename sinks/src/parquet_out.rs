@@ -365,6 +365,16 @@ impl Default for DatasetOptions {
     }
 }
 
+impl DatasetOptions {
+    /// The defaults with the feature datasets' batching ([`FEATURE_BATCH_ROWS`]).
+    pub fn features() -> Self {
+        DatasetOptions {
+            batch_rows: FEATURE_BATCH_ROWS,
+            ..DatasetOptions::default()
+        }
+    }
+}
+
 /// [`DatasetOptions::batch_rows`] for features: a pane end's batch of a few hundred
 /// vehicles or more is written as it comes, its columns handed to Parquet without a copy;
 /// the batches of a small fleet are gathered into record batches of at least this many rows
